@@ -1,0 +1,1 @@
+"""Command line interface: ``aceg <command>``. One module per command (see COMMANDS)."""

@@ -1,0 +1,1 @@
+"""Data: camera conventions, scenes, image preparation, readers, writers, synthetic scenes."""

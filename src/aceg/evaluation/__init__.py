@@ -1,0 +1,1 @@
+"""Evaluation: pose errors, the standard accuracy table, pose results files."""

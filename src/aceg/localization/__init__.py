@@ -1,0 +1,1 @@
+"""Localization: scene coordinates -> 2D-3D correspondences -> RANSAC-PnP pose."""

@@ -1,0 +1,1 @@
+"""Mapping: optimise a scene's map code (ACE-G) or head (ACE) from posed images."""

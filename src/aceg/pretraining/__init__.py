@@ -1,0 +1,1 @@
+"""Query pre-training of the scene-agnostic regressor across many scenes."""

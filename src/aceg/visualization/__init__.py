@@ -1,0 +1,1 @@
+"""Visualization: point clouds, plots."""
