@@ -1,0 +1,154 @@
+"""Pose results files, compatible with ACE's.
+
+One line per localized query image::
+
+    name qw qx qy qz tx ty tz [rot_err_deg tr_err_m inliers]
+
+where ``(qw, qx, qy, qz)`` and ``(tx, ty, tz)`` are the **world-to-camera** rotation
+(unit quaternion, Hamilton, w first) and translation, OpenCV camera axes, metres (as ACE
+writes them). The three trailing columns are optional: rotation error in degrees and
+translation error in metres against ground truth (``nan`` when there is none) and the
+RANSAC inlier count. Images that could not be localized are written as comment lines
+``# not localized: name [reason]``; lines starting with ``#`` are ignored on reading,
+and a query with no line counts as not localized in evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aceg.data.camera import (
+    check_rotation,
+    invert_pose,
+    make_pose,
+    quaternion_to_rotation,
+    rotation_to_quaternion,
+)
+from aceg.data.scene import Scene
+from aceg.errors import AcegError, file_error
+from aceg.evaluation.metrics import AccuracyTable, accuracy_table, pose_errors
+from aceg.io import atomic_write_text
+
+
+@dataclass
+class PoseResult:
+    """The outcome for one query image. ``cam_to_world`` is None when not localized."""
+
+    name: str
+    cam_to_world: np.ndarray | None
+    inliers: int = 0
+    rot_err_deg: float = math.nan
+    trans_err_m: float = math.nan
+    reason: str = ""
+
+    @property
+    def localized(self) -> bool:
+        return self.cam_to_world is not None
+
+
+def format_result_line(result: PoseResult) -> str:
+    if result.cam_to_world is None:
+        return f"# not localized: {result.name} {result.reason}".rstrip()
+    world_to_cam = invert_pose(result.cam_to_world)
+    q = rotation_to_quaternion(world_to_cam[:3, :3])
+    t = world_to_cam[:3, 3]
+    numbers = " ".join(f"{v:.9g}" for v in (*q, *t))
+    extras = f"{result.rot_err_deg:.6g} {result.trans_err_m:.6g} {int(result.inliers)}"
+    return f"{result.name} {numbers} {extras}"
+
+
+def write_results(path: str | Path, results: list[PoseResult]) -> None:
+    """Write a results file atomically (see module docstring for the format)."""
+    for r in results:
+        if any(c.isspace() for c in r.name):
+            raise AcegError(f"image name {r.name!r} contains white space; cannot write it")
+    text = "".join(format_result_line(r) + "\n" for r in results)
+    atomic_write_text(path, text)
+
+
+def read_results(path: str | Path) -> list[PoseResult]:
+    """Read a results file; malformed lines raise :class:`AcegError` naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise file_error(path, "results file not found")
+    results = []
+    seen: set[str] = set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) not in (8, 11):
+            raise file_error(path, f"expected 8 or 11 columns, found {len(parts)}", number)
+        name = parts[0]
+        try:
+            values = [float(v) for v in parts[1:]]
+        except ValueError:
+            raise file_error(path, "cannot parse a number", number) from None
+        if not all(math.isfinite(v) for v in values[:7]):
+            raise file_error(path, "pose contains a non-finite value", number)
+        q = np.array(values[:4])
+        if abs(np.linalg.norm(q) - 1.0) > 1e-3:
+            raise file_error(
+                path, f"quaternion is not unit length (|q| = {np.linalg.norm(q):.4g})", number
+            )
+        R = quaternion_to_rotation(q)
+        check_rotation(R, f"{path}:{number}")
+        if name in seen:
+            raise file_error(path, f"image {name} appears twice", number)
+        seen.add(name)
+        cam_to_world = invert_pose(make_pose(R, values[4:7]))
+        extras = values[7:] if len(values) == 10 else [math.nan, math.nan, 0]
+        results.append(
+            PoseResult(
+                name,
+                cam_to_world,
+                int(extras[2]) if math.isfinite(extras[2]) else 0,
+                extras[0],
+                extras[1],
+            )
+        )
+    return results
+
+
+def _match_key(name: str) -> str:
+    return Path(name).name
+
+
+def evaluate_results(
+    gt: Scene, results: list[PoseResult]
+) -> tuple[list[PoseResult], AccuracyTable]:
+    """Errors of ``results`` against the ground-truth poses of ``gt``.
+
+    Results are matched to frames by image name (the file name, ignoring folders). Every
+    frame of ``gt`` is a query: one with no result counts as not localized. A result for an
+    image that ``gt`` does not contain is an error (a wrong ground truth is a silent wrong
+    answer otherwise).
+    Returns one :class:`PoseResult` per ground-truth frame (errors filled in) and the table.
+    """
+    by_name = {_match_key(r.name): r for r in results}
+    gt_names = {_match_key(f.name) for f in gt.frames}
+    unknown = sorted(set(by_name) - gt_names)
+    if unknown:
+        raise AcegError(
+            f"{len(unknown)} result(s) name images not in the ground truth {gt.name!r} "
+            f"(first: {unknown[0]})"
+        )
+    evaluated = []
+    for frame in gt.frames:
+        if frame.cam_to_world is None:
+            raise AcegError(f"ground-truth frame {frame.name} has no pose")
+        r = by_name.get(_match_key(frame.name))
+        if r is None or r.cam_to_world is None:
+            evaluated.append(
+                PoseResult(frame.name, None, 0, math.inf, math.inf, r.reason if r else "no result")
+            )
+            continue
+        rot, trans = pose_errors(r.cam_to_world, frame.cam_to_world)
+        evaluated.append(PoseResult(frame.name, r.cam_to_world, r.inliers, rot, trans))
+    table = accuracy_table([r.rot_err_deg for r in evaluated], [r.trans_err_m for r in evaluated])
+    return evaluated, table
