@@ -1,0 +1,1 @@
+"""Baselines ACE-G is compared with (feature matching)."""

