@@ -1,0 +1,84 @@
+"""``aceg pretrain``: query pre-training of the scene-agnostic regressor."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import torch
+
+from aceg.pretraining.trainer import FINAL_NAME, PretrainConfig, Pretrainer, init_distributed
+
+HELP = "pre-train the ACE-G transformer across many scenes (mapping + query iterations)"
+DESCRIPTION = """\
+Query pre-training of the scene-agnostic transformer.
+
+DATA are scene folders, or folders of scene folders, as written by `aceg synth` (each with
+a mapping/ split and query_*/ splits, ACE layout with depth). A scene folder without splits
+is split by index (every 4th frame is a query). Encoder features are computed once and
+cached in OUT/features/ (fp16). Training alternates mapping iterations (optimise the map
+codes of a pool of scenes on mapping patches; the transformer learns from every k-th one)
+and query iterations (train the transformer on the same scenes' query patches, codes
+frozen); codes are re-initialised after --code-lifetime mapping iterations.
+
+OUT receives checkpoint.safetensors (+ pool-rank*.safetensors), log.csv and, at the end,
+regressor.safetensors (use it with `aceg map --regressor`, or ship it as the default).
+Re-running the same command resumes from the checkpoint exactly; raise --steps to continue
+a finished run.
+
+Data-parallel on several processes or GPUs (gloo on CPU, nccl on GPU):
+  torchrun --nproc-per-node 2 -m aceg pretrain DATA OUT ...
+"""
+
+
+def add_arguments(parser) -> None:
+    defaults = PretrainConfig()
+    parser.add_argument("data", nargs="+", metavar="DATA", help="scene folders or folders of scenes")
+    parser.add_argument("out", metavar="OUT", help="output folder (checkpoints, logs, final model)")
+    helps = {
+        "steps": "total training steps",
+        "batch_patches": "patches per iteration and process",
+        "scenes_per_step": "scenes per iteration",
+        "pool_size": "scenes with a live map code per process",
+        "code_lifetime": "mapping iterations before a code is re-initialised",
+        "code_warmup": "mapping iterations before a code joins query iterations",
+        "regressor_every": "the transformer also learns from every k-th mapping iteration",
+        "lr": "peak learning rate of the transformer (AdamW)",
+        "code_lr": "learning rate of the map codes (Adam)",
+        "depth_fraction": "fraction of codes mapped with depth supervision",
+        "short_side": "working short side in pixels (default: the images' own size)",
+        "seed": "random seed",
+        "checkpoint_every": "steps between checkpoints",
+        "encoder": "frozen encoder",
+    }
+    for f in fields(PretrainConfig):
+        if f.name not in helps:
+            continue
+        default = getattr(defaults, f.name)
+        kind = int if f.name == "short_side" else type(default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default,
+                            help=f"{helps[f.name]} (default: %(default)s)")
+    parser.add_argument("--regressor-config", default="{}", metavar="JSON",
+                        help='transformer size overrides, e.g. \'{"width": 128, "depth": 3}\'')
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per process (default: torch's choice)")
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg_fields = {f.name for f in fields(PretrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in cfg_fields}
+    cfg = PretrainConfig(**values, regressor=json.loads(args.regressor_config))
+    rank, world = init_distributed()
+    trainer = Pretrainer(args.data, args.out, cfg)
+    if trainer.load_checkpoint() and rank == 0:
+        print(f"resumed from {args.out}/checkpoint.safetensors at step {trainer.step}")
+    trainer.run()
+    if rank == 0:
+        print(f"wrote {args.out}/{FINAL_NAME} ({trainer.step} steps, {world} process(es))")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0

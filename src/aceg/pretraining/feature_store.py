@@ -1,0 +1,230 @@
+"""Pre-computed encoder features of a pre-training scene, stored compactly.
+
+Pre-training never re-runs the frozen encoder: each scene's splits are encoded once and
+kept as one safetensors file (``<cache>/<scene>.safetensors``) holding, per split,
+
+* ``<split>.features``  (F, h, w, C) float16: encoder features, one per patch;
+* ``<split>.targets``   (F, h, w, 3) float32: depth-derived scene coordinate of the patch
+  centre in the **centred** world frame (world minus the scene centre), metres; NaN where
+  the depth is missing or not smooth across the patch centre;
+* ``<split>.world_to_cam`` (F, 4, 4) float32: centred world frame -> camera (OpenCV axes);
+* ``<split>.K`` (F, 3, 3) float32: intrinsics of the prepared image (pixels);
+* ``scene_centre`` (3,) float64: mean mapping camera position, world frame.
+
+Patch centres follow :func:`aceg.model.encoder.patch_centres` (pixel centres at integer
+coordinates, :mod:`aceg.data.camera`).
+
+A pre-training scene is a folder with a ``mapping/`` split and one or more ``query_*/``
+splits (the layout ``aceg synth`` writes, ACE/DSAC* format with depth). A plain scene
+folder without splits is split by index: every 4th frame becomes the ``query`` split.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from aceg.data.camera import invert_pose
+from aceg.data.images import prepare_image
+from aceg.data.readers import read_scene
+from aceg.data.scene import Scene
+from aceg.errors import AcegError, file_error
+from aceg.io import atomic_path
+from aceg.mapping.losses import PatchBatch
+from aceg.model.encoder import Encoder, patch_centres
+
+STORE_VERSION = 1
+MAPPING_SPLIT = "mapping"
+
+#: A patch's depth target is kept only if its 2x2 central depths agree within this ratio.
+DEPTH_SMOOTHNESS = 1.05
+
+
+def scene_splits(root: Path) -> dict[str, Scene]:
+    """The splits of a pre-training scene folder (see module docstring)."""
+    root = Path(root)
+    if (root / MAPPING_SPLIT).is_dir():
+        splits = {MAPPING_SPLIT: read_scene(root / MAPPING_SPLIT)}
+        for sub in sorted(root.iterdir()):
+            if sub.is_dir() and sub.name.startswith("query"):
+                splits[sub.name] = read_scene(sub)
+        if len(splits) == 1:
+            raise AcegError(f"{root}: has a mapping/ split but no query_*/ split")
+        return splits
+    scene = read_scene(root)
+    mapping, query = scene.split_every(4, 3)
+    return {MAPPING_SPLIT: mapping, "query": query}
+
+
+def find_scene_roots(paths: list[str | Path]) -> list[Path]:
+    """Pre-training scene folders named by ``paths``: a folder with ``mapping/`` is a
+    scene; otherwise every sub-folder with ``mapping/`` is; otherwise the folder itself."""
+    roots: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise AcegError(f"{p}: not a folder")
+        if (p / MAPPING_SPLIT).is_dir():
+            roots.append(p)
+            continue
+        subs = sorted(s for s in p.iterdir() if (s / MAPPING_SPLIT).is_dir())
+        roots.extend(subs if subs else [p])
+    if not roots:
+        raise AcegError("no pre-training scenes found")
+    return roots
+
+
+@dataclass
+class SplitFeatures:
+    """One split's tensors (see module docstring); ``features`` stays float16."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+    world_to_cam: torch.Tensor
+    K: torch.Tensor
+
+    @property
+    def frames(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.features.shape[1], self.features.shape[2]
+
+
+@dataclass
+class SceneFeatures:
+    name: str
+    scene_centre: np.ndarray
+    splits: dict[str, SplitFeatures]
+    stride: int
+
+    @property
+    def query_splits(self) -> list[str]:
+        return [s for s in self.splits if s != MAPPING_SPLIT]
+
+
+def _depth_targets(depth: np.ndarray, rows: int, cols: int, stride: int, K: np.ndarray,
+                   cam_to_world_centred: np.ndarray) -> np.ndarray:
+    """(rows, cols, 3) centred-world coordinates of patch centres from a depth map (metres)."""
+    lo, hi = stride // 2 - 1, stride // 2 + 1
+    blocks = depth[: rows * stride, : cols * stride].reshape(rows, stride, cols, stride)
+    centre = blocks[:, lo:hi, :, lo:hi].reshape(rows, cols, -1)
+    dmin, dmax = centre.min(-1), centre.max(-1)
+    z = centre.mean(-1)
+    ok = (dmin > 0) & (dmax <= dmin * DEPTH_SMOOTHNESS)
+    uv = patch_centres(rows, cols, stride).reshape(rows, cols, 2)
+    x = (uv[..., 0] - K[0, 2]) / K[0, 0] * z
+    y = (uv[..., 1] - K[1, 2]) / K[1, 1] * z
+    cam = np.stack([x, y, z], -1).reshape(-1, 3)
+    world = cam @ cam_to_world_centred[:3, :3].T + cam_to_world_centred[:3, 3]
+    world = world.reshape(rows, cols, 3)
+    world[~ok] = np.nan
+    return world.astype(np.float32)
+
+
+def encode_split(scene: Scene, encoder: Encoder, centre: np.ndarray, short_side: int | None,
+                 progress: bool = False) -> SplitFeatures:
+    feats, targets, w2c, Ks = [], [], [], []
+    for frame in tqdm(scene.frames, desc=f"encoding {scene.name}", disable=not progress, leave=False):
+        if frame.cam_to_world is None:
+            raise AcegError(f"{frame.image_path}: pre-training needs a pose for every frame")
+        prepared = prepare_image(frame.image_path, frame.intrinsics, short_side,
+                                 multiple_of=encoder.stride, depth_path=frame.depth_path)
+        f = encoder.encode(prepared.rgb)[0].permute(1, 2, 0)  # (h, w, C)
+        rows, cols = f.shape[:2]
+        cam_to_world_centred = frame.cam_to_world.copy()
+        cam_to_world_centred[:3, 3] -= centre
+        K = prepared.intrinsics.K
+        if prepared.depth is not None:
+            t = _depth_targets(prepared.depth, rows, cols, encoder.stride, K, cam_to_world_centred)
+        else:
+            t = np.full((rows, cols, 3), np.nan, np.float32)
+        feats.append(f.half())
+        targets.append(torch.from_numpy(t))
+        w2c.append(torch.from_numpy(invert_pose(cam_to_world_centred)).float())
+        Ks.append(torch.from_numpy(K).float())
+    return SplitFeatures(torch.stack(feats), torch.stack(targets), torch.stack(w2c), torch.stack(Ks))
+
+
+def build_scene_features(root: Path, encoder: Encoder, short_side: int | None = None,
+                         progress: bool = False) -> SceneFeatures:
+    splits = scene_splits(root)
+    centre = splits[MAPPING_SPLIT].camera_centres().mean(0)
+    encoded = {name: encode_split(s, encoder, centre, short_side, progress) for name, s in splits.items()}
+    return SceneFeatures(Path(root).name, centre, encoded, encoder.stride)
+
+
+def save_scene_features(path: Path, sf: SceneFeatures, encoder_name: str) -> None:
+    tensors = {"scene_centre": torch.from_numpy(np.asarray(sf.scene_centre, np.float64))}
+    for name, s in sf.splits.items():
+        tensors[f"{name}.features"] = s.features.contiguous()
+        tensors[f"{name}.targets"] = s.targets.contiguous()
+        tensors[f"{name}.world_to_cam"] = s.world_to_cam.contiguous()
+        tensors[f"{name}.K"] = s.K.contiguous()
+    meta = {"version": STORE_VERSION, "encoder": encoder_name, "scene": sf.name,
+            "stride": sf.stride, "splits": list(sf.splits)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"aceg_features": json.dumps(meta)})
+
+
+def load_scene_features(path: Path, encoder_name: str) -> SceneFeatures:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {})["aceg_features"])
+            if meta.get("version") != STORE_VERSION:
+                raise file_error(path, f"feature store version {meta.get('version')} not supported")
+            if meta["encoder"] != encoder_name:
+                raise file_error(path, f"features of encoder {meta['encoder']!r}, need {encoder_name!r}")
+            splits = {
+                name: SplitFeatures(*(fh.get_tensor(f"{name}.{k}") for k in ("features", "targets", "world_to_cam", "K")))
+                for name in meta["splits"]
+            }
+            centre = fh.get_tensor("scene_centre").numpy()
+    except AcegError:
+        raise
+    except Exception as exc:
+        raise file_error(path, f"cannot read feature store ({exc.__class__.__name__}: {exc})") from None
+    return SceneFeatures(meta["scene"], centre, splits, int(meta["stride"]))
+
+
+def cached_scene_features(root: Path, cache_dir: Path, encoder: Encoder,
+                          short_side: int | None = None) -> SceneFeatures:
+    """Features of the scene at ``root``, read from ``cache_dir`` or computed and stored."""
+    safe_name = "_".join(Path(root).resolve().parts[-2:]).replace("/", "_")
+    path = Path(cache_dir) / f"{safe_name}.safetensors"
+    if path.is_file():
+        return load_scene_features(path, encoder.name)
+    sf = build_scene_features(Path(root), encoder, short_side)
+    save_scene_features(path, sf, encoder.name)
+    return sf
+
+
+def sample_patches(split: SplitFeatures, count: int, generator: torch.Generator,
+                   stride: int) -> PatchBatch:
+    """``count`` random patches (uniform over frames and positions) as a :class:`PatchBatch`.
+
+    ``target``/``target_valid`` carry the depth-derived coordinates (centred frame).
+    """
+    frames, rows, cols = split.features.shape[:3]
+    f = torch.randint(frames, (count,), generator=generator)
+    i = torch.randint(rows, (count,), generator=generator)
+    j = torch.randint(cols, (count,), generator=generator)
+    offset = (stride - 1) / 2.0
+    pixels = torch.stack([j * stride + offset, i * stride + offset], 1).float()
+    target = split.targets[f, i, j]
+    valid = torch.isfinite(target).all(1)
+    return PatchBatch(
+        features=split.features[f, i, j].float(),
+        pixels=pixels,
+        K=split.K[f],
+        world_to_cam=split.world_to_cam[f],
+        target=torch.nan_to_num(target),
+        target_valid=valid,
+    )
