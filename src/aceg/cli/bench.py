@@ -1,0 +1,107 @@
+"""``aceg bench``: ACE-G vs ACE vs feature matching on the same data, in one run."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aceg.errors import AcegError
+from aceg.evaluation import benchmark as bm
+
+HELP = "benchmark ACE-G, the ACE baseline and feature matching side by side"
+DESCRIPTION = f"""\
+Run ACE-G (shipped regressor), the ACE baseline and the feature-matching baseline on the
+same data in one process and print/write the figures side by side.
+
+Data: held-out synthetic scenes (generated with seeds disjoint from pre-training, or an
+existing `aceg synth` folder via --synthetic) split into query_same / query_light /
+query_view; and the real sets in --real (Strecha fountain-P11, castle-P30, Middlebury
+templeRing), mapped on frames with index % 3 != 1 and queried on index % 3 == 1, with and
+without a photometric change of the query images.
+
+Figures per method and split: % within 5cm/5deg, 10cm/10deg, 20cm/20deg, median errors,
+% localized, mapping time, median/p90 query time, map size, peak memory. The markdown table
+replaces the section between `{bm.MARK_START}` and `{bm.MARK_END}` of --markdown; raw
+numbers go to --json.
+"""
+
+HELD_OUT_SEED = 900_001  # pre-training uses seeds below 900000
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--methods", nargs="+", choices=bm.METHODS, default=list(bm.METHODS))
+    parser.add_argument("--synthetic", metavar="DIR", help="existing `aceg synth` output to use")
+    parser.add_argument("--synthetic-scenes", type=int, default=8, help="held-out scenes to generate (default: %(default)s)")
+    parser.add_argument("--synthetic-seed", type=int, default=HELD_OUT_SEED, help="seed of the held-out scenes (default: %(default)s)")
+    parser.add_argument("--frames-mapping", type=int, default=60)
+    parser.add_argument("--frames-query", type=int, default=15)
+    parser.add_argument("--size", default="240x320", help="synthetic image size HxW (default: %(default)s)")
+    parser.add_argument("--real", default="../shared/data", metavar="DIR",
+                        help="folder of the real sets (default: %(default)s; skipped if missing)")
+    parser.add_argument("--no-real", action="store_true", help="skip the real sets")
+    parser.add_argument("--preset", default="default", help="mapping preset of ACE-G and ACE")
+    parser.add_argument("--iterations", type=int, help="override the preset's mapping iterations")
+    parser.add_argument("--regressor", help="ACE-G regressor checkpoint (default: the shipped one)")
+    parser.add_argument("--work", help="folder for generated data and maps (default: a temporary one)")
+    parser.add_argument("--markdown", default="BENCHMARKS.md", help="markdown file to update (default: %(default)s)")
+    parser.add_argument("--json", default="benchmarks/results/bench.json", help="raw results (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny version for tests: 1 small synthetic scene, 1 real set, few iterations")
+
+
+def run(args) -> int:
+    start = time.perf_counter()
+    if args.quick:
+        args.synthetic_scenes, args.frames_mapping, args.frames_query = 1, 12, 3
+        args.size, args.preset = "120x160", "fast"
+        args.iterations = args.iterations or 150
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aceg-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    datasets = []
+    if args.synthetic:
+        datasets += bm.synthetic_datasets(Path(args.synthetic))
+    elif args.synthetic_scenes > 0:
+        datasets += bm.synthetic_datasets(_generate(args, work / "synthetic"))
+    if not args.no_real:
+        names = bm.REAL_SETS[:1] if args.quick else bm.REAL_SETS
+        real = bm.real_datasets(Path(args.real), names)
+        if args.quick:
+            for d in real:
+                d.mapping = d.mapping.subset(range(min(4, len(d.mapping))))
+                d.queries = {k: v.subset(range(min(2, len(v)))) for k, v in d.queries.items()}
+        datasets += real
+    if not datasets:
+        raise AcegError("no data to benchmark on")
+    settings = {"preset": args.preset, "regressor": args.regressor, "iterations": args.iterations}
+    runs = []
+    for data in datasets:
+        print(f"{data.name} ({data.kind}): {len(data.mapping)} mapping frames, "
+              + ", ".join(f"{k} {len(v)}" for k, v in data.queries.items()))
+        for method in args.methods:
+            runs.append(bm.run_method(method, data, work, settings))
+    summaries = bm.summarise(runs)
+    seconds = time.perf_counter() - start
+    command = "aceg " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "aceg bench"
+    section = bm.markdown(summaries, command, bm.machine_description(), seconds)
+    print(section)
+    if args.markdown:
+        bm.update_markdown_file(Path(args.markdown), section)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        bm.write_json(Path(args.json), runs, summaries,
+                      {"command": command, "machine": bm.machine_description(), "seconds": seconds})
+    print(f"wrote {args.markdown} and {args.json} ({seconds / 60:.1f} min)")
+    return 0
+
+
+def _generate(args, out: Path) -> Path:
+    from aceg.data.synthetic import generate_scenes
+
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    generate_scenes(out, scenes=args.synthetic_scenes, seed=args.synthetic_seed,
+                    frames_mapping=args.frames_mapping, frames_query=args.frames_query,
+                    size=(h, w))
+    return out

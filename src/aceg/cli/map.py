@@ -1,0 +1,90 @@
+"""``aceg map``: build a map of a scene from its posed images."""
+
+from __future__ import annotations
+
+import warnings
+
+from aceg.cli.common import add_format_argument, read_scene_arg
+from aceg.data.images import DEFAULT_SHORT_SIDE
+from aceg.errors import AcegError
+
+HELP = "build a map (ACE-G map code or ACE head) from posed images"
+DESCRIPTION = """\
+Build a map of SCENE (posed images, any supported format) and write it to OUT (a
+safetensors file, usually *.map).
+
+--method aceg (default) optimises only the map code of the frozen scene-agnostic
+regressor (the shipped one, or --regressor PATH; without trained weights a seeded random
+init is used, with a warning). --method ace trains the ACE baseline: a scene-specific MLP
+head from scratch. Both use the same frozen encoder features, computed once over
+augmented passes, and write the same map format for `aceg localize`.
+
+--split K:R leaves out the frames with index % K == R (to localize them later with
+`aceg localize --split K:R`).
+"""
+
+
+def add_arguments(parser) -> None:
+    from aceg.mapping.mapper import METHODS, PRESETS
+
+    parser.add_argument("scene", metavar="SCENE", help="scene folder or file (posed images)")
+    parser.add_argument("out", metavar="OUT", help="map file to write (e.g. scene.map)")
+    parser.add_argument("--method", choices=METHODS, default="aceg",
+                        help="aceg (map code, default) or ace (scene-specific MLP head)")
+    parser.add_argument("--preset", choices=list(PRESETS["aceg"]), default="default",
+                        help="speed/accuracy trade-off (default: default)")
+    parser.add_argument("--depth", action="store_true",
+                        help="add depth supervision (every frame needs a depth map)")
+    parser.add_argument("--regressor", metavar="PATH", default=None,
+                        help="ACE-G regressor checkpoint (.safetensors); default: shipped weights")
+    parser.add_argument("--encoder", default=None,
+                        help="encoder name (ACE only; ACE-G uses the regressor's encoder)")
+    parser.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE,
+                        help=f"working image short side in pixels (default {DEFAULT_SHORT_SIDE})")
+    parser.add_argument("--iterations", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--split", metavar="K:R", default=None,
+                        help="leave out frames with index %% K == R")
+    parser.add_argument("--seed", type=int, default=0)
+    add_format_argument(parser)
+
+
+def parse_split(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        k, r = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise AcegError(f"--split must be K:R with integers, got {text!r}") from None
+    if k < 2 or not 0 <= r < k:
+        raise AcegError(f"--split K:R needs K >= 2 and 0 <= R < K, got {text!r}")
+    return k, r
+
+
+def run(args) -> int:
+    from aceg.mapping.mapper import map_scene
+
+    scene = read_scene_arg(args.scene, args.format)
+    split = parse_split(args.split)
+    if split:
+        scene, _ = scene.split_every(*split)
+    if args.short_side < 16:
+        raise AcegError(f"--short-side must be at least 16 pixels, got {args.short_side}")
+    if args.iterations is not None and args.iterations < 1:
+        raise AcegError("--iterations must be positive")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = map_scene(
+            scene, args.out, method=args.method, preset=args.preset, regressor=args.regressor,
+            use_depth=args.depth, encoder=args.encoder, short_side=args.short_side,
+            iterations=args.iterations, seed=args.seed,
+        )
+    for w in caught:
+        print(f"aceg: warning: {w.message}")
+    s = result.stats
+    print(f"wrote {result.path} ({result.file_size / 1024:.0f} KiB): {result.method} map of "
+          f"{result.frames} images, encoder {result.encoder}, {result.patches} patches, "
+          f"{result.iterations} iterations in {result.seconds['total']:.0f} s")
+    print(f"training: loss {s.get('loss', float('nan')):.3g}, "
+          f"{100 * s.get('in10', 0):.0f}% of patches within 10 px, "
+          f"median reprojection error {s.get('median_px', float('nan')):.1f} px")
+    return 0

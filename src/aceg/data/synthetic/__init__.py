@@ -1,0 +1,29 @@
+"""Procedural indoor scenes rendered headless, for query pre-training and benchmarks.
+
+One module per concern:
+
+* :mod:`~aceg.data.synthetic.layout`: the room and its objects from a seed (world frame,
+  metres, z up), and the triangle mesh built from them.
+* :mod:`~aceg.data.synthetic.textures`: photographs (``skimage.data``, optionally
+  ``shared/data/textures``) mixed with procedural textures.
+* :mod:`~aceg.data.synthetic.lighting`: point lights + ambient; lighting A and a changed
+  lighting B.
+* :mod:`~aceg.data.synthetic.trajectories`: handheld scanning paths and query viewpoints.
+* :mod:`~aceg.data.synthetic.renderer`: moderngl on EGL; RGB and metric z-depth.
+* :mod:`~aceg.data.synthetic.ace_layout`: writing a split in the ACE / DSAC* layout.
+* :mod:`~aceg.data.synthetic.contact_sheet`: a PNG to look at what each split changes.
+* :mod:`~aceg.data.synthetic.generate`: :func:`generate_scene`, the whole pipeline.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GENERATOR_VERSION", "SPLITS", "SynthSettings", "generate_scene", "scene_seed"]
+
+
+def __getattr__(name: str):
+    # lazy, so that importing a sub-module (e.g. the renderer) does not import the rest
+    if name in __all__:
+        from aceg.data.synthetic import generate
+
+        return getattr(generate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,206 @@
+"""Localization: one image + intrinsics + a map -> camera pose.
+
+Steps (:meth:`Localizer.localize`):
+
+1. prepare the image exactly as mapping did (:func:`aceg.data.images.prepare_image` at the
+   map's working short side, cropped to the encoder stride);
+2. encode it, predict one scene coordinate per patch (regressor + map code for ACE-G,
+   the map's MLP head for ACE), add the scene centre;
+3. ACE-G: drop the most uncertain patches (keep the ``keep_quantile`` fraction with the
+   smallest predicted uncertainty);
+4. RANSAC-PnP with poselib (``estimate_absolute_pose``, pinhole camera "PINHOLE" with
+   ``fx, fy, cx, cy`` of the prepared image; threshold ``ransac_px`` pixels), followed by
+   poselib's non-linear refinement on the inliers;
+5. the pose is *localized* when RANSAC found one, and *confident* when it has at least
+   :data:`CONFIDENT_INLIERS` inliers (about 4% of the 4800 patches of a 480x640 query;
+   ACE's practice of judging a pose by its inlier count).
+
+Fewer than :data:`MIN_CORRESPONDENCES` usable correspondences, or an image that cannot be
+read, give a "not localized" :class:`LocalizationResult` with a reason (never an exception
+from :meth:`Localizer.localize_frame`; :meth:`Localizer.localize` raises only for an image
+array of the wrong shape).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import poselib
+import torch
+
+from aceg.data.camera import Intrinsics, make_pose
+from aceg.data.images import prepare_image
+from aceg.data.scene import Frame
+from aceg.errors import AcegError
+from aceg.model.encoder import get_encoder
+from aceg.model.map_file import check_regressor_matches, load_map, resolve_regressor
+
+#: Inlier count from which a pose is flagged confident.
+CONFIDENT_INLIERS = 200
+#: Fewer usable 2D-3D correspondences than this: "not localized".
+MIN_CORRESPONDENCES = 12
+#: RANSAC inlier threshold, pixels of the prepared image (ACE uses 10 px at short side 480).
+RANSAC_PX = 10.0
+#: Fraction of patches kept by the uncertainty filter (ACE-G maps).
+KEEP_QUANTILE = 0.75
+
+
+@dataclass
+class LocalizationResult:
+    """Pose of one query image.
+
+    Attributes:
+        name: image name (file name, or "array").
+        cam_to_world: 4x4 float64 camera-to-world pose (OpenCV axes, metres) or None when
+            not localized.
+        inliers: RANSAC inliers after refinement.
+        correspondences: 2D-3D correspondences given to RANSAC.
+        confident: ``inliers >= CONFIDENT_INLIERS``.
+        timings: seconds per stage ("prepare", "encode", "regress", "ransac", "total").
+        reason: why the image was not localized ("" when localized).
+    """
+
+    name: str
+    cam_to_world: np.ndarray | None
+    inliers: int = 0
+    correspondences: int = 0
+    confident: bool = False
+    timings: dict = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def localized(self) -> bool:
+        return self.cam_to_world is not None
+
+
+class Localizer:
+    """Localize images against one map file.
+
+    Args:
+        map_path: map written by :func:`aceg.mapping.mapper.map_scene`.
+        regressor: ACE-G maps only: the regressor used for mapping (None = the default one,
+            a path, or a model); a different one is an :class:`AcegError`.
+        keep_quantile, ransac_px, confident_inliers: see module constants.
+    """
+
+    def __init__(self, map_path: str | Path, regressor=None, device: torch.device | str = "cpu",
+                 keep_quantile: float = KEEP_QUANTILE, ransac_px: float = RANSAC_PX,
+                 confident_inliers: int = CONFIDENT_INLIERS, ransac_iterations: int = 10000) -> None:
+        self.map_path = Path(map_path)
+        self.data = load_map(map_path)
+        self.device = torch.device(device)
+        self.encoder = get_encoder(self.data.encoder, self.device)
+        if self.encoder.stride != self.data.stride:
+            raise AcegError(f"{map_path}: map stride {self.data.stride} does not match encoder "
+                            f"{self.data.encoder!r} (stride {self.encoder.stride})")
+        self.keep_quantile = keep_quantile
+        self.ransac_px = ransac_px
+        self.confident_inliers = confident_inliers
+        self.ransac_iterations = ransac_iterations
+        self.centre = torch.as_tensor(self.data.scene_centre, dtype=torch.float64)
+        if self.data.method == "aceg":
+            reg = resolve_regressor(regressor, self.data.encoder)
+            check_regressor_matches(self.data, reg, map_path)
+            self.regressor = reg
+            model = reg.model.to(self.device)
+            code = self.data.code.to(self.device)
+            self._predict = lambda f: model(f, code)
+        else:
+            head = self.data.build_head().to(self.device)
+            self._predict = head
+
+    def predict(self, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(C, h, w) features -> (h*w, 3) world coordinates (float64), (h*w,) log-uncertainty."""
+        C = features.shape[0]
+        flat = features.reshape(C, -1).T.to(self.device)
+        with torch.inference_mode():
+            coords, log_unc = self._predict(flat)
+        world = coords.double().cpu() + self.centre
+        return world.numpy(), None if log_unc is None else log_unc.float().cpu().numpy()
+
+    def localize(self, image, intrinsics: Intrinsics, name: str = "array") -> LocalizationResult:
+        """Pose of an image (path, or RGB uint8 array (H, W, 3)) with intrinsics of that image."""
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        if isinstance(image, str | Path):
+            name = Path(image).name if name == "array" else name
+            prep = prepare_image(image, intrinsics, self.data.short_side, self.encoder.stride)
+        else:
+            arr = np.asarray(image)
+            if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+                raise AcegError(f"{name}: expected an RGB uint8 image (H, W, 3), got "
+                                f"{arr.dtype} {arr.shape}")
+            prep = prepare_image(name, intrinsics, self.data.short_side, self.encoder.stride,
+                                 rgb=arr)
+        timings["prepare"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        feats = self.encoder.encode(prep.rgb)[0]
+        timings["encode"] = time.perf_counter() - t
+        t = time.perf_counter()
+        world, log_unc = self.predict(feats)
+        rows, cols = feats.shape[1:]
+        pixels = self.encoder.centres(rows, cols).astype(np.float64)
+        keep = np.all(np.isfinite(world), axis=1)
+        if log_unc is not None and self.keep_quantile < 1.0 and keep.any():
+            thr = np.quantile(log_unc[keep], self.keep_quantile)
+            keep &= log_unc <= thr
+        timings["regress"] = time.perf_counter() - t
+        result = self.solve_pnp(pixels[keep], world[keep], prep.intrinsics,
+                                prep.rgb.shape[1], prep.rgb.shape[0], name)
+        timings["ransac"] = result.timings["ransac"]
+        timings["total"] = time.perf_counter() - t0
+        result.timings = timings
+        return result
+
+    def solve_pnp(self, pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics,
+                  width: int, height: int, name: str = "") -> LocalizationResult:
+        """RANSAC-PnP + refinement on (M, 2) pixels and (M, 3) world points (see module)."""
+        return solve_pnp(pixels, world, intrinsics, width, height, name, self.ransac_px,
+                         self.confident_inliers, self.ransac_iterations)
+
+    def localize_frame(self, frame: Frame) -> LocalizationResult:
+        """Localize a scene frame; unreadable images give a "not localized" result."""
+        try:
+            return self.localize(frame.image_path, frame.intrinsics, frame.name)
+        except AcegError as exc:
+            return LocalizationResult(frame.name, None, reason=str(exc))
+
+
+def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, width: int,
+              height: int, name: str = "", ransac_px: float = RANSAC_PX,
+              confident_inliers: int = CONFIDENT_INLIERS,
+              max_iterations: int = 10000) -> LocalizationResult:
+    """Camera-to-world pose from 2D-3D correspondences with poselib's RANSAC + refinement.
+
+    Args:
+        pixels: (M, 2) image points (u, v), pixel centres at integer coordinates.
+        world: (M, 3) world points, metres.
+        intrinsics: pinhole intrinsics of the image (distortion ignored: prepared images
+            are undistorted).
+    """
+    t = time.perf_counter()
+    n = int(pixels.shape[0])
+    if n < MIN_CORRESPONDENCES:
+        return LocalizationResult(
+            name, None, 0, n, timings={"ransac": time.perf_counter() - t},
+            reason=f"too few correspondences ({n} < {MIN_CORRESPONDENCES})")
+    camera = {"model": "PINHOLE", "width": int(width), "height": int(height),
+              "params": [intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy]}
+    ransac = {"max_reproj_error": float(ransac_px), "max_iterations": int(max_iterations),
+              "min_iterations": 100, "seed": 0}
+    pose, info = poselib.estimate_absolute_pose(
+        np.ascontiguousarray(pixels, dtype=np.float64),
+        np.ascontiguousarray(world, dtype=np.float64), camera, ransac, {})
+    inliers = int(info.get("num_inliers", 0))
+    elapsed = time.perf_counter() - t
+    if inliers < 4:
+        return LocalizationResult(name, None, inliers, n, timings={"ransac": elapsed},
+                                  reason="RANSAC found no pose")
+    w2c = make_pose(np.asarray(pose.R), np.asarray(pose.t))
+    R = w2c[:3, :3]
+    c2w = make_pose(R.T, -R.T @ w2c[:3, 3])
+    return LocalizationResult(name, c2w, inliers, n, inliers >= confident_inliers,
+                              timings={"ransac": elapsed})

@@ -1,0 +1,211 @@
+"""ACE-style training buffer: encoder features of mapping patches, computed once.
+
+Each mapping image is prepared once (:func:`aceg.data.images.prepare_image` at the working
+short side, cropped to the encoder stride), then encoded over ``passes`` passes: the first
+unchanged, the others augmented (in-plane rotation and scale about the image centre,
+brightness / contrast / gamma). Up to ``patches_per_pass`` patches are sampled per pass.
+
+Augmentation is a 2-D affine warp ``A`` of the prepared image, so a patch centred at ``p'``
+in the augmented image shows the original pixel ``p = A^-1 p'``. The buffer stores that
+original pixel with the original camera (intrinsics, pose), so the reprojection loss is
+exact for any principal point and focal lengths (no pose edit needed for the rotation).
+Patches whose source pixel falls outside the image (or within half a cell of its edge)
+are dropped.
+
+Poses are stored relative to the scene centre (mean mapping camera position).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from aceg.data.images import prepare_image
+from aceg.data.scene import Scene
+from aceg.mapping.losses import PatchBatch
+from aceg.model.encoder import Encoder
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation of the passes after the first. Angles in degrees, factors unitless."""
+
+    rotation_deg: float = 15.0
+    scale_min: float = 2.0 / 3.0
+    scale_max: float = 1.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    gamma: float = 0.3
+
+
+@dataclass
+class TrainingBuffer:
+    """Patches for mapping (M patches, F frames).
+
+    Attributes:
+        features: (M, C) float16 encoder features.
+        pixels: (M, 2) float32 patch centre in the prepared (unaugmented) image, pixels.
+        frame: (M,) int64 index into the per-frame tables.
+        K: (F, 3, 3) float32 intrinsics of the prepared images.
+        world_to_cam: (F, 4, 4) float32, centred world frame -> camera.
+        target: (M, 3) float32 depth-derived coordinates (centred frame) or None.
+        target_valid: (M,) bool or None.
+        centre: (3,) float64 scene centre (world frame, metres).
+        image_size: (width, height) of the prepared images (of the first frame).
+    """
+
+    features: torch.Tensor
+    pixels: torch.Tensor
+    frame: torch.Tensor
+    K: torch.Tensor
+    world_to_cam: torch.Tensor
+    centre: np.ndarray
+    image_size: tuple[int, int]
+    target: torch.Tensor | None = None
+    target_valid: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def batch(self, index: torch.Tensor) -> PatchBatch:
+        """The patches at ``index`` (int64 tensor) as a :class:`PatchBatch` (float32)."""
+        f = self.frame[index]
+        return PatchBatch(
+            features=self.features[index].float(),
+            pixels=self.pixels[index],
+            K=self.K[f],
+            world_to_cam=self.world_to_cam[f],
+            target=None if self.target is None else self.target[index],
+            target_valid=None if self.target_valid is None else self.target_valid[index],
+        )
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.features, self.pixels, self.frame, self.target, self.target_valid]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def scene_centre(scene: Scene) -> np.ndarray:
+    """Mean camera position of the (posed) frames, (3,) metres, world frame."""
+    return scene.camera_centres().mean(axis=0)
+
+
+def _augment(rgb: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Randomly warped / recoloured image and its 2x3 affine (original -> augmented pixels)."""
+    h, w = rgb.shape[:2]
+    angle = rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)
+    scale = math.exp(rng.uniform(math.log(cfg.scale_min), math.log(cfg.scale_max)))
+    # Rotation/scale about the image centre (pixel centres at integer coordinates).
+    A = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, scale)
+    out = cv2.warpAffine(rgb, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    x = out.astype(np.float32) / 255.0
+    gamma = math.exp(rng.uniform(-cfg.gamma, cfg.gamma))
+    contrast = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
+    brightness = rng.uniform(-cfg.brightness, cfg.brightness)
+    x = np.clip(x, 0, 1) ** gamma
+    x = (x - 0.5) * contrast + 0.5 + brightness
+    return (np.clip(x, 0, 1) * 255.0 + 0.5).astype(np.uint8), A
+
+
+def build_buffer(
+    scene: Scene,
+    encoder: Encoder,
+    short_side: int,
+    passes: int = 4,
+    patches_per_pass: int | None = None,
+    augment: AugmentConfig | None = AugmentConfig(),
+    use_depth: bool = False,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    centre: np.ndarray | None = None,
+) -> TrainingBuffer:
+    """Encode the posed frames of ``scene`` into a :class:`TrainingBuffer`.
+
+    Args:
+        passes: encodings per image; pass 0 is unaugmented, the others use ``augment``
+            (``augment=None`` repeats nothing: one pass only).
+        patches_per_pass: random subset of patches kept per pass (None = all).
+        use_depth: also store depth-derived targets (frames must have depth).
+        progress: called with 1 after each image.
+        centre: scene centre to use (default: mean camera position).
+    """
+    rng = np.random.default_rng(seed)
+    centre = scene_centre(scene) if centre is None else np.asarray(centre, dtype=np.float64)
+    if augment is None:
+        passes = 1
+    feats, pix, frames, targets, tvalid = [], [], [], [], []
+    Ks, w2cs = [], []
+    size = (0, 0)
+    s = encoder.stride
+    for fi, frame in enumerate(scene.frames):
+        prep = prepare_image(frame.image_path, frame.intrinsics, short_side, multiple_of=s,
+                             depth_path=frame.depth_path if use_depth else None)
+        h, w = prep.rgb.shape[:2]
+        if fi == 0:
+            size = (w, h)
+        K = prep.intrinsics.K
+        c2w = frame.cam_to_world.copy()
+        c2w[:3, 3] -= centre
+        w2c = np.linalg.inv(c2w)
+        Ks.append(K)
+        w2cs.append(w2c)
+        for p in range(passes):
+            if p == 0:
+                img, A = prep.rgb, np.array([[1.0, 0, 0], [0, 1.0, 0]])
+            else:
+                img, A = _augment(prep.rgb, rng, augment)
+            fmap = encoder.encode(img)[0]  # (C, h', w')
+            C, rows, cols = fmap.shape
+            centres_aug = encoder.centres(rows, cols).astype(np.float64)  # (P, 2)
+            Ainv = cv2.invertAffineTransform(A)
+            src = centres_aug @ Ainv[:, :2].T + Ainv[:, 2]
+            m = s / 2.0
+            ok = (src[:, 0] >= m - 0.5) & (src[:, 0] <= w - 0.5 - m) & \
+                 (src[:, 1] >= m - 0.5) & (src[:, 1] <= h - 0.5 - m)
+            idx = np.flatnonzero(ok)
+            if patches_per_pass is not None and idx.size > patches_per_pass:
+                idx = rng.choice(idx, patches_per_pass, replace=False)
+            flat = fmap.reshape(C, -1).T
+            feats.append(flat[torch.from_numpy(idx)].half())
+            pix.append(src[idx].astype(np.float32))
+            frames.append(np.full(idx.size, fi, dtype=np.int64))
+            if use_depth:
+                t, v = _depth_targets(prep.depth, src[idx], K, c2w)
+                targets.append(t)
+                tvalid.append(v)
+        if progress is not None:
+            progress(1)
+    return TrainingBuffer(
+        features=torch.cat(feats) if feats else torch.zeros(0, encoder.feature_dim, dtype=torch.half),
+        pixels=torch.from_numpy(np.concatenate(pix) if pix else np.zeros((0, 2), np.float32)),
+        frame=torch.from_numpy(np.concatenate(frames) if frames else np.zeros(0, np.int64)),
+        K=torch.from_numpy(np.stack(Ks)).float(),
+        world_to_cam=torch.from_numpy(np.stack(w2cs)).float(),
+        centre=centre,
+        image_size=size,
+        target=torch.from_numpy(np.concatenate(targets)) if use_depth else None,
+        target_valid=torch.from_numpy(np.concatenate(tvalid)) if use_depth else None,
+    )
+
+
+def _depth_targets(depth: np.ndarray | None, pixels: np.ndarray, K: np.ndarray,
+                   c2w_centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scene coordinates (centred frame) of ``pixels`` from a depth map (nearest pixel)."""
+    n = pixels.shape[0]
+    if depth is None:
+        return np.zeros((n, 3), np.float32), np.zeros(n, bool)
+    h, w = depth.shape
+    ij = np.round(pixels).astype(int)
+    ij[:, 0] = ij[:, 0].clip(0, w - 1)
+    ij[:, 1] = ij[:, 1].clip(0, h - 1)
+    d = depth[ij[:, 1], ij[:, 0]].astype(np.float64)
+    rays = np.stack([(pixels[:, 0] - K[0, 2]) / K[0, 0], (pixels[:, 1] - K[1, 2]) / K[1, 1],
+                     np.ones(n)], axis=1)
+    cam = rays * d[:, None]
+    world = cam @ c2w_centred[:3, :3].T + c2w_centred[:3, 3]
+    return world.astype(np.float32), d > 0

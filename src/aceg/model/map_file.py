@@ -1,0 +1,264 @@
+"""Map files and regressor checkpoints (safetensors only; never pickle).
+
+Map file (``*.map``, a safetensors file)
+    tensors:
+        ``scene_centre``  (3,) float64, metres, world frame: added to every prediction.
+        ACE-G: ``code``   (N, D) float32: the map code read by the regressor.
+        ACE:   ``head.<name>``: weights of the scene-specific :class:`AceHead`.
+    metadata ``aceg_map``: JSON with ``format_version``, ``method`` ("aceg" or "ace"),
+    ``encoder`` (registry name), ``stride``, ``short_side`` (working short side in pixels),
+    ``regressor`` (content hash of the regressor weights, ACE-G only), ``regressor_config``
+    or ``head_config``, ``scene`` (name), ``frames`` (number of mapping images) and
+    ``stats`` (training statistics).
+
+Regressor checkpoint (a safetensors file)
+    tensors: the :class:`SceneRegressor` state dict, optionally ``code_init`` (N, D), the
+    code a mapping run starts from (e.g. the mean code of pre-training).
+    metadata ``aceg_regressor``: JSON with ``format_version``, ``config``, ``encoder``.
+
+Files are written atomically (:func:`aceg.io.atomic_path`).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from aceg.errors import AcegError, file_error
+from aceg.io import atomic_path
+from aceg.model.ace_head import AceHead, AceHeadConfig
+from aceg.model.regressor import RegressorConfig, SceneRegressor, random_regressor
+
+MAP_FORMAT_VERSION = 1
+REGRESSOR_FORMAT_VERSION = 1
+METHODS = ("aceg", "ace")
+
+#: Folder of shipped regressor weights: ``regressor-<encoder>.safetensors``.
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+#: Seed of the random regressor used when no trained checkpoint exists.
+RANDOM_REGRESSOR_SEED = 0
+
+
+@dataclass
+class MapData:
+    """Contents of a map file (see module docstring)."""
+
+    method: str
+    encoder: str
+    stride: int
+    short_side: int
+    scene_centre: np.ndarray
+    code: torch.Tensor | None = None
+    head_state: dict[str, torch.Tensor] | None = None
+    head_config: AceHeadConfig | None = None
+    regressor: str | None = None
+    regressor_config: RegressorConfig | None = None
+    scene: str = ""
+    frames: int = 0
+    stats: dict = field(default_factory=dict)
+
+    def metadata(self) -> dict:
+        meta = {
+            "format_version": MAP_FORMAT_VERSION,
+            "method": self.method,
+            "encoder": self.encoder,
+            "stride": self.stride,
+            "short_side": self.short_side,
+            "scene": self.scene,
+            "frames": self.frames,
+            "stats": self.stats,
+        }
+        if self.method == "aceg":
+            meta["regressor"] = self.regressor
+            meta["regressor_config"] = self.regressor_config.to_dict() if self.regressor_config else None
+        else:
+            meta["head_config"] = self.head_config.to_dict() if self.head_config else None
+        return meta
+
+    def build_head(self) -> AceHead:
+        """The ACE head of an ``ace`` map, weights loaded, in eval mode."""
+        head = AceHead(self.head_config)
+        head.load_state_dict(self.head_state)
+        return head.eval()
+
+
+def save_map(path: str | Path, data: MapData) -> int:
+    """Write ``data`` to ``path`` atomically; returns the file size in bytes."""
+    if data.method not in METHODS:
+        raise ValueError(f"unknown method {data.method!r}")
+    tensors = {"scene_centre": torch.as_tensor(np.asarray(data.scene_centre, dtype=np.float64))}
+    if data.method == "aceg":
+        tensors["code"] = data.code.detach().float().cpu().contiguous()
+    else:
+        # Half precision, as ACE stores its heads: halves the file, no measurable accuracy loss.
+        for k, v in data.head_state.items():
+            tensors[f"head.{k}"] = v.detach().half().cpu().contiguous()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"aceg_map": json.dumps(data.metadata())})
+    return Path(path).stat().st_size
+
+
+def _read_safetensors(path: Path, key: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
+    if not path.is_file():
+        raise file_error(path, f"{what} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw_meta = (f.metadata() or {}).get(key)
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise file_error(path, f"not a readable {what} (safetensors: {exc})") from None
+    if raw_meta is None:
+        raise file_error(path, f"not an aceg {what} (no '{key}' metadata)")
+    try:
+        meta = json.loads(raw_meta)
+    except json.JSONDecodeError:
+        raise file_error(path, f"corrupt {what} metadata (invalid JSON)") from None
+    return tensors, meta
+
+
+def load_map(path: str | Path) -> MapData:
+    """Read a map file; :class:`AcegError` naming the file if it is not a valid map."""
+    path = Path(path)
+    tensors, meta = _read_safetensors(path, "aceg_map", "map file")
+    version = meta.get("format_version")
+    if version != MAP_FORMAT_VERSION:
+        raise file_error(path, f"map format version {version} not supported (this aceg reads "
+                               f"version {MAP_FORMAT_VERSION})")
+    method = meta.get("method")
+    if method not in METHODS:
+        raise file_error(path, f"unknown map method {method!r}")
+    try:
+        data = MapData(
+            method=method,
+            encoder=str(meta["encoder"]),
+            stride=int(meta["stride"]),
+            short_side=int(meta["short_side"]),
+            scene_centre=tensors["scene_centre"].double().numpy(),
+            scene=meta.get("scene", ""),
+            frames=int(meta.get("frames", 0)),
+            stats=meta.get("stats", {}),
+        )
+        if method == "aceg":
+            data.code = tensors["code"].float()
+            data.regressor = str(meta["regressor"])
+            if meta.get("regressor_config"):
+                data.regressor_config = RegressorConfig.from_dict(meta["regressor_config"])
+        else:
+            data.head_state = {k[5:]: v.float() for k, v in tensors.items()
+                               if k.startswith("head.")}
+            data.head_config = AceHeadConfig.from_dict(meta["head_config"])
+            data.build_head()  # validates shapes
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise file_error(path, f"incomplete or inconsistent map file ({exc})") from None
+    return data
+
+
+def save_regressor(path: str | Path, model: SceneRegressor, encoder: str,
+                   code_init: torch.Tensor | None = None, extra: dict | None = None) -> None:
+    """Write a regressor checkpoint atomically (see module docstring)."""
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    if code_init is not None:
+        tensors["code_init"] = code_init.detach().float().cpu().contiguous()
+    meta = {"format_version": REGRESSOR_FORMAT_VERSION, "config": model.config.to_dict(),
+            "encoder": encoder, **(extra or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"aceg_regressor": json.dumps(meta)})
+
+
+@dataclass
+class LoadedRegressor:
+    """A regressor ready for mapping/localization: model (eval mode, frozen), the encoder it
+    expects, its identity hash, the code to start mapping from and where it came from."""
+
+    model: SceneRegressor
+    encoder: str
+    identity: str
+    code_init: torch.Tensor | None
+    source: str
+
+
+def load_regressor(path: str | Path) -> LoadedRegressor:
+    """Read a regressor checkpoint; :class:`AcegError` naming the file if invalid."""
+    path = Path(path)
+    tensors, meta = _read_safetensors(path, "aceg_regressor", "regressor checkpoint")
+    if meta.get("format_version") != REGRESSOR_FORMAT_VERSION:
+        raise file_error(path, f"regressor format version {meta.get('format_version')} not supported")
+    try:
+        config = RegressorConfig.from_dict(meta["config"])
+        code_init = tensors.pop("code_init", None)
+        model = SceneRegressor(config)
+        model.load_state_dict(tensors)
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise file_error(path, f"inconsistent regressor checkpoint ({exc})") from None
+    _freeze(model)
+    return LoadedRegressor(model, str(meta.get("encoder", "xfeat")), model.identity(), code_init,
+                           str(path))
+
+
+def _freeze(model: torch.nn.Module) -> None:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def default_regressor(encoder: str, config: RegressorConfig | None = None,
+                      warn: bool = True) -> LoadedRegressor:
+    """The shipped regressor for ``encoder`` (``weights/regressor-<encoder>.safetensors``);
+    without one, a deterministic seeded random init (same on every machine) and a warning."""
+    shipped = WEIGHTS_DIR / f"regressor-{encoder}.safetensors"
+    if shipped.is_file():
+        return load_regressor(shipped)
+    if warn:
+        warnings.warn(
+            f"no pre-trained ACE-G regressor for encoder {encoder!r} ({shipped} missing): using a "
+            f"seeded random init (seed {RANDOM_REGRESSOR_SEED}); ACE-G maps will be poor until "
+            "pre-trained weights exist (use --method ace, or --regressor PATH)",
+            stacklevel=2,
+        )
+    from aceg.model.encoder import get_encoder
+
+    if config is None:
+        try:
+            config = RegressorConfig(feature_dim=get_encoder(encoder).feature_dim)
+        except AcegError:
+            config = RegressorConfig()
+    model = random_regressor(config, RANDOM_REGRESSOR_SEED)
+    _freeze(model)
+    return LoadedRegressor(model, encoder, model.identity(), None,
+                           f"random init (seed {RANDOM_REGRESSOR_SEED})")
+
+
+def resolve_regressor(regressor, encoder: str) -> LoadedRegressor:
+    """``regressor`` given as None (default), a path, a :class:`SceneRegressor` or a
+    :class:`LoadedRegressor` -> :class:`LoadedRegressor`."""
+    if regressor is None:
+        return default_regressor(encoder)
+    if isinstance(regressor, LoadedRegressor):
+        return regressor
+    if isinstance(regressor, SceneRegressor):
+        _freeze(regressor)
+        return LoadedRegressor(regressor, encoder, regressor.identity(), None, "in-memory model")
+    return load_regressor(regressor)
+
+
+def check_regressor_matches(data: MapData, reg: LoadedRegressor, map_path: str | Path) -> None:
+    """:class:`AcegError` unless ``reg`` is the regressor the ACE-G map was made with."""
+    if data.method != "aceg":
+        return
+    if reg.identity != data.regressor:
+        raise file_error(
+            map_path,
+            f"map was made with regressor {data.regressor}, but the regressor in use is "
+            f"{reg.identity} ({reg.source}); localize with the same --regressor used for mapping",
+        )
+    if reg.encoder != data.encoder:
+        raise file_error(map_path, f"map uses encoder {data.encoder!r} but the regressor expects "
+                                   f"{reg.encoder!r}")

@@ -1,0 +1,198 @@
+"""Encoder geometry, regressor structure, homogeneous output, map files and checkpoints."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from aceg.errors import AcegError
+from aceg.model.ace_head import AceHead, AceHeadConfig
+from aceg.model.encoder import get_encoder, patch_centres
+from aceg.model.homogeneous import dehomogenize
+from aceg.model.map_file import (
+    MapData,
+    check_regressor_matches,
+    default_regressor,
+    load_map,
+    load_regressor,
+    save_map,
+    save_regressor,
+)
+from aceg.model.regressor import RegressorConfig, SceneRegressor, random_regressor
+
+TINY = RegressorConfig(width=32, depth=2, heads=2, code_tokens=8, mlp_ratio=2)
+
+
+def test_patch_centres_are_cell_pixel_means():
+    s = 8
+    c = patch_centres(3, 4, s)
+    assert c.shape == (12, 2)
+    # Cell (i, j) = pixels [j*s, j*s+s-1] x [i*s, i*s+s-1]; centre = mean pixel coordinate.
+    for i in range(3):
+        for j in range(4):
+            u = np.arange(j * s, j * s + s).mean()
+            v = np.arange(i * s, i * s + s).mean()
+            assert tuple(c[i * 4 + j]) == (u, v)
+    assert tuple(patch_centres(1, 2, 4)[1]) == (5.5, 1.5)
+
+
+def test_xfeat_encoder_shapes_and_alignment():
+    enc = get_encoder("xfeat")
+    assert (enc.name, enc.feature_dim, enc.stride) == ("xfeat", 64, 8)
+    rng = np.random.default_rng(0)
+    img = (rng.random((120, 200, 3)) * 255).astype(np.uint8)  # not multiples of 32
+    import cv2
+
+    img = cv2.GaussianBlur(img, (0, 0), 2)
+    f = enc.encode(img)
+    assert f.shape == (1, 64, 15, 25) and f.dtype == torch.float32
+    assert torch.allclose(f.pow(2).mean(1), torch.ones(1, 15, 25), atol=1e-4)
+    # Shifting the image by 32 px shifts the features by 4 cells (best match among
+    # shifts of 2..6 cells): the cell grid is aligned with the pixels.
+    shifted = np.zeros_like(img)
+    shifted[:, 32:] = img[:, :-32]
+    g = enc.encode(shifted)
+    a = f[0][:, 4:11, 8:16]
+    sims = [
+        float(torch.nn.functional.cosine_similarity(a, g[0][:, 4:11, 8 + k: 16 + k], dim=0).mean())
+        for k in range(2, 7)
+    ]
+    assert int(np.argmax(sims)) + 2 == 4 and max(sims) > 0.8
+    assert enc.centres(15, 25).shape == (375, 2)
+    with pytest.raises(ValueError, match="multiple of the stride"):
+        enc.encode(img[:, :-3])
+
+
+def test_xfeat_up2_encoder_is_stride_4():
+    enc = get_encoder("xfeat-up2")
+    f = enc.encode(np.zeros((64, 96, 3), np.uint8))
+    assert enc.stride == 4 and f.shape == (1, 64, 16, 24)
+
+
+def test_unknown_encoder_is_an_error():
+    with pytest.raises(AcegError, match="unknown encoder"):
+        get_encoder("nope")
+
+
+def test_regressor_has_no_patch_patch_attention():
+    reg = random_regressor(TINY, seed=1)
+    code = reg.init_code(torch.Generator().manual_seed(0))
+    f = torch.randn(50, TINY.feature_dim)
+    with torch.no_grad():
+        xyz, unc = reg(f, code)
+        g = f.clone()
+        g[7] = torch.randn(TINY.feature_dim) * 10
+        xyz2, unc2 = reg(g, code)
+        part, _ = reg(f[:10], code)
+    others = torch.arange(50) != 7
+    assert torch.equal(xyz[others], xyz2[others]) and torch.equal(unc[others], unc2[others])
+    assert not torch.allclose(xyz[7], xyz2[7])
+    assert torch.allclose(part, xyz[:10], atol=1e-6)  # batch composition does not matter
+    assert xyz.shape == (50, 3) and unc.shape == (50,)
+
+
+def test_regressor_output_depends_on_code():
+    reg = random_regressor(TINY, seed=1)
+    f = torch.randn(20, TINY.feature_dim)
+    with torch.no_grad():
+        a, _ = reg(f, reg.init_code(torch.Generator().manual_seed(0)))
+        b, _ = reg(f, reg.init_code(torch.Generator().manual_seed(1)) * 50)
+    assert not torch.allclose(a, b)
+
+
+def test_random_regressor_is_deterministic():
+    assert random_regressor(TINY, 3).identity() == random_regressor(TINY, 3).identity()
+    assert random_regressor(TINY, 3).identity() != random_regressor(TINY, 4).identity()
+
+
+def test_dehomogenize_bounds():
+    raw = torch.tensor([[1.0, 2.0, 3.0, 0.0], [1.0, 1.0, 1.0, -100.0], [1.0, 1.0, 1.0, 1e4]])
+    out = dehomogenize(raw, 0.01, 4.0)
+    assert torch.allclose(out[0], torch.tensor([1.0, 2.0, 3.0]), atol=1e-5)  # w = 1 at h = 0
+    assert torch.allclose(out[1], torch.full((3,), 4.0), atol=1e-3)  # scale at most 4
+    assert torch.allclose(out[2], torch.full((3,), 0.01), atol=1e-6)  # at least 0.01
+
+
+def _aceg_map(reg: SceneRegressor) -> MapData:
+    return MapData(method="aceg", encoder="xfeat", stride=8, short_side=480,
+                   scene_centre=np.array([1.0, 2.0, 3.5]), code=reg.init_code(),
+                   regressor=reg.identity(), regressor_config=reg.config, scene="s", frames=3,
+                   stats={"loss": 1.5})
+
+
+def test_map_file_round_trip_aceg(tmp_path):
+    reg = random_regressor(TINY, 0)
+    data = _aceg_map(reg)
+    size = save_map(tmp_path / "a.map", data)
+    assert size < 2_000_000
+    back = load_map(tmp_path / "a.map")
+    assert back.method == "aceg" and back.encoder == "xfeat" and back.short_side == 480
+    assert torch.equal(back.code, data.code) and back.regressor == reg.identity()
+    assert np.array_equal(back.scene_centre, data.scene_centre)
+    assert back.stats == {"loss": 1.5} and back.regressor_config == TINY
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left nothing behind
+
+
+def test_map_file_round_trip_ace(tmp_path):
+    head = AceHead(AceHeadConfig(64, 32, 1))
+    data = MapData(method="ace", encoder="xfeat", stride=8, short_side=240,
+                   scene_centre=np.zeros(3), head_state=head.state_dict(),
+                   head_config=head.config)
+    save_map(tmp_path / "b.map", data)
+    back = load_map(tmp_path / "b.map")
+    f = torch.randn(5, 64)
+    with torch.no_grad():
+        a, _ = head(f)
+        b, _ = back.build_head()(f)
+    assert torch.allclose(a, b, rtol=1e-2, atol=1e-2)  # stored in half precision
+
+
+def test_map_regressor_mismatch_is_a_clear_error(tmp_path):
+    reg = random_regressor(TINY, 0)
+    save_map(tmp_path / "a.map", _aceg_map(reg))
+    data = load_map(tmp_path / "a.map")
+    other = default_regressor("xfeat", TINY, warn=False)
+    other_model = random_regressor(TINY, 5)
+    from aceg.model.map_file import resolve_regressor
+
+    check_regressor_matches(data, resolve_regressor(reg, "xfeat"), tmp_path / "a.map")
+    with pytest.raises(AcegError, match="made with regressor"):
+        check_regressor_matches(data, resolve_regressor(other_model, "xfeat"), tmp_path / "a.map")
+    assert other.identity != reg.identity or other.model.config == TINY
+
+
+def test_bad_map_files(tmp_path):
+    with pytest.raises(AcegError, match="not found"):
+        load_map(tmp_path / "missing.map")
+    (tmp_path / "junk.map").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(AcegError, match="junk.map"):
+        load_map(tmp_path / "junk.map")
+    reg = random_regressor(TINY, 0)
+    save_regressor(tmp_path / "r.safetensors", reg, "xfeat")
+    with pytest.raises(AcegError, match="not an aceg map file"):
+        load_map(tmp_path / "r.safetensors")
+    with pytest.raises(AcegError, match="not an aceg regressor"):
+        save_map(tmp_path / "a.map", _aceg_map(reg))
+        load_regressor(tmp_path / "a.map")
+
+
+def test_regressor_checkpoint_round_trip(tmp_path):
+    reg = random_regressor(TINY, 2)
+    code = torch.randn(TINY.code_tokens, TINY.width)
+    save_regressor(tmp_path / "r.safetensors", reg, "xfeat", code_init=code)
+    back = load_regressor(tmp_path / "r.safetensors")
+    assert back.identity == reg.identity() and back.encoder == "xfeat"
+    assert torch.equal(back.code_init, code)
+    assert not any(p.requires_grad for p in back.model.parameters())
+
+
+def test_default_regressor_warns_and_is_seeded():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = default_regressor("xfeat")
+    assert any("random init" in str(w.message) for w in caught)
+    b = default_regressor("xfeat", warn=False)
+    assert a.identity == b.identity and a.model.config == RegressorConfig()
