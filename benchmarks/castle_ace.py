@@ -1,7 +1,12 @@
 """ACE baseline on Strecha castle-P30: map frames with index % 3 != 1, localize the rest.
 
     .venv/bin/python benchmarks/castle_ace.py [--encoder xfeat] [--short-side 480]
-        [--iterations 2000] [--passes 4] [--lr 5e-3] [--width 512] [--blocks 2]
+        [--iterations 2000] [--passes 4] [--patches N] [--lr 5e-3] [--width 512]
+        [--blocks 2] [--seed 0]
+
+Best configuration so far (see BENCHMARKS.md; median 0.222 m / 0.32 deg):
+    .venv/bin/python benchmarks/castle_ace.py --encoder xfeat-up2 --iterations 4000 --passes 3 \
+        --patches 8000
 
 Prints mapping time, training statistics, per-query errors and the accuracy table.
 """
@@ -87,13 +92,14 @@ def main() -> None:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("default")
     print(f"castle ACE benchmark: {vars(args)}")
     run(args.scene, args.method, args.encoder, args.short_side, args.iterations, args.passes,
         args.patches, args.lr, args.width, args.blocks, args.batch, not args.no_augment,
-        args.preset, args.out)
+        args.preset, args.out, seed=args.seed)
 
 
 if __name__ == "__main__":

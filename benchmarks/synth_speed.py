@@ -11,6 +11,7 @@ Target: a 200-frame scene in under 20 s.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -29,17 +30,21 @@ def main() -> None:
     args = parser.parse_args()
     renderer = Renderer()
     gl = renderer.ctx.info["GL_RENDERER"]
-    print(f"synth_speed: {args.frames} frames, seed {args.seed}, {gl}, {platform.machine()}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"synth_speed: {args.frames} frames, seed {args.seed}, {gl}, {platform.machine()}, "
+          f"{os.cpu_count()} CPUs, load average {load:.1f} at start")
     with tempfile.TemporaryDirectory() as tmp:
         for height, width in SIZES:
             settings = SynthSettings(frames_mapping=args.frames, frames_query=0, height=height,
                                      width=width, splits=("mapping",), contact_sheet=False)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             generate_scene(Path(tmp) / f"{height}x{width}", args.seed, settings,
                            renderer=renderer)
             seconds = time.perf_counter() - start
+            cpu_seconds = time.process_time() - cpu_start  # all threads, llvmpipe's too
             print(f"{height}x{width}: {args.frames} frames in {seconds:.1f} s = "
-                  f"{args.frames / seconds:.1f} frames/s (RGB + depth, PNGs written)")
+                  f"{args.frames / seconds:.1f} frames/s (RGB + depth, PNGs written; "
+                  f"{cpu_seconds:.1f} CPU-s)")
     renderer.release()
 
 

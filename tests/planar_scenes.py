@@ -56,10 +56,30 @@ def render_plane(tex: np.ndarray, origin, axis_u, axis_v, K: np.ndarray, cam_to_
     return img, mask > 0
 
 
+def corner_depth(K: np.ndarray, cam_to_world: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 z-depth in metres of the wall + floor corner (0 where nothing)."""
+    w, h = size
+    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    R, c = cam_to_world[:3, :3], cam_to_world[:3, 3]
+    d = rays @ R.T  # world direction per pixel, scaled so that camera z = 1
+    depth = np.full((h, w), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for axis, value, lo, hi in ((2, 0.0, (-2, -1.5), (2, 1)), (1, 1.0, (-2, -3), (2, 0))):
+            t = (value - c[axis]) / d[..., axis]
+            p = c + t[..., None] * d
+            other = [0, 1] if axis == 2 else [0, 2]
+            inside = (t > 0) & (p[..., other[0]] >= lo[0]) & (p[..., other[0]] <= hi[0]) & \
+                     (p[..., other[1]] >= lo[1]) & (p[..., other[1]] <= hi[1])
+            depth = np.where(inside & (t < depth), t, depth)
+    return np.where(np.isfinite(depth), depth, 0).astype(np.float32)
+
+
 def corner_scene(folder: Path, textures: tuple[str, str] = ("astronaut", "coffee"), n: int = 12,
-                 seed: int = 0, size: tuple[int, int] = (160, 120), name: str = "corner") -> Scene:
+                 seed: int = 0, size: tuple[int, int] = (160, 120), name: str = "corner",
+                 depth: bool = False) -> Scene:
     """``n`` posed views (PNG files in ``folder``) of the wall + floor corner, with fx != fy
-    and an off-centre principal point."""
+    and an off-centre principal point; ``depth`` also writes ``.npy`` z-depth maps."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     wall, floor = texture(textures[0]), texture(textures[1])
@@ -75,5 +95,9 @@ def corner_scene(folder: Path, textures: tuple[str, str] = ("astronaut", "coffee
         img = np.where(m_w[..., None], img_w, img_f)
         path = folder / f"{i:04d}.png"
         cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        frames.append(Frame(path.name, path, w, h, intr, pose))
+        depth_path = None
+        if depth:
+            depth_path = folder / f"{i:04d}.depth.npy"
+            np.save(depth_path, corner_depth(intr.K, pose, size))
+        frames.append(Frame(path.name, path, w, h, intr, pose, depth_path))
     return Scene(name, frames, folder, "test")

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from planar_scenes import corner_scene
 
 import aceg
 from aceg.cli.main import main
@@ -24,6 +23,16 @@ from aceg.localization.localizer import (
 )
 from aceg.mapping.mapper import map_scene
 from aceg.model.ace_head import AceHeadConfig
+from planar_scenes import corner_scene
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is as fast and avoids thread oversubscription on busy machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _synthetic(n: int, outliers: float, seed: int = 0):
@@ -62,6 +71,7 @@ def test_pnp_noise_only_is_not_confident():
 
 @pytest.fixture(scope="module")
 def small_map(tmp_path_factory):
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("loc")
     scene = corner_scene(root / "scene", n=10, size=(160, 120))
     mapping, queries = scene.split_every(5, 2)
@@ -125,7 +135,7 @@ def test_cli_map_and_localize(tmp_path, capsys):
     _write_ace_scene(scene, tmp_path / "ace")
     out_map = tmp_path / "m.map"
     assert main(["map", str(tmp_path / "ace"), str(out_map), "--method", "ace", "--preset",
-                 "fast", "--short-side", "120", "--iterations", "25", "--split", "5:2"]) == 0
+                 "fast", "--short-side", "120", "--iterations", "40", "--batch-size", "512", "--split", "5:2"]) == 0
     assert "ace map of 8 images" in capsys.readouterr().out
     poses = tmp_path / "poses.txt"
     assert main(["localize", str(out_map), str(tmp_path / "ace"), "--out", str(poses),
@@ -148,3 +158,14 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert code == 2 and "nothing" in capsys.readouterr().err
     code = main(["map", str(tmp_path), str(tmp_path / "x.map"), "--split", "1:5"])
     assert code == 2
+
+
+def test_localizer_missing_or_bad_intrinsics(small_map):
+    path, queries = small_map
+    loc = Localizer(path)
+    with pytest.raises(AcegError, match="intrinsics missing"):
+        loc.localize(queries[0].image_path, None)
+    f = queries[0]
+    bad = Frame(f.name, f.image_path, f.width, f.height, Intrinsics(-1.0, 100.0, 80.0, 60.0), None)
+    r = loc.localize_frame(bad)
+    assert not r.localized and "focal length" in r.reason

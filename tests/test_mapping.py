@@ -8,9 +8,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from planar_scenes import corner_scene
 
-from aceg.data.camera import Intrinsics, make_pose
+from aceg.data.camera import make_pose
 from aceg.data.scene import Frame, Scene
 from aceg.errors import AcegError
 from aceg.evaluation.metrics import pose_errors
@@ -32,6 +31,17 @@ from aceg.model.ace_head import AceHeadConfig
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_map, save_regressor
 from aceg.model.regressor import RegressorConfig, random_regressor
+from planar_scenes import corner_scene
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is as fast and avoids thread oversubscription on busy machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 K = torch.tensor([[100.0, 0, 40.0], [0, 90.0, 30.0], [0, 0, 1]])
 
@@ -131,6 +141,21 @@ def test_buffer_geometry(tmp_path):
     assert b.features.dtype == torch.float32 and b.K.shape == (10, 3, 3)
 
 
+def test_depth_supervision(tmp_path):
+    scene = corner_scene(tmp_path / "s", n=6, depth=True)
+    buf = build_buffer(scene, get_encoder("xfeat"), 120, passes=2, use_depth=True)
+    valid = buf.target_valid.numpy()
+    assert valid.mean() > 0.95
+    world = buf.target.numpy()[valid] + buf.centre  # back to the world frame
+    on_wall = np.abs(world[:, 2]) < 0.02  # depth sampled at the nearest pixel
+    on_floor = np.abs(world[:, 1] - 1.0) < 0.02
+    assert np.all(on_wall | on_floor) and on_wall.any() and on_floor.any()
+    result = map_scene(scene, tmp_path / "d.map", method="ace", preset="fast", use_depth=True,
+                       short_side=120, iterations=60, batch_size=512,
+                       head_config=AceHeadConfig(64, 64, 1), progress=False)
+    assert np.isfinite(result.stats["loss"])
+
+
 def test_mapping_needs_poses(tmp_path):
     scene = corner_scene(tmp_path / "s", n=2)
     no_pose = Scene("np", [scene[0], scene[1].with_pose(None)])
@@ -164,7 +189,6 @@ def _held_out_errors(scene: Scene, map_path, regressor=None):
     return np.array(errs)  # (n, 2): degrees, metres
 
 
-@pytest.mark.slow
 def test_ace_baseline_end_to_end(tmp_path):
     scene = corner_scene(tmp_path / "s", n=16, size=(160, 120))
     mapping, queries = scene.split_every(5, 2)
@@ -205,25 +229,26 @@ def pretrain_tiny(scenes: list[Scene], config: RegressorConfig, steps: int, shor
     return reg.eval(), stats
 
 
-@pytest.mark.slow
 def test_aceg_machinery_pretrain_map_localize(tmp_path):
-    scenes = [corner_scene(tmp_path / f"s{i}", textures=t, n=12, seed=i)
-              for i, t in enumerate([("astronaut", "coffee"), ("chelsea", "rocket")])]
-    splits = [s.split_every(4, 1) for s in scenes]
-    config = RegressorConfig(width=48, depth=2, heads=2, code_tokens=16, mlp_ratio=2)
-    reg, stats = pretrain_tiny([m for m, _ in splits], config, steps=700, short_side=120)
-    assert stats["in10"] > 0.5
+    """Pre-train a tiny regressor (+ a code) on one tiny scene, then map it again with a
+    fresh code (regressor frozen) and localize held-out views."""
+    scene = corner_scene(tmp_path / "s", n=12, seed=0)
+    mapping, queries = scene.split_every(4, 1)
+    config = RegressorConfig(width=32, depth=2, heads=2, code_tokens=16, mlp_ratio=2)
+    reg, stats = pretrain_tiny([mapping], config, steps=1000, short_side=120, lr=1e-2)
+    assert stats["in10"] > 0.7
     path = tmp_path / "tiny.safetensors"
     save_regressor(path, reg, "xfeat")
-    mapping, queries = splits[0]
     result = map_scene(mapping, tmp_path / "g.map", method="aceg", preset="fast", regressor=path,
                        short_side=120, iterations=300, batch_size=1024, progress=False)
     data = load_map(tmp_path / "g.map")
-    assert data.method == "aceg" and data.code.shape == (16, 48) and result.file_size < 20_000
-    assert result.stats["in10"] > 0.5
+    assert data.method == "aceg" and data.code.shape == (16, 32) and result.file_size < 20_000
+    assert result.stats["in10"] > 0.7
     errs = _held_out_errors(queries, tmp_path / "g.map", regressor=path)
+    # A random regressor gives ~1.4 m / 27 deg here; the tiny pre-trained one ~0.2-0.4 m.
     assert np.median(errs[:, 1]) < 0.5 and np.median(errs[:, 0]) < 10.0, errs
-    # The same map with a different (random) regressor is refused.
+    assert errs[:, 1].max() < 1.0 and errs[:, 0].max() < 20.0, errs
+    # The same map with a different (the default random) regressor is refused.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(AcegError, match="made with regressor"):

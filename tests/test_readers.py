@@ -15,12 +15,22 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aceg.data.camera import OPENGL_TO_OPENCV, Intrinsics, invert_pose
+from aceg.data.camera import (
+    OPENGL_TO_OPENCV,
+    Intrinsics,
+    fundamental_matrix,
+    invert_pose,
+    project,
+)
 from aceg.data.readers import detect_format, format_names, read_scene
 from aceg.data.readers._common import frame_key, image_size
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
-from epipolar_check import assert_epipolar_consistent, neighbour_medians
+from epipolar_check import (
+    assert_epipolar_consistent,
+    neighbour_medians,
+    symmetric_epipolar_distances,
+)
 
 STRECHA_SIZE = (1536, 1024)
 STRECHA_K = Intrinsics(1379.74, 1382.08, 760.095, 503.155)
@@ -315,6 +325,26 @@ def write_tiny_colmap(root: Path, model: str, params: list[float], binary: bool 
 # --------------------------------------------------------------------------- helpers
 
 
+def test_epipolar_distance_is_zero_for_true_projections_and_grows_with_offset(fountain):
+    a, b = fountain[4], fountain[5]
+    rng = np.random.default_rng(1)
+    # Points 3-8 m in front of camera a, projected into both views.
+    in_a = np.column_stack(
+        [rng.uniform(-2, 2, 200), rng.uniform(-1, 1, 200), rng.uniform(3, 8, 200), np.ones(200)]
+    )
+    world = (a.cam_to_world @ in_a.T).T[:, :3]
+    points_a = project(world, a.intrinsics.K, a.cam_to_world)
+    points_b = project(world, b.intrinsics.K, b.cam_to_world)
+    F = fundamental_matrix(a.intrinsics.K, a.cam_to_world, b.intrinsics.K, b.cam_to_world)
+    # (not exactly 0: the 6-digit Strecha rotations are orthonormal only to ~1e-6)
+    assert symmetric_epipolar_distances(F, points_a, points_b).max() < 1e-2
+    # Moving every point in b by 2 px across its epipolar line moves it by 2 px from it.
+    lines = np.column_stack([points_a, np.ones(200)]) @ F.T
+    normals = lines[:, :2] / np.linalg.norm(lines[:, :2], axis=1, keepdims=True)
+    d = symmetric_epipolar_distances(F, points_a, points_b + 2.0 * normals)
+    assert np.median(d) == pytest.approx(2.0, rel=0.05)
+
+
 def test_frame_key_matches_files_of_one_frame():
     assert frame_key("0004.jpg.camera") == "0004"
     assert frame_key("seq-01-frame-000000.color.png") == "seq-01-frame-000000"
@@ -483,6 +513,9 @@ def test_middlebury_malformed(tmp_path):
     expect_error(edit("nan", 2, " 1 0 0 0 1", " nan 0 0 0 1"), "set_par.txt:2", "non-finite")
     expect_error(edit("rot", 3, " 1 0 0 0 1", " 2 0 0 0 1"), "set_par.txt:3", "not orthonormal")
     expect_error(edit("fields", 2, "view00.png 50", "view00.png"), "set_par.txt:2", "found 21")
+    root = make_middlebury(tmp_path / "corrupt")
+    (root / "view00.png").write_bytes(b"")
+    expect_error(root, "set_par.txt:2", "view00.png", "empty")
     root = make_middlebury(tmp_path / "missing")
     (root / "view01.png").unlink()
     expect_error(root, "set_par.txt:3", "view01.png", "not found")
@@ -548,6 +581,15 @@ def test_colmap_malformed(tmp_path):
     root = write_tiny_colmap(tmp_path / "size", "PINHOLE", [100, 100, 32, 24])
     tiny_image(root / "images" / "a.png", 32, 24)
     expect_error(root, "64x48", "32x24")
+
+    root = write_tiny_colmap(tmp_path / "truncated", "PINHOLE", [100, 100, 32, 24])
+    data = (root / "images.bin").read_bytes()
+    (root / "images.bin").write_bytes(data[: len(data) // 2])
+    expect_error(root, "truncated", "corrupt or truncated")
+
+    root = write_tiny_colmap(tmp_path / "corrupt", "PINHOLE", [100, 100, 32, 24])
+    (root / "images" / "a.png").write_bytes(b"\x89PNG but not really")
+    expect_error(root, "images/a.png", "cannot decode")
 
     root = write_tiny_colmap(tmp_path / "noimages", "PINHOLE", [100, 100, 32, 24])
     (root / "images" / "a.png").unlink()

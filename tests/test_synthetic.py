@@ -28,9 +28,12 @@ HEIGHT, WIDTH = 60, 80
 FRAMES_MAPPING, FRAMES_QUERY = 12, 4
 SEED = 11
 
-#: Lower bound on the mean absolute RGB difference (grey levels, 0-255) between a
-#: query_same frame and the query_light frame of the same pose.
-MIN_LIGHTING_DIFFERENCE = 8.0
+#: Lower bounds on the mean absolute RGB difference (grey levels, 0-255) between a
+#: query_same frame and the query_light frame of the same pose: for every frame, and on
+#: average over the frames. (Over 40 seeds x 4 frames at 60x80 we measured: per frame
+#: min 7.4, median 31.7; per-scene mean min 17.1.)
+MIN_LIGHTING_DIFFERENCE = 5.0
+MIN_MEAN_LIGHTING_DIFFERENCE = 15.0
 
 TINY = dict(frames_mapping=FRAMES_MAPPING, frames_query=FRAMES_QUERY, height=HEIGHT,
             width=WIDTH, texture_size=128)
@@ -62,8 +65,9 @@ def _read_frame(split_dir: Path, name: str):
 
 
 def _reprojection_error(depth_a, pose_a, K_a, depth_b, pose_b, K_b):
-    """Median relative depth error of frame a's points seen in frame b, and the fraction of
-    a's pixels that land inside b with valid depth."""
+    """Median relative depth error of frame a's points visible in frame b (b's depth
+    interpolated bilinearly where its 4 neighbouring pixels lie on one surface), and the
+    fraction of a's pixels compared."""
     h, w = depth_a.shape
     v, u = np.nonzero(depth_a > 0)
     z = depth_a[v, u].astype(np.float64)
@@ -88,8 +92,14 @@ def _reprojection_error(depth_a, pose_a, K_a, depth_b, pose_b, K_b):
     if not valid.any():
         return float("inf"), 0.0
     observed = (corners * weights).sum(axis=0)[valid]
-    relative = np.abs(zb[valid] - observed) / observed
-    return float(np.median(relative)), valid.sum() / depth_a.size
+    zb = zb[valid]
+    # where b sees something nearer, a's point is hidden in b (occlusion): not compared.
+    # b seeing *farther* than a's point would be an error and stays in.
+    visible = observed > 0.95 * zb
+    if visible.sum() < 50:
+        return float("inf"), 0.0
+    relative = np.abs(zb[visible] - observed[visible]) / observed[visible]
+    return float(np.median(relative)), visible.sum() / depth_a.size
 
 
 def test_projection_matches_pixel_centre_convention(renderer):
@@ -209,6 +219,7 @@ def test_lighting_changes_images_not_geometry(scene_dir):
         b = load_image(light / "rgb" / f"{name}.png").astype(np.float64)
         differences.append(float(np.abs(a - b).mean()))
     assert min(differences) > MIN_LIGHTING_DIFFERENCE, differences
+    assert np.mean(differences) > MIN_MEAN_LIGHTING_DIFFERENCE, differences
     print(f"lighting A vs B, same pose: mean |RGB difference| per frame {np.round(differences, 1)}")
 
 
@@ -258,3 +269,34 @@ def test_cli_generates_scenes_with_derived_seeds(tmp_path, capsys):
     assert aceg_main(["synth", str(out), "--size", "60by80"]) == 2
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
     assert aceg_main(["synth", str(out), "--splits", "mapping,query_fog"]) == 2
+
+
+def test_extra_photo_folder_is_used(tmp_path):
+    from aceg.data.synthetic.textures import PhotoSource, photo_texture
+
+    folder = tmp_path / "textures"
+    folder.mkdir()
+    (folder / "SOURCES.md").write_text("wood.png: made by this test\n")
+    pattern = (np.indices((64, 64)).sum(axis=0) % 7 * 30).astype(np.uint8)
+    cv2.imwrite(str(folder / "wood.png"), np.dstack([pattern, pattern // 2, 255 - pattern]))
+    photos = PhotoSource.discover([folder])
+    assert folder / "wood.png" in photos.surface and folder / "wood.png" in photos.poster
+    texture = photo_texture(np.random.default_rng(0), folder / "wood.png", size=32)
+    assert texture.name == "photo:wood.png" and texture.rgb.shape == (32, 32, 3)
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_scenes(tmp_path, renderer):
+    """Scenes rendered by two spawned worker processes equal those rendered in-process."""
+    out = tmp_path / "parallel"
+    args = ["synth", str(out), "--scenes", "2", "--seed", "9", "--frames-mapping", "3",
+            "--frames-query", "2", "--size", "60x80", "--workers", "2", "--quiet",
+            "--splits", "mapping,query_view"]
+    assert aceg_main(args) == 0
+    for index in range(2):
+        local = tmp_path / f"local_{index}"
+        generate_scene(local, scene_seed(9, index), renderer=renderer, frames_mapping=3,
+                       frames_query=2, height=60, width=80, splits=("mapping", "query_view"))
+        for depth in sorted(local.glob("*/depth/*.png")):
+            relative = depth.relative_to(local)
+            assert (out / f"scene_{index:04d}" / relative).read_bytes() == depth.read_bytes()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aceg.data.readers import add_format_argument, detect_format, read_scene
+from aceg.cli.common import add_format_argument
+from aceg.data.readers import FORMAT_SUMMARIES, detect_format, format_names, read_scene
 from aceg.data.writers import write_ace_scene
 
 HELP = "convert a posed image set (COLMAP, nerfstudio, Strecha, Middlebury, ACE) to the ACE layout"
@@ -22,11 +23,14 @@ The input format is detected from SRC unless --format is given. Every pose and
 calibration is validated while reading; bad input stops with a one-line error naming
 the file (and line). DST is written into a temporary folder and renamed into place.
 
+Input formats (--format FMT; detected when omitted):
+{formats}
+
 Examples:
   aceg convert ../shared/data/strecha/fountain-P11 fountain-ace
   aceg convert my_capture/ my_capture-ace --format colmap
   aceg convert scene/transforms.json scene-ace --overwrite
-"""
+""".format(formats="\n".join(f"  {name:<11} {FORMAT_SUMMARIES[name]}" for name in format_names()))
 
 
 def add_arguments(parser) -> None:

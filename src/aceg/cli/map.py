@@ -42,6 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE,
                         help=f"working image short side in pixels (default {DEFAULT_SHORT_SIDE})")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="override the preset's patches per step")
     parser.add_argument("--split", metavar="K:R", default=None,
                         help="leave out frames with index %% K == R")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,14 +71,15 @@ def run(args) -> int:
         scene, _ = scene.split_every(*split)
     if args.short_side < 16:
         raise AcegError(f"--short-side must be at least 16 pixels, got {args.short_side}")
-    if args.iterations is not None and args.iterations < 1:
-        raise AcegError("--iterations must be positive")
+    for flag, value in (("--iterations", args.iterations), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise AcegError(f"{flag} must be positive, got {value}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = map_scene(
             scene, args.out, method=args.method, preset=args.preset, regressor=args.regressor,
             use_depth=args.depth, encoder=args.encoder, short_side=args.short_side,
-            iterations=args.iterations, seed=args.seed,
+            iterations=args.iterations, batch_size=args.batch_size, seed=args.seed,
         )
     for w in caught:
         print(f"aceg: warning: {w.message}")

@@ -65,7 +65,7 @@ def _output_stems(scene: Scene) -> list[str]:
     seen: dict[str, str] = {}
     for frame in scene.frames:
         stem = frame.name.rsplit(".", 1)[0] if "." in Path(frame.name).name else frame.name
-        stem = stem.replace("/", "-").replace("\\", "-")
+        stem = stem.replace("\\", "/").strip("/").replace("/", "-")
         if stem in seen:
             raise AcegError(
                 f"frames {seen[stem]!r} and {frame.name!r} would both be written as {stem!r}"
@@ -117,7 +117,7 @@ def _write_undistorted(frame: Frame, stem: str, tmp: Path) -> str:
 
 def _place_image(source: Path, target: Path, copy_images: bool) -> None:
     if not source.is_file():
-        raise AcegError(f"{source}: image file not found")
+        raise AcegError(f"{source}: file not found")
     if copy_images:
         shutil.copyfile(source, target)
     else:

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import poselib
 import torch
 
-from aceg.data.camera import Intrinsics, make_pose
+from aceg.data.camera import Intrinsics
 from aceg.data.images import prepare_image
 from aceg.data.scene import Frame
 from aceg.errors import AcegError
+from aceg.localization.pnp import estimate_pose
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import check_regressor_matches, load_map, resolve_regressor
 
@@ -125,6 +125,9 @@ class Localizer:
         """Pose of an image (path, or RGB uint8 array (H, W, 3)) with intrinsics of that image."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
+        if intrinsics is None:
+            raise AcegError(f"{image if isinstance(image, str | Path) else name}: intrinsics "
+                            "missing (fx, fy, cx, cy are needed to localize)")
         if isinstance(image, str | Path):
             name = Path(image).name if name == "array" else name
             prep = prepare_image(image, intrinsics, self.data.short_side, self.encoder.stride)
@@ -162,8 +165,12 @@ class Localizer:
                          self.confident_inliers, self.ransac_iterations)
 
     def localize_frame(self, frame: Frame) -> LocalizationResult:
-        """Localize a scene frame; unreadable images give a "not localized" result."""
+        """Localize a scene frame; unreadable images or unusable intrinsics give a "not
+        localized" result naming the problem."""
         try:
+            if frame.intrinsics is None:
+                raise AcegError(f"{frame.image_path}: intrinsics missing")
+            frame.intrinsics.check(str(frame.image_path), frame.width, frame.height)
             return self.localize(frame.image_path, frame.intrinsics, frame.name)
         except AcegError as exc:
             return LocalizationResult(frame.name, None, reason=str(exc))
@@ -173,7 +180,8 @@ def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, wid
               height: int, name: str = "", ransac_px: float = RANSAC_PX,
               confident_inliers: int = CONFIDENT_INLIERS,
               max_iterations: int = 10000) -> LocalizationResult:
-    """Camera-to-world pose from 2D-3D correspondences with poselib's RANSAC + refinement.
+    """Camera-to-world pose from 2D-3D correspondences: poselib RANSAC + refinement through
+    the shared :func:`aceg.localization.pnp.estimate_pose`, wrapped as a result.
 
     Args:
         pixels: (M, 2) image points (u, v), pixel centres at integer coordinates.
@@ -182,25 +190,16 @@ def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, wid
             are undistorted).
     """
     t = time.perf_counter()
-    n = int(pixels.shape[0])
+    finite = np.isfinite(pixels).all(1) & np.isfinite(world).all(1)
+    n = int(finite.sum())
     if n < MIN_CORRESPONDENCES:
         return LocalizationResult(
             name, None, 0, n, timings={"ransac": time.perf_counter() - t},
             reason=f"too few correspondences ({n} < {MIN_CORRESPONDENCES})")
-    camera = {"model": "PINHOLE", "width": int(width), "height": int(height),
-              "params": [intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy]}
-    ransac = {"max_reproj_error": float(ransac_px), "max_iterations": int(max_iterations),
-              "min_iterations": 100, "seed": 0}
-    pose, info = poselib.estimate_absolute_pose(
-        np.ascontiguousarray(pixels, dtype=np.float64),
-        np.ascontiguousarray(world, dtype=np.float64), camera, ransac, {})
-    inliers = int(info.get("num_inliers", 0))
+    res = estimate_pose(pixels[finite], world[finite], intrinsics, ransac_px, max_iterations)
     elapsed = time.perf_counter() - t
-    if inliers < 4:
-        return LocalizationResult(name, None, inliers, n, timings={"ransac": elapsed},
-                                  reason="RANSAC found no pose")
-    w2c = make_pose(np.asarray(pose.R), np.asarray(pose.t))
-    R = w2c[:3, :3]
-    c2w = make_pose(R.T, -R.T @ w2c[:3, 3])
-    return LocalizationResult(name, c2w, inliers, n, inliers >= confident_inliers,
-                              timings={"ransac": elapsed})
+    if res.cam_to_world is None:
+        return LocalizationResult(name, None, res.inliers, n, timings={"ransac": elapsed},
+                                  reason=res.reason or "RANSAC found no pose")
+    return LocalizationResult(name, res.cam_to_world, res.inliers, n,
+                              res.inliers >= confident_inliers, timings={"ransac": elapsed})

@@ -43,6 +43,10 @@ class AugmentConfig:
     gamma: float = 0.3
 
 
+#: Augmentation used unless told otherwise.
+DEFAULT_AUGMENT = AugmentConfig()
+
+
 @dataclass
 class TrainingBuffer:
     """Patches for mapping (M patches, F frames).
@@ -118,7 +122,7 @@ def build_buffer(
     short_side: int,
     passes: int = 4,
     patches_per_pass: int | None = None,
-    augment: AugmentConfig | None = AugmentConfig(),
+    augment: AugmentConfig | None = DEFAULT_AUGMENT,
     use_depth: bool = False,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,

@@ -44,6 +44,10 @@ class LossConfig:
     inlier_px: float = 10.0
 
 
+#: ACE's constants.
+DEFAULT_LOSS = LossConfig()
+
+
 @dataclass
 class PatchBatch:
     """A batch of B training patches (tensors on one device).
@@ -132,7 +136,7 @@ def batch_loss(
     batch: PatchBatch,
     kind: str = "nll",
     progress: float = 0.0,
-    cfg: LossConfig = LossConfig(),
+    cfg: LossConfig = DEFAULT_LOSS,
     use_depth: bool = False,
 ) -> LossOutput:
     """Loss of one batch of patches.

@@ -25,8 +25,8 @@ from tqdm import tqdm
 from aceg.data.images import DEFAULT_SHORT_SIDE
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
-from aceg.mapping.buffer import AugmentConfig, TrainingBuffer, build_buffer
-from aceg.mapping.losses import LossConfig, batch_loss
+from aceg.mapping.buffer import DEFAULT_AUGMENT, AugmentConfig, TrainingBuffer, build_buffer
+from aceg.mapping.losses import DEFAULT_LOSS, LossConfig, batch_loss
 from aceg.mapping.schedule import one_cycle_adamw
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
@@ -110,6 +110,8 @@ def check_mapping_scene(scene: Scene, use_depth: bool) -> None:
             f"scene {scene.name!r}: mapping needs a pose for every image; {len(missing)} of "
             f"{len(scene)} have none (first: {missing[0]})"
         )
+    for f in scene.frames:
+        f.intrinsics.check(f"scene {scene.name!r}, image {f.name}", f.width, f.height)
     if use_depth and not scene.has_depth:
         nodepth = [f.name for f in scene.frames if f.depth_path is None]
         raise AcegError(f"scene {scene.name!r}: --depth needs a depth map for every image; "
@@ -130,9 +132,9 @@ def map_scene(
     lr_max: float | None = None,
     passes: int | None = None,
     patches_per_pass: int | None = None,
-    augment: AugmentConfig | None = AugmentConfig(),
+    augment: AugmentConfig | None = DEFAULT_AUGMENT,
     head_config: AceHeadConfig | None = None,
-    loss_config: LossConfig = LossConfig(),
+    loss_config: LossConfig = DEFAULT_LOSS,
     seed: int = 0,
     progress: bool = True,
     device: torch.device | str = "cpu",
@@ -172,6 +174,9 @@ def map_scene(
             raise AcegError(f"encoder {encoder!r} does not match the regressor's ({reg.encoder!r})")
         encoder = reg.encoder
     enc = get_encoder(encoder or DEFAULT_ENCODER, device)
+    if reg is not None and reg.model.config.feature_dim != enc.feature_dim:
+        raise AcegError(f"regressor ({reg.source}) expects {reg.model.config.feature_dim}-d "
+                        f"features but encoder {enc.name!r} gives {enc.feature_dim}")
 
     bar = tqdm(total=len(scene), desc="encoding", unit="img", disable=not progress, leave=False)
     buffer = build_buffer(scene, enc, short_side, p.passes, p.patches_per_pass, augment,
@@ -208,6 +213,7 @@ def map_scene(
     data = MapData(
         method=method, encoder=enc.name, stride=enc.stride, short_side=short_side,
         scene_centre=buffer.centre, scene=scene.name, frames=len(scene),
+        image_size=buffer.image_size,
         stats={**stats, "patches": len(buffer), "iterations": p.iterations,
                "preset": preset, "seconds": round(t_buffer + t_train, 1)},
     )

@@ -63,6 +63,7 @@ class MapData:
     regressor_config: RegressorConfig | None = None
     scene: str = ""
     frames: int = 0
+    image_size: tuple[int, int] | None = None
     stats: dict = field(default_factory=dict)
 
     def metadata(self) -> dict:
@@ -72,6 +73,7 @@ class MapData:
             "encoder": self.encoder,
             "stride": self.stride,
             "short_side": self.short_side,
+            "image_size": list(self.image_size) if self.image_size else None,
             "scene": self.scene,
             "frames": self.frames,
             "stats": self.stats,
@@ -144,6 +146,7 @@ def load_map(path: str | Path) -> MapData:
             scene_centre=tensors["scene_centre"].double().numpy(),
             scene=meta.get("scene", ""),
             frames=int(meta.get("frames", 0)),
+            image_size=tuple(meta["image_size"]) if meta.get("image_size") else None,
             stats=meta.get("stats", {}),
         )
         if method == "aceg":

@@ -38,9 +38,10 @@ LOG_UNC_MAX = 6.0
 class RegressorConfig:
     """Sizes of the map-code transformer.
 
-    Defaults are chosen for CPU: on 2 cores a 480x640 query (60x80 = 4800 patches at
-    stride 8) costs about 2.6 GFLOP through the regressor (measured time in
-    ``benchmarks/core_speed.py``); a map code of 128 x 128 float32 is 64 KiB.
+    Defaults are chosen for CPU: about 0.41 M multiply-adds per patch, i.e. ~2 GMAC for a
+    480x640 query (60x80 = 4800 patches at stride 8), measured at 48 ms on 2 threads
+    (``benchmarks/core_speed.py``; L=2 would take ~2/3 of that, N=256 tokens ~1.6x); the
+    map code of 128 x 128 float32 is 64 KiB. 424k parameters.
 
     Attributes:
         feature_dim: channels C of the encoder features.

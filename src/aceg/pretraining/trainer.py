@@ -274,8 +274,8 @@ class Pretrainer:
         query_total.backward()
         self.optimizer.step()
         self.step += 1
-        stats.update({"step": self.step, "lr": lr, "mapping_loss": float(mapping_loss),
-                      "query_loss": float(query_total), "query_scenes": sum(weights)})
+        stats.update({"step": self.step, "lr": lr, "mapping_loss": float(mapping_loss.detach()),
+                      "query_loss": float(query_total.detach()), "query_scenes": sum(weights)})
         return stats
 
     def _plain_forward(self, features, codes):
@@ -305,6 +305,7 @@ class Pretrainer:
             if self.step % self.cfg.checkpoint_every == 0 or self.step == total:
                 self.save_checkpoint()
         bar.close()
+        self._record_rank_identities()
         if self.step >= total:
             self.save_checkpoint()
             if self.rank == 0:
@@ -312,6 +313,17 @@ class Pretrainer:
                                extra={"pretraining": {"steps": self.step,
                                                       "config": asdict(self.cfg),
                                                       "scenes": len(self.all_scenes)}})
+
+    def _record_rank_identities(self) -> None:
+        """Write ``ranks.json``: every rank's weight hash (identical under correct DDP)."""
+        ident = self.model.identity()
+        idents = [ident]
+        if self.world > 1:
+            idents = [None] * self.world
+            dist.all_gather_object(idents, ident)
+        if self.rank == 0:
+            atomic_write_text(self.out / "ranks.json",
+                              json.dumps({"step": self.step, "weights": idents}) + "\n")
 
     def _pool_path(self, rank: int, step: int) -> Path:
         return self.out / f"pool-rank{rank}-step{step}.safetensors"

@@ -28,7 +28,7 @@ def format_names() -> list[str]:
     return list(READERS)
 
 
-#: One-line description of each format, for ``--help`` texts.
+#: One-line description of each format, for ``--help`` texts (``aceg convert --help``).
 FORMAT_SUMMARIES = {
     "ace": "ACE / DSAC* folder: rgb/, poses/ (camera-to-world), calibration/, optional depth/",
     "nerfstudio": "nerfstudio / instant-ngp transforms.json (OpenGL camera axes)",
@@ -36,19 +36,6 @@ FORMAT_SUMMARIES = {
     "strecha": "Strecha benchmark folder: images/ and gt_dense_cameras/*.camera",
     "middlebury": "Middlebury multi-view folder with a *_par.txt camera file",
 }
-
-
-def add_format_argument(parser, help_text: str = "format of the input scene") -> None:
-    """Add the shared ``--format`` option (choices from :func:`format_names`) to an
-    argparse parser; its value is None when omitted, which means auto-detect."""
-    described = "; ".join(f"{name}: {FORMAT_SUMMARIES.get(name, '')}" for name in format_names())
-    parser.add_argument(
-        "--format",
-        choices=format_names(),
-        default=None,
-        metavar="FMT",
-        help=f"{help_text} (default: detected). Known formats: {described}",
-    )
 
 
 def detect_format(path: str | Path) -> str:

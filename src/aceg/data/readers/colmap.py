@@ -178,8 +178,11 @@ def _load_reconstruction(model_folder: Path):
     import pycolmap
 
     for stem in MODEL_FILES:
-        if _model_file(model_folder, stem) is None:
+        model_file = _model_file(model_folder, stem)
+        if model_file is None:
             raise AcegError(f"{model_folder}: COLMAP model file {stem}.bin or {stem}.txt not found")
+        if model_file.suffix == ".bin" and model_file.stat().st_size == 0:
+            raise file_error(model_file, "file is empty")
     try:
         return pycolmap.Reconstruction(str(model_folder))
     except Exception as exc:  # pycolmap raises ValueError / RuntimeError with C++ detail
@@ -188,7 +191,10 @@ def _load_reconstruction(model_folder: Path):
         if located is not None:
             raise located from None
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AcegError(f"{model_folder}: cannot read COLMAP model ({detail})") from None
+        raise AcegError(
+            f"{model_folder}: cannot read COLMAP model, a file is corrupt or truncated "
+            f"(pycolmap: {detail})"
+        ) from None
 
 
 def _cam_from_world_matrix(image) -> np.ndarray:

@@ -24,7 +24,8 @@ Conventions converted on reading:
 * Depth maps named by ``depth_file_path`` are taken as 16-bit PNG millimetres (nerfstudio's
   default depth unit scale 0.001) or ``.npy`` metres.
 
-Frames are sorted by ``file_path``.
+Frames are named by ``file_path`` (relative to the JSON folder; the file name for an
+absolute path) and sorted by name.
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def read(path: Path) -> Scene:
             depth = base / depth_value
             if not depth.is_file():
                 raise ctx.error(f"depth file not found: {depth}")
-        name = file_path[2:] if file_path.startswith("./") else file_path
+        # Frame name: the path as written, relative to the JSON folder; absolute paths
+        # are named by their file name.
+        name = image.name if Path(file_path).is_absolute() else file_path.removeprefix("./")
         frames.append(Frame(name, image, width, height, intrinsics, cam_to_world, depth))
     return make_scene(scene_name(base), frames, base, NAME)

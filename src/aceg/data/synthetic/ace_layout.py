@@ -8,6 +8,7 @@ axes, metres), ``FOLDER/calibration/NAME.txt`` (3x3 K, pixels) and ``FOLDER/dept
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -35,23 +36,51 @@ def format_matrix(matrix: np.ndarray) -> str:
 
 
 class AceSplitWriter:
-    """Writes frames into one split folder (created with its four sub-folders)."""
+    """Writes frames into one split folder (created with its four sub-folders).
+
+    PNG encoding runs on a background thread (OpenCV releases the GIL) so it overlaps
+    with rendering; :meth:`close` (or leaving the ``with`` block) waits for it and raises
+    the first write error.
+    """
+
+    #: Frames allowed to wait for writing before :meth:`add` blocks.
+    MAX_PENDING = 8
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         for sub in ("rgb", "poses", "calibration", "depth"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: list[Future] = []
+
+    def __enter__(self) -> AceSplitWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def add(self, name: str, rgb: np.ndarray, depth_m: np.ndarray, cam_to_world: np.ndarray,
             K: np.ndarray) -> None:
         """Write frame ``name``: rgb (H, W, 3) uint8, depth (H, W) metres, pose, K."""
-        paths = {
-            "rgb": self.folder / "rgb" / f"{name}.png",
-            "depth": self.folder / "depth" / f"{name}.png",
-        }
-        if not cv2.imwrite(str(paths["rgb"]), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise AcegError(f"{paths['rgb']}: cannot write image")
-        if not cv2.imwrite(str(paths["depth"]), depth_to_millimetres(depth_m)):
-            raise AcegError(f"{paths['depth']}: cannot write depth image")
         (self.folder / "poses" / f"{name}.txt").write_text(format_matrix(cam_to_world))
         (self.folder / "calibration" / f"{name}.txt").write_text(format_matrix(K))
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        millimetres = depth_to_millimetres(depth_m)
+        while len(self._pending) >= self.MAX_PENDING:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._write_images, name, bgr, millimetres))
+
+    def _write_images(self, name: str, bgr: np.ndarray, millimetres: np.ndarray) -> None:
+        for path, image in ((self.folder / "rgb" / f"{name}.png", bgr),
+                            (self.folder / "depth" / f"{name}.png", millimetres)):
+            if not cv2.imwrite(str(path), image):
+                raise AcegError(f"{path}: cannot write image")
+
+    def close(self) -> None:
+        """Wait for every pending write; raise the first error."""
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pending.clear()
+            self._pool.shutdown(wait=True)

@@ -285,16 +285,16 @@ def _generate(out_dir: Path, seed: int, settings: SynthSettings, renderer: Rende
     stats: dict[str, dict] = {}
 
     def render_split(split: str, split_poses: list[np.ndarray]) -> None:
-        writer = AceSplitWriter(tmp_dir / split)
         lighting = lightings[SPLIT_LIGHTING[split]]
         medians, means = [], []
         thumbs[split] = []
-        for index, pose in enumerate(split_poses):
-            view = renderer.render(K, pose, settings.width, settings.height, lighting)
-            writer.add(f"frame_{index:05d}", view.rgb, view.depth, pose, K)
-            thumbs[split].append(thumbnail(view.rgb))
-            medians.append(float(np.median(view.depth[view.depth > 0])))
-            means.append(float(view.rgb.mean()))
+        with AceSplitWriter(tmp_dir / split) as writer:
+            for index, pose in enumerate(split_poses):
+                view = renderer.render(K, pose, settings.width, settings.height, lighting)
+                writer.add(f"frame_{index:05d}", view.rgb, view.depth, pose, K)
+                thumbs[split].append(thumbnail(view.rgb))
+                medians.append(float(np.median(view.depth[view.depth > 0])))
+                means.append(float(view.rgb.mean()))
         distance, angle = _offset_from_mapping(split_poses, poses["mapping"])
         stats[split] = {
             "frames": len(split_poses),

@@ -8,7 +8,7 @@ up) and ``roll`` (about the optical axis).
 The mapping path is what a person scanning a room does: walk a smooth loop through the free
 floor space (waypoints spread over the room, toured in a short order, joined by a closed
 Catmull-Rom spline), holding the camera at a scene-specific height with slow variation,
-looking mostly outward at walls and furniture, with small smooth handheld wobble. Every
+looking at furniture and posters or outward at the walls, with small smooth handheld wobble. Every
 candidate pose is checked by a ``validator`` (free position, informative view); frames are
 then picked evenly along the valid part of the path.
 """
@@ -142,13 +142,26 @@ def scan_path(layout: Layout, rng: np.random.Generator) -> ScanPath:
     centre = waypoints.mean(axis=0)
     waypoints = centre + (waypoints - centre) * rng.uniform(0.7, 0.95)
     xy = _catmull_rom_closed(waypoints, PATH_SAMPLES)
-    # gaze: mostly outward from the path's centre, swinging around
+    # gaze at each waypoint: at a piece of furniture or a poster 1-4 m away (60%), else
+    # outward from the path's centre, swinging around
     outward = np.arctan2(waypoints[:, 1] - centre[1], waypoints[:, 0] - centre[0])
     gaze = outward + rng.uniform(-1.2, 1.2, len(waypoints))
+    pitch_points = rng.uniform(-0.5, 0.08, len(waypoints))
+    things = [o for o in layout.objects if o.kind not in ("skirting", "rug")]
+    if things:
+        centres = np.array([[o.x, o.y, o.z_base + 0.5 * o.top] for o in things])
+        for k, point in enumerate(waypoints):
+            offsets = centres[:, :2] - point
+            distance = np.linalg.norm(offsets, axis=1)
+            candidates = np.flatnonzero((distance > 1.0) & (distance < 4.0))
+            if len(candidates) and rng.random() < 0.6:
+                target = int(rng.choice(candidates))
+                gaze[k] = math.atan2(offsets[target, 1], offsets[target, 0]) + rng.normal(0, 0.2)
+                drop = centres[target, 2] - base_height
+                pitch_points[k] = np.clip(math.atan2(drop, distance[target]), -0.7, 0.15)
     gaze_vectors = _catmull_rom_closed(np.column_stack([np.cos(gaze), np.sin(gaze)]),
                                        PATH_SAMPLES)
     yaw = np.arctan2(gaze_vectors[:, 1], gaze_vectors[:, 0])
-    pitch_points = rng.uniform(-0.5, 0.08, len(waypoints))
     pitch = _catmull_rom_closed(pitch_points[:, None], PATH_SAMPLES)[:, 0]
     height_points = base_height + rng.uniform(-0.15, 0.15, len(waypoints))
     z = _catmull_rom_closed(height_points[:, None], PATH_SAMPLES)[:, 0]
@@ -162,7 +175,7 @@ def scan_path(layout: Layout, rng: np.random.Generator) -> ScanPath:
 
 
 def mapping_poses(path: ScanPath, count: int, validator: Validator,
-                  oversampling: int = 3) -> tuple[list[np.ndarray], int]:
+                  oversampling: int = 2) -> tuple[list[np.ndarray], int]:
     """``count`` poses picked evenly along the valid part of ``path``, in path order.
 
     Returns the poses and the number of candidate poses rejected by ``validator``.

@@ -1,0 +1,122 @@
+"""The maps a service offers: found once at start-up, each loaded at most once.
+
+A map is a ``*.map`` file directly inside the maps folder; its name is the file name
+without ``.map`` and must match :data:`NAME_PATTERN` (letters, digits, ``.``, ``_``,
+``-``; no separators), so a request can only ever name one of these files: names are
+looked up in a dictionary built at start-up, never joined onto a path.
+
+Every map file is read and validated when the registry is built (:func:`aceg.model.map_file.load_map`),
+which gives the listing (method, frames, ...) and reports broken files at start-up. The
+:class:`~aceg.localization.localizer.Localizer` of a map (encoder, regressor or head) is
+built on first use, under a per-map lock, and then shared by all requests: the
+localizer only runs forward passes in ``torch.inference_mode`` and poselib calls without
+shared mutable state, so concurrent use from the worker threads is safe.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aceg.errors import AcegError
+from aceg.model.map_file import load_map
+
+#: Allowed map names (the file name without ``.map``).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+MAP_SUFFIX = ".map"
+
+
+@dataclass
+class MapEntry:
+    """One map file of the service.
+
+    Attributes:
+        name: public name (file name without ``.map``).
+        path: the file.
+        size: file size in bytes.
+        method: "aceg" or "ace"; encoder: encoder name; frames: mapping images;
+        scene: scene name stored in the map.
+    """
+
+    name: str
+    path: Path
+    size: int
+    method: str
+    encoder: str
+    frames: int
+    scene: str
+    _localizer: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def loaded(self) -> bool:
+        return self._localizer is not None
+
+    def localizer(self, factory):
+        """The shared localizer, built with ``factory(path)`` on first call."""
+        loc = self._localizer
+        if loc is None:
+            with self._lock:
+                if self._localizer is None:
+                    self._localizer = factory(self.path)
+                loc = self._localizer
+        return loc
+
+
+class MapRegistry:
+    """Map files of a folder (see module docstring).
+
+    Args:
+        folder: where the ``*.map`` files are.
+        localizer_factory: ``path -> Localizer`` (default: ``Localizer(path)``).
+
+    Attributes:
+        entries: name -> :class:`MapEntry`, sorted by name.
+        problems: one line per ``*.map`` file that was skipped, and why.
+    """
+
+    def __init__(self, folder: str | Path, localizer_factory=None) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise AcegError(f"{self.folder}: maps folder not found")
+        if localizer_factory is None:
+            from aceg.localization.localizer import Localizer
+
+            localizer_factory = Localizer
+        self._factory = localizer_factory
+        self.entries: dict[str, MapEntry] = {}
+        self.problems: list[str] = []
+        for path in sorted(self.folder.glob(f"*{MAP_SUFFIX}")):
+            if not path.is_file():
+                continue
+            name = path.name[: -len(MAP_SUFFIX)]
+            if not NAME_PATTERN.match(name):
+                self.problems.append(f"{path}: skipped (map names may only use letters, digits, "
+                                     "'.', '_' and '-')")
+                continue
+            try:
+                data = load_map(path)
+            except AcegError as exc:
+                self.problems.append(f"skipped: {exc}")
+                continue
+            self.entries[name] = MapEntry(name, path, path.stat().st_size, data.method,
+                                          data.encoder, data.frames, data.scene)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, name: str) -> MapEntry | None:
+        """The entry called ``name`` (exact match), or None."""
+        return self.entries.get(name) if isinstance(name, str) else None
+
+    def localizer(self, name: str):
+        """The shared localizer of map ``name`` (built on first use)."""
+        return self.entries[name].localizer(self._factory)
+
+    def preload(self) -> None:
+        """Build every map's localizer now rather than on its first request."""
+        for entry in self.entries.values():
+            entry.localizer(self._factory)

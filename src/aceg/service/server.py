@@ -1,0 +1,91 @@
+"""Running the service with uvicorn: in the foreground (``aceg serve``) or in a background
+thread on a loopback port (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from aceg.errors import AcegError
+from aceg.service.app import ServiceConfig, create_app
+from aceg.service.maps import MapRegistry
+
+
+def connection_limit(config: ServiceConfig) -> int:
+    """Open connections uvicorn accepts before answering 503 itself: a backstop well above
+    the work queue (which answers 503 with a JSON body first), so that cheap requests
+    (health, listing) still get through while the queue is full."""
+    return 4 * (config.workers + config.queue) + 32
+
+
+def uvicorn_config(app, config: ServiceConfig, host: str, port: int,
+                   log_level: str = "info") -> uvicorn.Config:
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                          limit_concurrency=connection_limit(config), timeout_keep_alive=5,
+                          server_header=False, access_log=log_level in ("info", "debug"))
+
+
+def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
+          log_level: str = "info", registry: MapRegistry | None = None) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM)."""
+    app = create_app(config, registry)
+    uvicorn.Server(uvicorn_config(app, config, host, port, log_level)).run()
+
+
+def free_loopback_socket() -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 on a port chosen by the OS, ready to listen."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class BackgroundServer:
+    """The service in a daemon thread on a free 127.0.0.1 port (loopback only).
+
+    Use as a context manager::
+
+        with BackgroundServer(ServiceConfig(maps_dir)) as server:
+            requests.get(server.url + "/health")
+
+    Attributes:
+        url: ``http://127.0.0.1:<port>``; app: the FastAPI app (``app.state.work`` ...).
+    """
+
+    def __init__(self, config: ServiceConfig, registry: MapRegistry | None = None,
+                 log_level: str = "warning", start_timeout: float = 30.0) -> None:
+        self.config = config
+        self.app = create_app(config, registry)
+        self._sock = free_loopback_socket()
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(
+            uvicorn_config(self.app, config, "127.0.0.1", self.port, log_level))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name="aceg-service", daemon=True)
+        self._start_timeout = start_timeout
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + self._start_timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise AcegError(f"service did not start on {self.url}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
