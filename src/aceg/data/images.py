@@ -38,7 +38,15 @@ def load_image(path: str | Path, grey: bool = False) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise file_error(path, "image file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    from aceg.data.readers._common import _jpeg_size, _png_size
+
+    declared = _png_size(data[:24].tobytes()) or _jpeg_size(path)
+    if declared is not None and declared[0] * declared[1] > MAX_IMAGE_PIXELS:
+        raise file_error(path, f"image too large ({declared[0]}x{declared[1]} pixels declared)")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
     if image is None:
         raise file_error(path, "cannot decode image (corrupt or unsupported format)")
     if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
