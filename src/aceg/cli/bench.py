@@ -98,10 +98,10 @@ def run(args) -> int:
 
 
 def _generate(args, out: Path) -> Path:
-    from aceg.data.synthetic import generate_scenes
+    from aceg.data.synthetic.generate import SynthSettings, generate_scenes
 
     h, w = (int(v) for v in args.size.lower().split("x"))
-    generate_scenes(out, scenes=args.synthetic_scenes, seed=args.synthetic_seed,
-                    frames_mapping=args.frames_mapping, frames_query=args.frames_query,
-                    size=(h, w))
+    settings = SynthSettings(frames_mapping=args.frames_mapping, frames_query=args.frames_query,
+                             height=h, width=w, contact_sheet=False)
+    generate_scenes(out, args.synthetic_seed, args.synthetic_scenes, settings, progress=False)
     return out
