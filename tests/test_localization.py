@@ -26,15 +26,6 @@ from aceg.model.ace_head import AceHeadConfig
 from planar_scenes import corner_scene
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is as fast and avoids thread oversubscription on busy machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _synthetic(n: int, outliers: float, seed: int = 0):
     rng = np.random.default_rng(seed)
     intr = Intrinsics(520.0, 470.0, 301.7, 228.9)  # fx != fy, off-centre principal point

@@ -33,16 +33,6 @@ from aceg.model.map_file import load_map, save_regressor
 from aceg.model.regressor import RegressorConfig, random_regressor
 from planar_scenes import corner_scene
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is as fast and avoids thread oversubscription on busy machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 K = torch.tensor([[100.0, 0, 40.0], [0, 90.0, 30.0], [0, 0, 1]])
 
 
