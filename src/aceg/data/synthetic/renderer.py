@@ -180,7 +180,10 @@ class Renderer:
     """An EGL OpenGL context with the shaders; load a scene, then render views of it.
 
     One renderer per process; reuse it across scenes (:meth:`load_scene` replaces the
-    geometry and textures).
+    geometry and textures). Several renderers may coexist in a process: every method makes
+    its own context current for the duration of the call (moderngl issues GL calls to
+    whichever context is current, so without this a second renderer created and released
+    in between would leave the first one drawing into a context that no longer exists).
     """
 
     def __init__(self):
@@ -202,6 +205,11 @@ class Renderer:
 
     def release(self) -> None:
         """Free the GPU objects and the context."""
+        with self.ctx:
+            self._release_resources()
+        self.ctx.release()
+
+    def _release_resources(self) -> None:
         self._release_scene()
         for fbo, attachments in self._framebuffers.values():
             fbo.release()
@@ -209,7 +217,6 @@ class Renderer:
                 a.release()
         self._framebuffers.clear()
         self.program.release()
-        self.ctx.release()
 
     def _release_scene(self) -> None:
         for obj in (self.vao, self.vbo, self.texture):
@@ -221,6 +228,10 @@ class Renderer:
         """Upload geometry (``mesh.vertices``) and textures ((L, S, S, 3) uint8 sRGB);
         ``texture_stack=None`` keeps the textures already loaded (same scene, moved
         objects)."""
+        with self.ctx:
+            self._load_scene(mesh, texture_stack)
+
+    def _load_scene(self, mesh: Mesh, texture_stack: np.ndarray | None) -> None:
         import moderngl
 
         if texture_stack is None:
@@ -270,6 +281,11 @@ class Renderer:
             lighting: lights and exposure.
             colour: read back the RGB image (False leaves ``rgb`` empty, for quick checks).
         """
+        with self.ctx:
+            return self._render(K, cam_to_world, width, height, lighting, colour)
+
+    def _render(self, K: np.ndarray, cam_to_world: np.ndarray, width: int, height: int,
+                lighting: Lighting, colour: bool) -> RenderedView:
         import moderngl
 
         if self.vao is None:
