@@ -585,7 +585,7 @@ def test_colmap_malformed(tmp_path):
     root = write_tiny_colmap(tmp_path / "truncated", "PINHOLE", [100, 100, 32, 24])
     data = (root / "images.bin").read_bytes()
     (root / "images.bin").write_bytes(data[: len(data) // 2])
-    expect_error(root, "truncated", "corrupt or truncated")
+    expect_error(root, "images.bin", "truncated: the file ends inside record 1")
 
     root = write_tiny_colmap(tmp_path / "corrupt", "PINHOLE", [100, 100, 32, 24])
     (root / "images" / "a.png").write_bytes(b"\x89PNG but not really")

@@ -160,7 +160,7 @@ def load_map(path: str | Path) -> MapData:
             data.head_config = AceHeadConfig.from_dict(meta["head_config"])
             data.build_head()  # validates shapes
     except (KeyError, RuntimeError, TypeError) as exc:
-        raise file_error(path, f"incomplete or inconsistent map file ({exc})") from None
+        raise file_error(path, f"incomplete or inconsistent map file ({_first_line(exc)})") from None
     return data
 
 
@@ -200,10 +200,17 @@ def load_regressor(path: str | Path) -> LoadedRegressor:
         model = SceneRegressor(config)
         model.load_state_dict(tensors)
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise file_error(path, f"inconsistent regressor checkpoint ({exc})") from None
+        raise file_error(path, f"inconsistent regressor checkpoint ({_first_line(exc)})") from None
     _freeze(model)
     return LoadedRegressor(model, str(meta.get("encoder", "xfeat")), model.identity(), code_init,
                            str(path))
+
+
+def _first_line(exc: Exception) -> str:
+    """First non-empty line of an exception message (torch's state-dict errors run over
+    many lines, one per mismatched key), or the exception's type name."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0].rstrip(":") if lines else type(exc).__name__
 
 
 def _freeze(model: torch.nn.Module) -> None:

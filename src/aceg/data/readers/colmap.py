@@ -174,6 +174,62 @@ def _locate_text_error(model_folder: Path) -> AcegError | None:
     return None
 
 
+#: Parameter count of every COLMAP camera model id (COLMAP's ``models.h`` numbering); the
+#: binary check needs all of them to walk the file, the reader accepts only ``CAMERA_MODELS``.
+BINARY_MODEL_PARAMS = {0: 3, 1: 4, 2: 4, 3: 5, 4: 8, 5: 8, 6: 12, 7: 5, 8: 4, 9: 5, 10: 12, 11: 16}
+
+
+def _check_binary_layout(path: Path) -> None:
+    """Walk the records of a COLMAP ``cameras.bin`` / ``images.bin`` / ``points3D.bin`` and
+    raise a clear error if the counts they declare do not fit the file (pycolmap loops or
+    crashes on a truncated file instead of failing). Reads only the fixed-size headers of
+    each record, so it is cheap next to the parsing pycolmap does afterwards.
+
+    Layouts (little endian): cameras: ``u64 n``, then per camera ``i32 id, i32 model,
+    u64 width, u64 height, f64 params[k(model)]``; images: ``u64 n``, then ``u32 id,
+    f64 q[4], f64 t[3], u32 camera_id, name\\0, u64 m, m x (f64 x, f64 y, i64 point_id)``;
+    points3D: ``u64 n``, then ``u64 id, f64 xyz[3], u8 rgb[3], f64 error, u64 m,
+    m x (i32 image_id, i32 point2d_index)``.
+    """
+    import struct
+
+    data = path.read_bytes()
+    size = len(data)
+    kind = path.stem
+
+    def need(offset: int, count: int, what: str) -> None:
+        if offset + count > size:
+            raise file_error(path, f"truncated: the file ends inside {what} "
+                                   f"({size} bytes, at least {offset + count} needed)")
+
+    need(0, 8, "the record count")
+    (count,) = struct.unpack_from("<Q", data, 0)
+    offset = 8
+    for index in range(count):
+        record = f"record {index + 1} of the {count} it declares"
+        if kind == "cameras":
+            need(offset, 24, record)
+            _camera_id, model = struct.unpack_from("<iiQQ", data, offset)[:2]
+            if model not in BINARY_MODEL_PARAMS:
+                raise file_error(path, f"{record}: unknown camera model id {model}")
+            offset += 24 + 8 * BINARY_MODEL_PARAMS[model]
+            need(offset, 0, record)
+        elif kind == "images":
+            need(offset, 64, record)
+            end = data.find(b"\0", offset + 64)
+            if end < 0:
+                raise file_error(path, f"truncated: {record} has no end to its image name")
+            need(end + 1, 8, record)
+            (points,) = struct.unpack_from("<Q", data, end + 1)
+            offset = end + 9 + 24 * points
+            need(offset, 0, f"{record} ({points} 2-D points)")
+        else:  # points3D
+            need(offset, 43 + 8, record)
+            (track,) = struct.unpack_from("<Q", data, offset + 43)
+            offset += 51 + 8 * track
+            need(offset, 0, f"{record} (track of {track})")
+
+
 def _load_reconstruction(model_folder: Path):
     import pycolmap
 
@@ -181,8 +237,10 @@ def _load_reconstruction(model_folder: Path):
         model_file = _model_file(model_folder, stem)
         if model_file is None:
             raise AcegError(f"{model_folder}: COLMAP model file {stem}.bin or {stem}.txt not found")
-        if model_file.suffix == ".bin" and model_file.stat().st_size == 0:
-            raise file_error(model_file, "file is empty")
+        if model_file.suffix == ".bin":
+            if model_file.stat().st_size == 0:
+                raise file_error(model_file, "file is empty")
+            _check_binary_layout(model_file)
     try:
         return pycolmap.Reconstruction(str(model_folder))
     except Exception as exc:  # pycolmap raises ValueError / RuntimeError with C++ detail
