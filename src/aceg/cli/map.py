@@ -40,7 +40,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--encoder", default=None,
                         help="encoder name (ACE only; ACE-G uses the regressor's encoder)")
     parser.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE,
-                        help=f"working image short side in pixels (default {DEFAULT_SHORT_SIDE})")
+                        help=f"working image short side in pixels (default {DEFAULT_SHORT_SIDE}; "
+                             "smaller images are not upsampled)")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's steps")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="override the preset's patches per step")

@@ -150,7 +150,8 @@ def map_scene(
             warning), a checkpoint path, or a model.
         use_depth: add depth supervision (every frame needs a depth map).
         encoder: encoder name (default: the regressor's for ACE-G, "xfeat" for ACE).
-        short_side: working short side of the images in pixels.
+        short_side: working short side of the images in pixels, never above the smallest
+            image's own short side (upsampling adds patches, not information).
         augment: augmentation of passes after the first (None: one plain pass).
     """
     if method not in METHODS:
@@ -158,6 +159,7 @@ def map_scene(
     if preset not in PRESETS[method]:
         raise AcegError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS[method])}")
     check_mapping_scene(scene, use_depth)
+    short_side = min(short_side, min(min(f.width, f.height) for f in scene.frames))
     p = PRESETS[method][preset]
     overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size, lr_max=lr_max,
                                         passes=passes, patches_per_pass=patches_per_pass).items()

@@ -160,6 +160,31 @@ def init_distributed() -> tuple[int, int]:
     return _dist_info()
 
 
+def export_regressor(checkpoint: str | Path, out: str | Path) -> dict:
+    """Write the transformer of a pre-training checkpoint (of a finished run, or a snapshot of
+    one still running) as a regressor file for ``aceg map --regressor``; returns the
+    checkpoint's metadata (step, config)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise file_error(path, "pre-training checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {})["aceg_pretrain"])
+            state = {k[6:]: fh.get_tensor(k) for k in fh.keys() if k.startswith("model.")}
+    except Exception as exc:
+        raise file_error(path, f"cannot read checkpoint ({exc.__class__.__name__})") from None
+    cfg = PretrainConfig(**meta["config"])
+    encoder = get_encoder(cfg.encoder)
+    model = SceneRegressor(cfg.regressor_config(encoder.feature_dim))
+    model.load_state_dict(state)
+    save_regressor(out, model, cfg.encoder,
+                   extra={"pretraining": {"steps": int(meta["step"]), "config": meta["config"],
+                                          "scenes": len(meta["scenes"])}})
+    return meta
+
+
 class Pretrainer:
     """Owns the model, optimizer, pool and data of one rank (see module docstring)."""
 
