@@ -126,3 +126,25 @@ def test_fundamental_matrix_epipolar_constraint():
     F = fundamental_matrix(K_a, pose_a, K_b, pose_b)
     residual = np.abs(np.einsum("ni,ij,nj->n", xb, F, xa))
     assert residual.max() < 1e-8
+
+
+def test_backproject_inverts_project():
+    """A point projected to a pixel and lifted back with its camera z is the same point
+    (fx != fy, off-centre principal point, rotated camera)."""
+    from aceg.data.camera import (
+        backproject,
+        invert_pose,
+        make_pose,
+        project,
+        quaternion_to_rotation,
+    )
+
+    rng = np.random.default_rng(3)
+    K = np.array([[410.0, 0.0, 161.3], [0.0, 395.0, 118.7], [0.0, 0.0, 1.0]])
+    pose = make_pose(quaternion_to_rotation(np.array([0.9, 0.1, -0.3, 0.2]) / np.linalg.norm([0.9, 0.1, -0.3, 0.2])),
+                     np.array([0.5, -1.0, 2.0]))
+    cam = np.column_stack([rng.uniform(-1, 1, (50, 2)), rng.uniform(0.5, 6, 50)])
+    world = cam @ pose[:3, :3].T + pose[:3, 3]
+    uv = project(world, K, pose)
+    z = (world @ invert_pose(pose)[:3, :3].T + invert_pose(pose)[:3, 3])[:, 2]
+    np.testing.assert_allclose(backproject(uv, z, K, pose), world, atol=1e-9)

@@ -164,6 +164,18 @@ def project(points_world: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray) -
     return uv
 
 
+def backproject(pixels: np.ndarray, depth: np.ndarray, K: np.ndarray,
+                cam_to_world: np.ndarray) -> np.ndarray:
+    """(N, 3) world points of ``pixels`` (N, 2; pixel centres at integers) seen at camera
+    ``z`` = ``depth`` (N,) metres along the optical axis (not along the ray), for a pinhole
+    ``K`` and a camera-to-world pose (OpenCV axes). The inverse of :func:`project`."""
+    pixels = np.asarray(pixels, np.float64)
+    z = np.asarray(depth, np.float64)
+    cam = np.stack([(pixels[:, 0] - K[0, 2]) / K[0, 0] * z,
+                    (pixels[:, 1] - K[1, 2]) / K[1, 1] * z, z], axis=1)
+    return cam @ cam_to_world[:3, :3].T + cam_to_world[:3, 3]
+
+
 def fundamental_matrix(
     K_a: np.ndarray, cam_to_world_a: np.ndarray, K_b: np.ndarray, cam_to_world_b: np.ndarray
 ) -> np.ndarray:

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from aceg.data.camera import backproject
 from aceg.data.images import prepare_image
 from aceg.data.scene import Scene
 from aceg.mapping.losses import PatchBatch
@@ -208,8 +209,5 @@ def _depth_targets(depth: np.ndarray | None, pixels: np.ndarray, K: np.ndarray,
     ij[:, 0] = ij[:, 0].clip(0, w - 1)
     ij[:, 1] = ij[:, 1].clip(0, h - 1)
     d = depth[ij[:, 1], ij[:, 0]].astype(np.float64)
-    rays = np.stack([(pixels[:, 0] - K[0, 2]) / K[0, 0], (pixels[:, 1] - K[1, 2]) / K[1, 1],
-                     np.ones(n)], axis=1)
-    cam = rays * d[:, None]
-    world = cam @ c2w_centred[:3, :3].T + c2w_centred[:3, 3]
+    world = backproject(pixels, d, K, c2w_centred)
     return world.astype(np.float32), d > 0

@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from aceg.data.camera import invert_pose
+from aceg.data.camera import backproject, invert_pose
 from aceg.data.images import prepare_image
 from aceg.data.readers import read_scene
 from aceg.data.scene import Scene
@@ -119,12 +119,8 @@ def _depth_targets(depth: np.ndarray, rows: int, cols: int, stride: int, K: np.n
     dmin, dmax = centre.min(-1), centre.max(-1)
     z = centre.mean(-1)
     ok = (dmin > 0) & (dmax <= dmin * DEPTH_SMOOTHNESS)
-    uv = patch_centres(rows, cols, stride).reshape(rows, cols, 2)
-    x = (uv[..., 0] - K[0, 2]) / K[0, 0] * z
-    y = (uv[..., 1] - K[1, 2]) / K[1, 1] * z
-    cam = np.stack([x, y, z], -1).reshape(-1, 3)
-    world = cam @ cam_to_world_centred[:3, :3].T + cam_to_world_centred[:3, 3]
-    world = world.reshape(rows, cols, 3)
+    uv = patch_centres(rows, cols, stride).reshape(-1, 2)
+    world = backproject(uv, z.reshape(-1), K, cam_to_world_centred).reshape(rows, cols, 3)
     world[~ok] = np.nan
     return world.astype(np.float32)
 
