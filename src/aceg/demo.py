@@ -113,9 +113,11 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
         if not (scene_dir / "scene.json").is_file():
             generate_scene(scene_dir, seed, **DEMO_SETTINGS)
         mapping, queries = demo_splits(scene_dir)
+        label = f"synthetic room (seed {seed})"
     else:
         log(f"[1/5] reading {scene}")
         mapping, queries = demo_splits(scene, query_every, fmt)
+        label = Path(scene).resolve().name
     result.seconds["scene"] = time.perf_counter() - t0
     log(f"      {len(mapping)} mapping images; queries: "
         + ", ".join(f"{k} {len(v)}" for k, v in queries.items()))
@@ -171,7 +173,7 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
     else:
         log("      no map point survived the filters: no PLY written")
     gt_all = np.concatenate([q.camera_centres() for q in queries.values()])
-    title = (f"aceg demo: {mapping.name}, {len(mapping)} mapping images, ACE-G map "
+    title = (f"aceg demo: {label}, {len(mapping)} mapping images, ACE-G map "
              f"{mapped.file_size / 1024:.0f} KB")
     fig = results_figure(errors, gt_all, cameras, title=title,
                          cloud=cloud.points if len(cloud.points) else None,

@@ -84,7 +84,7 @@ def run(args) -> int:
             runs.append(bm.run_method(method, data, work, settings))
     summaries = bm.summarise(runs)
     seconds = time.perf_counter() - start
-    command = "aceg " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "aceg bench"
+    command = "aceg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "aceg bench"
     section = bm.markdown(summaries, command, bm.machine_description(), seconds)
     print(section)
     if args.markdown:
