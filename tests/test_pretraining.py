@@ -54,6 +54,23 @@ def test_resumed_run_continues_exactly(scenes: Path, tmp_path: Path):
     assert int(resumed.pool.generation.sum()) > 2
 
 
+def test_snapshot_of_a_stopped_run_is_a_usable_regressor(scenes: Path, tmp_path: Path):
+    """export_regressor turns the checkpoint of a run stopped early into a regressor file
+    holding exactly the weights trained so far; a missing checkpoint is a clear error."""
+    from aceg.errors import AcegError
+    from aceg.model.map_file import load_regressor
+    from aceg.pretraining.trainer import export_regressor
+
+    run = Pretrainer([scenes], tmp_path / "run", config(), progress=False)
+    run.run(stop_after=4)
+    meta = export_regressor(tmp_path / "run", tmp_path / "snap.safetensors")
+    assert meta["step"] == 4
+    loaded = load_regressor(tmp_path / "snap.safetensors")
+    assert loaded.model.identity() == run.model.identity() and loaded.encoder == "xfeat"
+    with pytest.raises(AcegError, match="checkpoint not found"):
+        export_regressor(tmp_path / "nothing", tmp_path / "x.safetensors")
+
+
 def test_resume_refuses_changed_settings(scenes: Path, tmp_path: Path):
     Pretrainer([scenes], tmp_path, config(steps=2, checkpoint_every=2), progress=False).run()
     other = Pretrainer([scenes], tmp_path, config(batch_patches=64), progress=False)

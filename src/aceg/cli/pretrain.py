@@ -24,7 +24,9 @@ frozen); codes are re-initialised after --code-lifetime mapping iterations.
 OUT receives checkpoint.safetensors (+ pool-rank*.safetensors), log.csv and, at the end,
 regressor.safetensors (use it with `aceg map --regressor`, or ship it as the default).
 Re-running the same command resumes from the checkpoint exactly; raise --steps to continue
-a finished run.
+a finished run. A snapshot of a run still going (or stopped early) becomes a regressor file
+with `python -c "from aceg.pretraining.trainer import export_regressor;
+export_regressor('OUT', 'snapshot.safetensors')"`.
 
 Data-parallel on several processes or GPUs (gloo on CPU, nccl on GPU):
   torchrun --nproc-per-node 2 -m aceg pretrain DATA OUT ...
