@@ -189,7 +189,24 @@ def test_regressor_checkpoint_round_trip(tmp_path):
     assert not any(p.requires_grad for p in back.model.parameters())
 
 
-def test_default_regressor_warns_and_is_seeded():
+def test_shipped_regressor_is_the_default():
+    """The package ships pre-trained XFeat weights (< 20 MB, safetensors) and the default
+    regressor is that file, loaded without a warning."""
+    from aceg.model import map_file
+
+    shipped = map_file.WEIGHTS_DIR / "regressor-xfeat.safetensors"
+    assert shipped.is_file() and shipped.stat().st_size < 20 * 2**20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reg = default_regressor("xfeat")
+    assert reg.identity == load_regressor(shipped).identity and reg.encoder == "xfeat"
+    assert reg.source == str(shipped)
+
+
+def test_default_regressor_without_weights_warns_and_is_seeded(tmp_path, monkeypatch):
+    from aceg.model import map_file
+
+    monkeypatch.setattr(map_file, "WEIGHTS_DIR", tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         a = default_regressor("xfeat")
