@@ -126,7 +126,7 @@ def map_scene(
     regressor=None,
     use_depth: bool = False,
     encoder: str | None = None,
-    short_side: int = DEFAULT_SHORT_SIDE,
+    short_side: int | None = DEFAULT_SHORT_SIDE,
     iterations: int | None = None,
     batch_size: int | None = None,
     lr_max: float | None = None,
@@ -151,7 +151,8 @@ def map_scene(
         use_depth: add depth supervision (every frame needs a depth map).
         encoder: encoder name (default: the regressor's for ACE-G, "xfeat" for ACE).
         short_side: working short side of the images in pixels, never above the smallest
-            image's own short side (upsampling adds patches, not information).
+            image's own short side (upsampling adds patches, not information); None: the
+            images' own size.
         augment: augmentation of passes after the first (None: one plain pass).
     """
     if method not in METHODS:
@@ -159,7 +160,8 @@ def map_scene(
     if preset not in PRESETS[method]:
         raise AcegError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS[method])}")
     check_mapping_scene(scene, use_depth)
-    short_side = min(short_side, min(min(f.width, f.height) for f in scene.frames))
+    native = min(min(f.width, f.height) for f in scene.frames)
+    short_side = native if short_side is None else min(short_side, native)
     p = PRESETS[method][preset]
     overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size, lr_max=lr_max,
                                         passes=passes, patches_per_pass=patches_per_pass).items()
