@@ -51,19 +51,30 @@ def load_image(path: str | Path, grey: bool = False) -> np.ndarray:
         raise file_error(path, "cannot decode image (corrupt or unsupported format)")
     if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
         raise file_error(path, f"image too large ({image.shape[1]}x{image.shape[0]})")
+    try:
+        rgb = decoded_to_rgb(image)
+    except ValueError as exc:
+        raise file_error(path, str(exc)) from None
+    if grey:
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return rgb
+
+
+def decoded_to_rgb(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from what ``cv2.imdecode(..., IMREAD_UNCHANGED)`` returns: grey,
+    BGR or BGRA; 8 bit, 16 bit (scaled by 1/257) or float (stretched to 0-255).
+    ValueError for any other channel count. Shared by the file loader and the service."""
     if image.dtype == np.uint16:
         image = (image / 257.0).round().astype(np.uint8)
     elif image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if image.ndim == 2:
-        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    elif image.shape[2] == 4:
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    else:
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if grey:
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    return rgb
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    if image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    raise ValueError(f"unsupported number of channels ({image.shape[2]})")
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from aceg.data.camera import Intrinsics
+from aceg.data.images import decoded_to_rgb
 from aceg.errors import AcegError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -161,19 +162,10 @@ def decode_image(data: bytes, kind: str, filename: str) -> DecodedImage:
         raise RequestRejected(400, "corrupt_image",
                               f"{filename}: cannot decode the {kind.upper()} image (corrupt or "
                               "truncated)")
-    if image.dtype == np.uint16:
-        image = (image / 257.0).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if image.ndim == 2:
-        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    elif image.shape[2] == 4:
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    elif image.shape[2] == 3:
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    else:
-        raise RequestRejected(400, "corrupt_image",
-                              f"{filename}: unsupported number of channels ({image.shape[2]})")
+    try:
+        rgb = decoded_to_rgb(image)
+    except ValueError as exc:
+        raise RequestRejected(400, "corrupt_image", f"{filename}: {exc}") from None
     return DecodedImage(np.ascontiguousarray(rgb), kind)
 
 
