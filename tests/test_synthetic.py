@@ -289,10 +289,8 @@ def test_second_renderer_in_the_process_does_not_disturb_the_first(renderer, sce
     """A renderer created and released between two renders of another one (as `aceg synth
     --workers 1` does next to a caller's renderer) leaves the first one's output unchanged:
     each renderer makes its own GL context current."""
-    pose = np.loadtxt(scene_dir / "mapping" / "poses" / "frame_00000.txt")
-    K = np.loadtxt(scene_dir / "mapping" / "calibration" / "frame_00000.txt")
-    if K.ndim == 0:
-        K = np.array([[float(K), 0, WIDTH / 2], [0, float(K), HEIGHT / 2], [0, 0, 1]])
+    frame = read_scene(scene_dir / "mapping").frames[0]
+    pose, K = frame.cam_to_world, frame.intrinsics.K
     generate_scene(scene_dir.parent / "again_for_renderer", SEED, renderer=renderer, **TINY)
     lighting = Lighting(np.array([[0.0, 0.0, 2.0]]), np.ones((1, 3)), np.full(3, 0.3))
     before = renderer.render(K, pose, WIDTH, HEIGHT, lighting)
