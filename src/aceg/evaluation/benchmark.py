@@ -236,7 +236,10 @@ def summarise(runs: list[MethodRun]) -> list[SplitSummary]:
     return out
 
 
-def markdown(summaries: list[SplitSummary], command: str, machine: str, seconds: float) -> str:
+def markdown(summaries: list[SplitSummary], command: str, machine: str, seconds: float,
+             runs: list[MethodRun] | None = None) -> str:
+    """The markdown section: per kind of data, the pooled table, ACE-G against the baselines
+    and, for the real sets (given ``runs``), a table per set."""
     lines = [MARK_START, "## Side-by-side benchmark: ACE-G vs ACE vs feature matching", "",
              f"Command: `{command}`  ", f"Machine: {machine}  ", f"Total wall time: {seconds / 60:.1f} min",
              ""]
@@ -257,8 +260,55 @@ def markdown(summaries: list[SplitSummary], command: str, machine: str, seconds:
                 f"{s.mapping_seconds_median:.1f} | {s.query_ms_median:.0f} / {s.query_ms_p90:.0f} | "
                 f"{_size(s.map_bytes_median)} | {s.peak_memory_mb_max:.0f} |")
         lines.append("")
+        lines += comparison_lines(rows)
+        if runs and kind == "real":
+            lines += per_dataset_lines(runs, kind)
     lines.append(MARK_END)
     return "\n".join(lines) + "\n"
+
+
+def comparison_lines(rows: list[SplitSummary], reference: str = "aceg") -> list[str]:
+    """ACE-G against each other method in one split table: the difference in points of % within
+    10 cm / 10 deg (positive: ACE-G better) and the ratios of mapping time, median query time
+    and map size (other method / ACE-G, measured in the same run)."""
+    ref = {s.split: s for s in rows if s.method == reference}
+    others = [s for s in rows if s.method != reference and s.split in ref]
+    if not others:
+        return []
+    out = [f"ACE-G compared with each baseline (points: {METHOD_LABELS[reference]} minus the baseline "
+           "at 10cm/10deg; ratios: the baseline divided by ACE-G):", "",
+           "| split | baseline | points at 10cm/10deg | mapping time ratio | query time ratio | map size ratio |",
+           "|---|---|---|---|---|---|"]
+    for s in others:
+        r = ref[s.split]
+        points = r.table.within["10cm/10deg"] - s.table.within["10cm/10deg"]
+        out.append(f"| {s.split} | {METHOD_LABELS[s.method]} | {points:+.1f} | "
+                   f"{_ratio(s.mapping_seconds_median, r.mapping_seconds_median)} | "
+                   f"{_ratio(s.query_ms_median, r.query_ms_median)} | "
+                   f"{_ratio(s.map_bytes_median, r.map_bytes_median)} |")
+    return out + [""]
+
+
+def per_dataset_lines(runs: list[MethodRun], kind: str = "real") -> list[str]:
+    """One row per data set, method and split: % within 10 cm / 10 deg and median errors
+    (the pooled table mixes scenes of very different scale)."""
+    sel = [r for r in runs if r.kind == kind]
+    if not sel:
+        return []
+    out = [f"### {kind} data per set", "",
+           "| set | split | method | queries | 10cm/10deg | med. rot (deg) | med. trans (m) |",
+           "|---|---|---|---|---|---|---|"]
+    for r in sorted(sel, key=lambda r: (r.dataset, METHODS.index(r.method))):
+        for split, errs in r.errors.items():
+            t = accuracy_table([e[0] for e in errs], [e[1] for e in errs])
+            out.append(f"| {r.dataset} | {split} | {METHOD_LABELS[r.method]} | {len(errs)} | "
+                       f"{t.within['10cm/10deg']:.1f}% | {_f(t.median_rot_deg, 2)} | "
+                       f"{_f(t.median_trans_m, 3)} |")
+    return out + [""]
+
+
+def _ratio(x: float, ref: float) -> str:
+    return f"{x / ref:.2f}x" if ref > 0 and math.isfinite(x) and math.isfinite(ref) else "-"
 
 
 def _f(x: float, d: int) -> str:
