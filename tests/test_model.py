@@ -94,6 +94,26 @@ def test_regressor_has_no_patch_patch_attention():
     assert xyz.shape == (50, 3) and unc.shape == (50,)
 
 
+def test_cross_attention_is_multi_head_softmax_attention_over_the_code():
+    """The fused-kernel layout of CrossBlock computes plain multi-head attention: each patch's
+    output is softmax(q k^T / sqrt(dh)) v over the code tokens, head by head."""
+    torch.manual_seed(0)
+    block = SceneRegressor(TINY).blocks[0].eval()
+    x, code = torch.randn(7, TINY.width), torch.randn(TINY.code_tokens, TINY.width)
+    h, dh = TINY.heads, TINY.width // TINY.heads
+    q = block.q(block.norm_q(x))
+    k, v = block.kv(block.norm_code(code)).chunk(2, dim=-1)
+    heads = []
+    for i in range(h):
+        s = slice(i * dh, (i + 1) * dh)
+        weights = torch.softmax(q[:, s] @ k[:, s].T / dh**0.5, dim=-1)
+        heads.append(weights @ v[:, s])
+    y = x + block.out(torch.cat(heads, dim=1))
+    expected = y + block.mlp(block.norm_mlp(y))
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, code), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_regressor_output_depends_on_code():
     reg = random_regressor(TINY, seed=1)
     f = torch.randn(20, TINY.feature_dim)

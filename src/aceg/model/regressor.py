@@ -38,10 +38,13 @@ LOG_UNC_MAX = 6.0
 class RegressorConfig:
     """Sizes of the map-code transformer.
 
-    Defaults are chosen for CPU: about 0.41 M multiply-adds per patch, i.e. ~2 GMAC for a
-    480x640 query (60x80 = 4800 patches at stride 8), measured at 48 ms on 2 threads
-    (``benchmarks/core_speed.py``; L=2 would take ~2/3 of that, N=256 tokens ~1.6x); the
-    map code of 128 x 128 float32 is 64 KiB. 424k parameters.
+    Defaults are those of the shipped model (MODEL_CARD.md): 2 blocks at width 128 over a
+    map code of 1024 tokens (512 KiB in float32). About 0.75 M multiply-adds per patch, most
+    of them in the attention over the code (2 x N x D per block); a 480x640 query (4800
+    patches at stride 8) takes ~56 ms on 2 threads (``benchmarks/core_speed.py``). 290k
+    parameters. The first pre-training run used N=128, L=3 (0.42 M multiply-adds per
+    patch): 8x more code tokens fit the mapping views about twice as well for ~1.2x the
+    query time.
 
     Attributes:
         feature_dim: channels C of the encoder features.
@@ -55,10 +58,10 @@ class RegressorConfig:
 
     feature_dim: int = 64
     width: int = 128
-    depth: int = 3
+    depth: int = 2
     heads: int = 4
     mlp_ratio: int = 2
-    code_tokens: int = 128
+    code_tokens: int = 1024
     min_scale: float = MIN_SCALE
     max_scale: float = MAX_SCALE
 
@@ -91,12 +94,15 @@ class CrossBlock(nn.Module):
         """x: (P, D) patch tokens; code: (N, D) map code. Returns (P, D)."""
         P, D = x.shape
         h, dh = self.heads, D // self.heads
-        q = self.q(self.norm_q(x)).view(P, h, dh).transpose(0, 1)  # (h, P, dh)
+        # 4-D (batch 1, heads, tokens, dh) so that CPU uses the fused (flash) kernel: with 3-D
+        # inputs torch falls back to materialising the (h, P, N) attention matrix, 6x slower
+        # forward at N=1024 (benchmarks/core_speed.py).
+        q = self.q(self.norm_q(x)).view(1, P, h, dh).transpose(1, 2)  # (1, h, P, dh)
         k, v = self.kv(self.norm_code(code)).chunk(2, dim=-1)
-        k = k.reshape(-1, h, dh).transpose(0, 1)  # (h, N, dh)
-        v = v.reshape(-1, h, dh).transpose(0, 1)
-        att = F.scaled_dot_product_attention(q, k, v)  # (h, P, dh): patches never see each other
-        x = x + self.out(att.transpose(0, 1).reshape(P, D))
+        k = k.reshape(1, -1, h, dh).transpose(1, 2)  # (1, h, N, dh)
+        v = v.reshape(1, -1, h, dh).transpose(1, 2)
+        att = F.scaled_dot_product_attention(q, k, v)  # (1, h, P, dh): patches never see each other
+        x = x + self.out(att.transpose(1, 2).reshape(P, D))
         return x + self.mlp(self.norm_mlp(x))
 
 
