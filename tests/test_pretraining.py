@@ -71,6 +71,33 @@ def test_snapshot_of_a_stopped_run_is_a_usable_regressor(scenes: Path, tmp_path:
         export_regressor(tmp_path / "nothing", tmp_path / "x.safetensors")
 
 
+def test_warm_start_from_a_regressor_file(scenes: Path, tmp_path: Path):
+    """--init starts from an exported regressor (its weights and architecture), trains on
+    from there, and refuses overrides that contradict the file's architecture."""
+    from aceg.errors import AcegError
+    from aceg.model.map_file import load_regressor
+    from aceg.pretraining.trainer import export_regressor
+
+    torch.set_num_threads(1)
+    first = Pretrainer([scenes], tmp_path / "first", config(), progress=False)
+    first.run(stop_after=4)
+    export_regressor(tmp_path / "first", tmp_path / "start.safetensors")
+    start = load_regressor(tmp_path / "start.safetensors").model
+
+    warm = Pretrainer([scenes], tmp_path / "warm",
+                      config(regressor={}, init=str(tmp_path / "start.safetensors")), progress=False)
+    assert warm.model.identity() == start.identity()  # not the seeded random init
+    warm.run(stop_after=4)
+    assert warm.model.identity() != start.identity()
+    export_regressor(tmp_path / "warm", tmp_path / "warm.safetensors")
+    assert load_regressor(tmp_path / "warm.safetensors").model.config == start.config
+
+    with pytest.raises(AcegError, match="code_tokens"):
+        Pretrainer([scenes], tmp_path / "clash", progress=False,
+                   config=config(regressor={**TINY, "code_tokens": 4},
+                                 init=str(tmp_path / "start.safetensors")))
+
+
 def test_resume_refuses_changed_settings(scenes: Path, tmp_path: Path):
     Pretrainer([scenes], tmp_path, config(steps=2, checkpoint_every=2), progress=False).run()
     other = Pretrainer([scenes], tmp_path, config(batch_patches=64), progress=False)

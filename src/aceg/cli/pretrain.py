@@ -26,7 +26,8 @@ regressor.safetensors (use it with `aceg map --regressor`, or ship it as the def
 Re-running the same command resumes from the checkpoint exactly; raise --steps to continue
 a finished run. A snapshot of a run still going (or stopped early) becomes a regressor file
 with `python -c "from aceg.pretraining.trainer import export_regressor;
-export_regressor('OUT', 'snapshot.safetensors')"`.
+export_regressor('OUT', 'snapshot.safetensors')"`. --init FILE starts from a regressor
+file (e.g. the shipped model) instead of random weights: fine-tuning on more or on real data.
 
 Data-parallel on several processes or GPUs (gloo on CPU, nccl on GPU):
   torchrun --nproc-per-node 2 -m aceg pretrain DATA OUT ...
@@ -52,12 +53,14 @@ def add_arguments(parser) -> None:
         "seed": "random seed",
         "checkpoint_every": "steps between checkpoints",
         "encoder": "frozen encoder",
+        "init": "regressor file to start from instead of random weights (fine-tuning, e.g. "
+                "the shipped model on real RGB-D scenes); its architecture is kept",
     }
     for f in fields(PretrainConfig):
         if f.name not in helps:
             continue
         default = getattr(defaults, f.name)
-        kind = int if f.name == "short_side" else type(default)
+        kind = int if f.name == "short_side" else str if f.name == "init" else type(default)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default,
                             help=f"{helps[f.name]} (default: %(default)s)")
     parser.add_argument("--regressor-config", default="{}", metavar="JSON",

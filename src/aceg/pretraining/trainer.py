@@ -85,6 +85,7 @@ class PretrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     regressor: dict = field(default_factory=dict)  # RegressorConfig overrides
+    init: str | None = None  # regressor file to start from (warm start) instead of random weights
 
     def regressor_config(self, feature_dim: int) -> RegressorConfig:
         return RegressorConfig(**{"feature_dim": feature_dim, **self.regressor})
@@ -160,6 +161,28 @@ def init_distributed() -> tuple[int, int]:
     return _dist_info()
 
 
+def _warm_start(config: PretrainConfig, encoder: str) -> SceneRegressor:
+    """The regressor of ``config.init`` as the starting point of a run. Its architecture
+    wins: ``config.regressor`` is set to it (so checkpoints and exports rebuild the same
+    model); explicit overrides that contradict it, or another encoder, are an error."""
+    from aceg.model.map_file import load_regressor
+
+    loaded = load_regressor(config.init)
+    if loaded.encoder != encoder:
+        raise file_error(config.init, f"regressor made for encoder {loaded.encoder!r}, this run "
+                                      f"uses {encoder!r}")
+    arch = loaded.model.config.to_dict()
+    clash = {k: v for k, v in config.regressor.items() if arch.get(k) != v}
+    if clash:
+        raise file_error(config.init, f"regressor has {', '.join(f'{k}={arch.get(k)!r}' for k in clash)}, "
+                                      f"--regressor-config asks for {clash}: drop the overrides "
+                                      "or start from random weights")
+    config.regressor = arch
+    model = SceneRegressor(loaded.model.config)
+    model.load_state_dict(loaded.model.state_dict())
+    return model
+
+
 def export_regressor(checkpoint: str | Path, out: str | Path) -> dict:
     """Write the transformer of a pre-training checkpoint (of a finished run, or a snapshot of
     one still running) as a regressor file for ``aceg map --regressor``; returns the
@@ -207,7 +230,11 @@ class Pretrainer:
             cached_scene_features(r, cache, encoder, config.short_side)
             for r in tqdm(mine, desc="encoding scenes", disable=not self.progress)
         ]
-        self.model = random_regressor(config.regressor_config(encoder.feature_dim), config.seed).train()
+        if config.init:
+            self.model = _warm_start(config, encoder.name)
+        else:
+            self.model = random_regressor(config.regressor_config(encoder.feature_dim), config.seed)
+        self.model.train()
         for p in self.model.parameters():
             p.requires_grad_(True)
         self.forward = PoolForward(self.model)
