@@ -11,8 +11,8 @@ Prints:
   wall time, peak memory (max RSS) and map file size.
 
 The synthetic scene is a textured wall + floor rendered with exact homographies
-(``tests/planar_scenes.py``); the ACE-G regressor is the default one (seeded random init
-until pre-trained weights ship): its cost does not depend on its weights.
+(``tests/planar_scenes.py``); the ACE-G regressor is the shipped default model (its cost
+depends on its sizes, not on its weights).
 """
 
 from __future__ import annotations

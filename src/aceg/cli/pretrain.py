@@ -62,6 +62,7 @@ def add_arguments(parser) -> None:
         default = getattr(defaults, f.name)
         kind = int if f.name == "short_side" else str if f.name == "init" else type(default)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default,
+                            metavar="FILE" if f.name == "init" else None,
                             help=f"{helps[f.name]} (default: %(default)s)")
     parser.add_argument("--regressor-config", default="{}", metavar="JSON",
                         help='transformer size overrides, e.g. \'{"width": 128, "depth": 3}\'')
