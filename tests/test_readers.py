@@ -595,3 +595,16 @@ def test_colmap_malformed(tmp_path):
     (root / "images" / "a.png").unlink()
     (root / "images").rmdir()
     expect_error(root, "no images/ folder")
+
+
+def test_working_short_side_never_upsamples():
+    """Mapping (ACE-G, ACE) and the feature-matching baseline prepare a scene at the
+    requested short side, capped at the smallest image's own: mixed sizes take the minimum."""
+    from aceg.data.scene import Frame, Scene
+
+    k = Intrinsics(500.0, 500.0, 320.0, 240.0)
+    scene = Scene("mixed", [Frame("a.png", Path("a.png"), 640, 480, k, None),
+                            Frame("b.png", Path("b.png"), 320, 240, k, None)])
+    assert scene.working_short_side(480) == 240
+    assert scene.working_short_side(120) == 120
+    assert scene.working_short_side(None) == 240

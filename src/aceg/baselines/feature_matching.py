@@ -219,10 +219,9 @@ def build_feature_map(
     ``use_depth`` None means: use depth when every frame has it, triangulate otherwise.
     """
     config = config or FeatureMatchingConfig()
-    native = min((min(f.width, f.height) for f in scene.frames), default=config.short_side)
-    config = replace(config, short_side=min(config.short_side, native))
     if not scene.has_poses:
         raise AcegError(f"scene {scene.name!r}: mapping needs a pose for every frame")
+    config = replace(config, short_side=scene.working_short_side(config.short_side))
     use_depth = scene.has_depth if use_depth is None else use_depth
     if use_depth and not scene.has_depth:
         raise AcegError(f"scene {scene.name!r}: depth requested but not every frame has depth")

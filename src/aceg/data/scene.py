@@ -79,6 +79,13 @@ class Scene:
     def has_poses(self) -> bool:
         return bool(self.frames) and all(f.has_pose for f in self.frames)
 
+    def working_short_side(self, requested: int | None) -> int:
+        """Short side (px) to prepare this scene's images at: ``requested``, but never above
+        the smallest frame's own short side (images are never upsampled); ``None`` means
+        that native size."""
+        native = min(min(f.width, f.height) for f in self.frames)
+        return native if requested is None else min(requested, native)
+
     def subset(self, indices: Iterable[int], name: str | None = None) -> Scene:
         """A scene with the frames at ``indices`` (in that order)."""
         return Scene(

@@ -160,8 +160,7 @@ def map_scene(
     if preset not in PRESETS[method]:
         raise AcegError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS[method])}")
     check_mapping_scene(scene, use_depth)
-    native = min(min(f.width, f.height) for f in scene.frames)
-    short_side = native if short_side is None else min(short_side, native)
+    short_side = scene.working_short_side(short_side)
     p = PRESETS[method][preset]
     overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size, lr_max=lr_max,
                                         passes=passes, patches_per_pass=patches_per_pass).items()
