@@ -17,16 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
-from aceg.data.images import load_image
-from aceg.evaluation.benchmark import synthetic_datasets
-from aceg.evaluation.metrics import pose_errors
-from aceg.localization.localizer import Localizer
-from aceg.mapping.mapper import map_scene
+from aceg.evaluation.benchmark import run_method, synthetic_datasets
+from aceg.evaluation.metrics import accuracy_table
+from aceg.model.map_file import load_map
 
 
 def parse_setting(text: str) -> tuple[int, float, int | None]:
@@ -34,16 +29,6 @@ def parse_setting(text: str) -> tuple[int, float, int | None]:
     if len(parts) not in (2, 3):
         raise argparse.ArgumentTypeError(f"{text!r}: expected ITERATIONS:LR_MAX[:BATCH]")
     return int(parts[0]), float(parts[1]), int(parts[2]) if len(parts) == 3 else None
-
-
-def summarise(localizer: Localizer, frames) -> dict:
-    errors = []
-    for frame in frames:
-        pose = localizer.localize(load_image(frame.image_path), frame.intrinsics, name=frame.name).cam_to_world
-        errors.append(pose_errors(pose, frame.cam_to_world) if pose is not None else (np.inf, np.inf))
-    rot, trans = np.array(errors).T
-    return {"median_m": round(float(np.median(trans)), 3),
-            "within_10cm_10deg": round(float(np.mean((trans < 0.1) & (rot < 10)) * 100), 1)}
 
 
 def main() -> None:
@@ -56,21 +41,22 @@ def main() -> None:
 
     data = synthetic_datasets(args.root)[args.scene]
     mapping = data.mapping
-    sets = {"mapping_views": mapping.subset(range(0, len(mapping), 4), name="mapping_views"),
-            "query_same": data.queries["query_same"], "query_light": data.queries["query_light"]}
-    with tempfile.TemporaryDirectory() as tmp:
-        for iterations, lr_max, batch in args.settings:
-            path = Path(tmp) / f"{iterations}-{lr_max}-{batch}.map"
-            start = time.perf_counter()
-            result = map_scene(mapping, path, method="aceg", preset="fast", iterations=iterations,
-                               lr_max=lr_max, batch_size=batch, regressor=args.regressor,
-                               progress=False)
-            row = {"mapping_s": round(time.perf_counter() - start, 1),
-                   "train": {k: round(float(v), 3) for k, v in result.stats.items()}}
-            localizer = Localizer(path, regressor=args.regressor)
-            row.update({name: summarise(localizer, scene.frames) for name, scene in sets.items()})
-            print(f"{data.name} iterations={iterations} lr_max={lr_max} batch={batch or 'preset'}: "
-                  + json.dumps(row), flush=True)
+    data.queries = {"mapping_views": mapping.subset(range(0, len(mapping), 4), name="mapping_views"),
+                    "query_same": data.queries["query_same"], "query_light": data.queries["query_light"]}
+    for iterations, lr_max, batch in args.settings:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = run_method("aceg", data, Path(tmp), {
+                "preset": "fast", "iterations": iterations, "lr_max": lr_max, "batch_size": batch,
+                "regressor": args.regressor}, log=lambda _line: None)
+            fit = load_map(Path(tmp) / f"{data.name}-aceg.map").stats
+        row = {"mapping_s": round(run.mapping_seconds, 1),
+               "train": {k: round(float(fit[k]), 3) for k in ("loss", "valid", "in10", "median_px")}}
+        for split, errors in run.errors.items():
+            table = accuracy_table([e[0] for e in errors], [e[1] for e in errors])
+            row[split] = {"median_m": round(table.median_trans_m, 3),
+                          "within_10cm_10deg": round(table.within["10cm/10deg"], 1)}
+        print(f"{data.name} iterations={iterations} lr_max={lr_max} batch={batch or 'preset'}: "
+              + json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

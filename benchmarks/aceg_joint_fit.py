@@ -35,18 +35,16 @@ def main() -> None:
     cfg = PretrainConfig(steps=args.steps, batch_patches=2048, scenes_per_step=1, pool_size=1,
                          code_lifetime=10**9, code_warmup=0, regressor_every=1, lr=5e-4,
                          lr_warmup_steps=50, code_lr=1e-2, depth_fraction=0.0,
-                         checkpoint_every=10**9, **arch)
+                         checkpoint_every=10**9, log_every=100, **arch)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Pretrainer([args.scene], tmp, cfg, progress=False)
-        trainer.run(stop_after=0)  # fills the pool
         start = time.perf_counter()
-        for step in range(1, args.steps + 1):
-            stats = trainer.train_step()
-            if step % 100 == 0:
-                print(f"step {step:5d} ({time.perf_counter() - start:5.0f} s): mapping median "
-                      f"{stats['m_median_px']:.1f} px, {100 * stats['m_in10']:.0f}% within 10 px",
-                      flush=True)
-
+        while trainer.step < args.steps:
+            trainer.run(stop_after=100)
+            stats = trainer.log_rows[-1]
+            print(f"step {trainer.step:5d} ({time.perf_counter() - start:5.0f} s): mapping median "
+                  f"{stats['m_median_px']:.1f} px, {100 * stats['m_in10']:.0f}% within 10 px",
+                  flush=True)
 
 if __name__ == "__main__":
     main()

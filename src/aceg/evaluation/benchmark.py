@@ -161,7 +161,8 @@ def _mapper_and_localizer(method: str, settings: dict):
     def build(scene, path):
         map_scene(scene, path, method=method, preset=settings.get("preset", "default"),
                   regressor=settings.get("regressor"), short_side=settings.get("short_side", 480),
-                  progress=False, iterations=settings.get("iterations"))
+                  progress=False, iterations=settings.get("iterations"),
+                  lr_max=settings.get("lr_max"), batch_size=settings.get("batch_size"))
 
     def open_map(path):
         loc = Localizer(path, regressor=settings.get("regressor") if method == "aceg" else None)
