@@ -1,6 +1,7 @@
 """Is ACE-G limited by how well a map code fits the mapping views, or by generalisation?
 
     .venv/bin/python benchmarks/aceg_fit_probe.py /work/data/heldout 0 300:0.01 300:0.005 1200:0.01
+    .venv/bin/python benchmarks/aceg_fit_probe.py /work/data/heldout 0 300:0.1 --code-form keys_values
 
 Maps one synthetic scene (``aceg synth`` layout; SCENE_INDEX in sorted order) with ACE-G
 (fast preset otherwise) once per ITERATIONS:LR_MAX[:BATCH] setting and localizes three
@@ -10,6 +11,11 @@ sets: every 4th **mapping** frame (the views the code was fitted to), ``query_sa
 position error (m) and the % of images within 10 cm / 10 deg. If the mapping views are
 themselves localized poorly, the bottleneck is the fit (code + transformer capacity or
 optimisation), not generalisation to other lighting or viewpoints.
+
+``--code-form`` reads the same weights with the other map-code form
+(:data:`aceg.model.regressor.CODE_FORMS`): "tokens" (keys and values projected from code
+tokens) against "keys_values" (free keys and values), which isolates what the code's form
+costs in fit.
 """
 
 from __future__ import annotations
@@ -17,11 +23,21 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from aceg.evaluation.benchmark import run_method, synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table
-from aceg.model.map_file import load_map
+from aceg.model.map_file import load_map, resolve_regressor
+from aceg.model.regressor import CODE_FORMS, SceneRegressor
+
+
+def with_code_form(regressor: str | None, code_form: str) -> SceneRegressor:
+    """The weights of ``regressor`` (None: the shipped one) read with ``code_form``."""
+    loaded = resolve_regressor(regressor, "xfeat").model
+    model = SceneRegressor(replace(loaded.config, code_form=code_form))
+    model.load_state_dict(loaded.state_dict())
+    return model.eval()
 
 
 def parse_setting(text: str) -> tuple[int, float, int | None]:
@@ -37,7 +53,10 @@ def main() -> None:
     parser.add_argument("scene", type=int, help="index of the scene in sorted order")
     parser.add_argument("settings", nargs="+", type=parse_setting, metavar="ITERATIONS:LR_MAX[:BATCH]")
     parser.add_argument("--regressor", default=None, help="regressor file (default: shipped)")
+    parser.add_argument("--code-form", choices=CODE_FORMS, default=None,
+                        help="read the regressor's weights with this map-code form")
     args = parser.parse_args()
+    regressor = with_code_form(args.regressor, args.code_form) if args.code_form else args.regressor
 
     data = synthetic_datasets(args.root)[args.scene]
     mapping = data.mapping
@@ -47,7 +66,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run = run_method("aceg", data, Path(tmp), {
                 "preset": "fast", "iterations": iterations, "lr_max": lr_max, "batch_size": batch,
-                "regressor": args.regressor}, log=lambda _line: None)
+                "regressor": regressor}, log=lambda _line: None)
             fit = load_map(Path(tmp) / f"{data.name}-aceg.map").stats
         row = {"mapping_s": round(run.mapping_seconds, 1),
                "train": {k: round(float(fit[k]), 3) for k in ("loss", "valid", "in10", "median_px")}}
@@ -55,7 +74,8 @@ def main() -> None:
             table = accuracy_table([e[0] for e in errors], [e[1] for e in errors])
             row[split] = {"median_m": round(table.median_trans_m, 3),
                           "within_10cm_10deg": round(table.within["10cm/10deg"], 1)}
-        print(f"{data.name} iterations={iterations} lr_max={lr_max} batch={batch or 'preset'}: "
+        form = f" code_form={args.code_form}" if args.code_form else ""
+        print(f"{data.name}{form} iterations={iterations} lr_max={lr_max} batch={batch or 'preset'}: "
               + json.dumps(row), flush=True)
 
 

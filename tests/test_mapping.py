@@ -219,12 +219,14 @@ def pretrain_tiny(scenes: list[Scene], config: RegressorConfig, steps: int, shor
     return reg.eval(), stats
 
 
-def test_aceg_machinery_pretrain_map_localize(tmp_path):
+@pytest.mark.parametrize("code_form", ["keys_values", "tokens"])
+def test_aceg_machinery_pretrain_map_localize(tmp_path, code_form):
     """Pre-train a tiny regressor (+ a code) on one tiny scene, then map it again with a
-    fresh code (regressor frozen) and localize held-out views."""
+    fresh code (regressor frozen) and localize held-out views, for both code forms."""
     scene = corner_scene(tmp_path / "s", n=12, seed=0)
     mapping, queries = scene.split_every(4, 1)
-    config = RegressorConfig(width=32, depth=2, heads=2, code_tokens=16, mlp_ratio=2)
+    config = RegressorConfig(width=32, depth=2, heads=2, code_tokens=16, mlp_ratio=2,
+                             code_form=code_form)
     reg, stats = pretrain_tiny([mapping], config, steps=1000, short_side=120, lr=1e-2)
     assert stats["in10"] > 0.7
     path = tmp_path / "tiny.safetensors"
@@ -232,7 +234,7 @@ def test_aceg_machinery_pretrain_map_localize(tmp_path):
     result = map_scene(mapping, tmp_path / "g.map", method="aceg", preset="fast", regressor=path,
                        short_side=120, iterations=300, batch_size=1024, progress=False)
     data = load_map(tmp_path / "g.map")
-    assert data.method == "aceg" and data.code.shape == (16, 32) and result.file_size < 20_000
+    assert data.method == "aceg" and data.code.shape == config.code_shape and result.file_size < 20_000
     assert result.stats["in10"] > 0.7
     errs = _held_out_errors(queries, tmp_path / "g.map", regressor=path)
     # A random regressor gives ~1.4 m / 27 deg here; the tiny pre-trained one ~0.2-0.4 m.

@@ -24,6 +24,8 @@ from aceg.model.map_file import (
 from aceg.model.regressor import RegressorConfig, SceneRegressor, random_regressor
 
 TINY = RegressorConfig(width=32, depth=2, heads=2, code_tokens=8, mlp_ratio=2)
+TINY_TOKENS = RegressorConfig(width=32, depth=2, heads=2, code_tokens=8, mlp_ratio=2,
+                              code_form="tokens")
 
 
 def test_patch_centres_are_cell_pixel_means():
@@ -99,7 +101,7 @@ def test_cross_attention_is_multi_head_softmax_attention_over_the_code():
     output is softmax(q k^T / sqrt(dh)) v over the code tokens, head by head."""
     torch.manual_seed(0)
     block = SceneRegressor(TINY).blocks[0].eval()
-    x, code = torch.randn(7, TINY.width), torch.randn(TINY.code_tokens, TINY.width)
+    x, code = torch.randn(7, TINY.width), torch.randn(TINY.code_tokens, TINY.width)  # tokens
     h, dh = TINY.heads, TINY.width // TINY.heads
     q = block.q(block.norm_q(x))
     k, v = block.kv(block.norm_code(code)).chunk(2, dim=-1)
@@ -111,7 +113,7 @@ def test_cross_attention_is_multi_head_softmax_attention_over_the_code():
     y = x + block.out(torch.cat(heads, dim=1))
     expected = y + block.mlp(block.norm_mlp(y))
     with torch.no_grad():
-        torch.testing.assert_close(block(x, code), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(block(x, *block.project_code(code)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_regressor_output_depends_on_code():
@@ -150,10 +152,66 @@ def test_map_file_round_trip_aceg(tmp_path):
     assert size < 2_000_000
     back = load_map(tmp_path / "a.map")
     assert back.method == "aceg" and back.encoder == "xfeat" and back.short_side == 480
-    assert torch.equal(back.code, data.code) and back.regressor == reg.identity()
+    # keys/values codes are stored in half precision, token codes in full precision
+    assert back.code.dtype == torch.float32 and torch.equal(back.code, data.code.half().float())
+    assert back.regressor == reg.identity()
     assert np.array_equal(back.scene_centre, data.scene_centre)
     assert back.stats == {"loss": 1.5} and back.regressor_config == TINY
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write left nothing behind
+    tokens = random_regressor(TINY_TOKENS, 0)
+    data = _aceg_map(tokens)
+    save_map(tmp_path / "t.map", data)
+    back = load_map(tmp_path / "t.map")
+    assert back.code.shape == (8, 32) and torch.equal(back.code, data.code)
+
+
+def test_map_code_of_the_wrong_shape_is_refused(tmp_path):
+    reg = random_regressor(TINY, 0)
+    data = _aceg_map(reg)
+    data.code = random_regressor(TINY_TOKENS, 0).init_code()  # (N, D) for a keys/values model
+    save_map(tmp_path / "a.map", data)
+    with pytest.raises(AcegError, match="a.map.*shape"):
+        load_map(tmp_path / "a.map")
+    with pytest.raises(ValueError, match="shape"):
+        reg(torch.randn(3, TINY.feature_dim), data.code)
+
+
+def test_code_forms():
+    """"tokens": (N, D), projected by each block; "keys_values": (depth, 2, N, D) read as
+    each block's keys and values; a fresh one is the projection of random tokens."""
+    assert TINY.code_shape == (2, 2, 8, 32) and TINY_TOKENS.code_shape == (8, 32)
+    tok = random_regressor(TINY_TOKENS, 5)
+    kv = SceneRegressor(TINY)
+    kv.load_state_dict(tok.state_dict())  # same weights, other code form
+    tokens = tok.init_code(torch.Generator().manual_seed(3))
+    code = kv.init_code(torch.Generator().manual_seed(3))
+    for i, block in enumerate(tok.blocks):
+        k, v = block.project_code(tokens)
+        assert torch.equal(code[i, 0], k) and torch.equal(code[i, 1], v)
+    f = torch.randn(11, TINY.feature_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(kv(f, code), tok(f, tokens))
+        # keys and values are free: changing one block's values changes the output
+        code2 = code.clone()
+        code2[1, 1] += 1.0
+        assert not torch.allclose(kv(f, code2)[0], kv(f, code)[0])
+    # the projections are not read by the keys/values forward pass
+    skipped = {id(p) for b in kv.blocks for p in [*b.kv.parameters(), *b.norm_code.parameters()]}
+    used = {id(p) for p in kv.forward_parameters()}
+    assert used and not used & skipped and len(tok.forward_parameters()) == len(list(tok.parameters()))
+    # same weights, other form: another identity, so maps of one are refused by the other
+    assert kv.identity() != tok.identity()
+
+
+def test_config_files_without_code_form_are_tokens_and_keep_their_identity():
+    from aceg.model.regressor import weights_hash
+
+    legacy = {k: v for k, v in TINY_TOKENS.to_dict().items() if k != "code_form"}
+    assert RegressorConfig.from_dict(legacy) == TINY_TOKENS
+    reg = random_regressor(TINY_TOKENS, 1)
+    assert reg.identity() == weights_hash(reg.state_dict(), legacy)
+    with pytest.raises(ValueError, match="code_form"):
+        RegressorConfig(code_form="pixels")
 
 
 def test_map_file_round_trip_ace(tmp_path):

@@ -98,6 +98,31 @@ def test_warm_start_from_a_regressor_file(scenes: Path, tmp_path: Path):
                                  init=str(tmp_path / "start.safetensors")))
 
 
+def test_warm_start_may_change_the_code_form(scenes: Path, tmp_path: Path):
+    """A "tokens" model continues as a "keys_values" one: same weights to start from, codes
+    of the new shape, only the weights the new form reads are trained."""
+    from aceg.model.map_file import save_regressor
+    from aceg.model.regressor import RegressorConfig, random_regressor
+
+    torch.set_num_threads(1)
+    tokens = random_regressor(RegressorConfig(**TINY, code_form="tokens"), 4)
+    save_regressor(tmp_path / "tokens.safetensors", tokens, "xfeat")
+    run = Pretrainer([scenes], tmp_path / "kv", progress=False,
+                     config=config(regressor={"code_form": "keys_values"},
+                                   init=str(tmp_path / "tokens.safetensors")))
+    assert run.model.config.code_form == "keys_values"
+    assert run.model.config.code_shape == (1, 2, 8, 32)
+    start = {k: v.clone() for k, v in run.model.state_dict().items()}
+    for k, v in tokens.state_dict().items():
+        assert torch.equal(start[k], v)
+    run.run(stop_after=3)
+    assert run.pool.codes.shape == (2, 1, 2, 8, 32)
+    after = run.model.state_dict()
+    projections = [k for k in after if ".kv." in k or ".norm_code." in k]
+    assert projections and all(torch.equal(after[k], start[k]) for k in projections)
+    assert not torch.equal(after["head.weight"], start["head.weight"])
+
+
 def test_resume_refuses_changed_settings(scenes: Path, tmp_path: Path):
     Pretrainer([scenes], tmp_path, config(steps=2, checkpoint_every=2), progress=False).run()
     other = Pretrainer([scenes], tmp_path, config(batch_patches=64), progress=False)

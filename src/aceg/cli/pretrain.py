@@ -47,7 +47,8 @@ def add_arguments(parser) -> None:
         "code_warmup": "mapping iterations before a code joins query iterations",
         "regressor_every": "the transformer also learns from every k-th mapping iteration",
         "lr": "peak learning rate of the transformer (AdamW)",
-        "code_lr": "learning rate of the map codes (Adam)",
+        "code_lr": "learning rate of the map codes (Adam) in the keys_values form; "
+                   "token codes use a tenth of it",
         "depth_fraction": "fraction of codes mapped with depth supervision",
         "short_side": "working short side in pixels (default: the images' own size)",
         "seed": "random seed",

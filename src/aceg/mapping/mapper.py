@@ -31,6 +31,7 @@ from aceg.mapping.schedule import one_cycle_adamw
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
 from aceg.model.map_file import MapData, resolve_regressor, save_map
+from aceg.model.regressor import CODE_LR_SCALE
 
 METHODS = ("aceg", "ace")
 
@@ -58,11 +59,13 @@ class MappingPreset:
 
 #: Presets per method. ACE-G's default fits 200 images at short side 480 in < 3 min on
 #: 2 CPU cores (benchmarks/core_speed.py); ACE trains a whole MLP and needs more steps.
+#: ACE-G's ``lr_max`` is that of "keys_values" codes; other code forms scale it by
+#: :data:`aceg.model.regressor.CODE_LR_SCALE` unless ``lr_max`` is given explicitly.
 PRESETS: dict[str, dict[str, MappingPreset]] = {
     "aceg": {
-        "fast": MappingPreset(2, 1024, 300, 4096, 1e-2),
-        "default": MappingPreset(3, 1536, 600, 4096, 1e-2),
-        "thorough": MappingPreset(6, None, 2000, 5120, 1e-2),
+        "fast": MappingPreset(2, 1024, 300, 4096, 1e-1),
+        "default": MappingPreset(3, 1536, 600, 4096, 1e-1),
+        "thorough": MappingPreset(6, None, 2000, 5120, 1e-1),
     },
     "ace": {
         "fast": MappingPreset(2, 2048, 800, 4096, 5e-3),
@@ -191,6 +194,8 @@ def map_scene(
 
     if method == "aceg":
         model = reg.model.to(device)
+        if lr_max is None:
+            p = replace(p, lr_max=p.lr_max * CODE_LR_SCALE[model.config.code_form])
         code0 = reg.code_init if reg.code_init is not None else model.init_code(gen)
         code = torch.nn.Parameter(code0.clone().to(device))
         params = [code]

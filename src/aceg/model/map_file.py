@@ -3,7 +3,10 @@
 Map file (``*.map``, a safetensors file)
     tensors:
         ``scene_centre``  (3,) float64, metres, world frame: added to every prediction.
-        ACE-G: ``code``   (N, D) float32: the map code read by the regressor.
+        ACE-G: ``code``   the map code read by the regressor, ``RegressorConfig.code_shape``:
+                          (N, D) float32 ("tokens" form) or (depth, 2, N, D) float16
+                          ("keys_values" form: 4x the values, so half precision, as ACE
+                          stores its heads; read back as float32).
         ACE:   ``head.<name>``: weights of the scene-specific :class:`AceHead`.
     metadata ``aceg_map``: JSON with ``format_version``, ``method`` ("aceg" or "ace"),
     ``encoder`` (registry name), ``stride``, ``short_side`` (working short side in pixels),
@@ -98,7 +101,10 @@ def save_map(path: str | Path, data: MapData) -> int:
         raise ValueError(f"unknown method {data.method!r}")
     tensors = {"scene_centre": torch.as_tensor(np.asarray(data.scene_centre, dtype=np.float64))}
     if data.method == "aceg":
-        tensors["code"] = data.code.detach().float().cpu().contiguous()
+        code = data.code.detach().float().cpu().contiguous()
+        if code.dim() == 4:  # "keys_values" form
+            code = code.half()
+        tensors["code"] = code
     else:
         # Half precision, as ACE stores its heads: halves the file, no measurable accuracy loss.
         for k, v in data.head_state.items():
@@ -154,6 +160,9 @@ def load_map(path: str | Path) -> MapData:
             data.regressor = str(meta["regressor"])
             if meta.get("regressor_config"):
                 data.regressor_config = RegressorConfig.from_dict(meta["regressor_config"])
+                if tuple(data.code.shape) != data.regressor_config.code_shape:
+                    raise file_error(path, f"map code of shape {tuple(data.code.shape)}, its regressor "
+                                           f"configuration needs {data.regressor_config.code_shape}")
         else:
             data.head_state = {k[5:]: v.float() for k, v in tensors.items()
                                if k.startswith("head.")}

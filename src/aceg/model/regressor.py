@@ -2,10 +2,22 @@
 
 Every patch feature (C channels from the frozen encoder) is projected to width D and
 becomes one *query token*. ``depth`` blocks each apply pre-norm cross-attention from the
-query tokens to the scene's map code (N tokens x D, the only scene-specific parameters)
-followed by a pre-norm MLP. There is **no attention between patches**: each patch's output
-depends only on its own feature and the code, so patches can be processed in any batch
-size (and a map is a small code, not a network).
+query tokens to the scene's map code (the only scene-specific parameters) followed by a
+pre-norm MLP. There is **no attention between patches**: each patch's output depends only
+on its own feature and the code, so patches can be processed in any batch size (and a map
+is a small code, not a network).
+
+The map code comes in one of two forms (:data:`CODE_FORMS`, ``RegressorConfig.code_form``):
+
+- ``"tokens"``: N tokens x D; each block projects them (LayerNorm, then one linear layer)
+  to its attention keys and values. A token's key and value are then tied to each other
+  by frozen weights. The first two pre-trained models used this form.
+- ``"keys_values"``: the code holds each block's keys and values directly, shape
+  (depth, 2, N, D) (index 0: keys, 1: values). Mapping can then place a key (which patches
+  attend to the token) and its value (what they read) independently and make attention as
+  sharp as the scene needs. A fresh code is the projection of random tokens, so the
+  frozen projection layers still set its starting statistics.
+  ``benchmarks/code_form_probe.py`` measures the difference.
 
 The output head gives, per patch, a homogeneous scene coordinate (see
 :mod:`aceg.model.homogeneous`) in metres **relative to the scene centre** (mean mapping
@@ -33,6 +45,15 @@ from aceg.model.homogeneous import MAX_SCALE, MIN_SCALE, dehomogenize
 LOG_UNC_MIN = -2.0
 LOG_UNC_MAX = 6.0
 
+#: Forms of the map code (see the module docstring).
+CODE_FORMS = ("tokens", "keys_values")
+
+#: Learning rate of a code form's optimisation relative to that of "keys_values" (mapping
+#: presets and pre-training state the "keys_values" rate). Token codes pass a LayerNorm, so
+#: Adam's fixed-size steps move them much further: 1e-2 was their best mapping peak, where
+#: keys and values fit best at 0.1 (benchmarks/code_form_probe.py).
+CODE_LR_SCALE = {"tokens": 0.1, "keys_values": 1.0}
+
 
 @dataclass(frozen=True)
 class RegressorConfig:
@@ -54,6 +75,8 @@ class RegressorConfig:
         mlp_ratio: hidden width of the MLP as a multiple of D.
         code_tokens: number N of map-code tokens per scene.
         min_scale, max_scale: bounds of the homogeneous scale (as ACE).
+        code_form: "tokens" or "keys_values" (module docstring); files written before this
+            field existed are "tokens".
     """
 
     feature_dim: int = 64
@@ -64,14 +87,34 @@ class RegressorConfig:
     code_tokens: int = 1024
     min_scale: float = MIN_SCALE
     max_scale: float = MAX_SCALE
+    code_form: str = "keys_values"
+
+    def __post_init__(self) -> None:
+        if self.code_form not in CODE_FORMS:
+            raise ValueError(f"unknown code_form {self.code_form!r}; choose one of {', '.join(CODE_FORMS)}")
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        """Shape of one map code: (N, D) for "tokens", (depth, 2, N, D) for "keys_values"."""
+        if self.code_form == "tokens":
+            return (self.code_tokens, self.width)
+        return (self.depth, 2, self.code_tokens, self.width)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def identity_dict(self) -> dict:
+        """The fields hashed into a model's identity. "tokens" models hash as they did before
+        ``code_form`` existed, so maps made with them stay valid."""
+        d = asdict(self)
+        if d["code_form"] == "tokens":
+            del d["code_form"]
+        return d
+
     @classmethod
     def from_dict(cls, d: dict) -> RegressorConfig:
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{"code_form": "tokens", **{k: v for k, v in d.items() if k in known}})
 
 
 class CrossBlock(nn.Module):
@@ -90,17 +133,21 @@ class CrossBlock(nn.Module):
             nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
         )
 
-    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        """x: (P, D) patch tokens; code: (N, D) map code. Returns (P, D)."""
+    def project_code(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) code tokens -> this block's keys and values, each (N, D)."""
+        k, v = self.kv(self.norm_code(tokens)).chunk(2, dim=-1)
+        return k, v
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """x: (P, D) patch tokens; keys, values: (N, D) from the map code. Returns (P, D)."""
         P, D = x.shape
         h, dh = self.heads, D // self.heads
         # 4-D (batch 1, heads, tokens, dh) so that CPU uses the fused (flash) kernel: with 3-D
         # inputs torch falls back to materialising the (h, P, N) attention matrix, 6x slower
         # forward at N=1024 (benchmarks/core_speed.py).
         q = self.q(self.norm_q(x)).view(1, P, h, dh).transpose(1, 2)  # (1, h, P, dh)
-        k, v = self.kv(self.norm_code(code)).chunk(2, dim=-1)
-        k = k.reshape(1, -1, h, dh).transpose(1, 2)  # (1, h, N, dh)
-        v = v.reshape(1, -1, h, dh).transpose(1, 2)
+        k = keys.reshape(1, -1, h, dh).transpose(1, 2)  # (1, h, N, dh)
+        v = values.reshape(1, -1, h, dh).transpose(1, 2)
         att = F.scaled_dot_product_attention(q, k, v)  # (1, h, P, dh): patches never see each other
         x = x + self.out(att.transpose(1, 2).reshape(P, D))
         return x + self.mlp(self.norm_mlp(x))
@@ -128,14 +175,36 @@ class SceneRegressor(nn.Module):
         self.head = nn.Linear(config.width, 5)
 
     def init_code(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A fresh (N, D) map code: small Gaussian noise (seeded by ``generator``)."""
+        """A fresh map code (``config.code_shape``, seeded by ``generator``): small Gaussian
+        tokens, for "keys_values" projected by each block to its keys and values."""
         c = self.config
-        return torch.randn(c.code_tokens, c.width, generator=generator) * 0.02
+        tokens = torch.randn(c.code_tokens, c.width, generator=generator) * 0.02
+        if c.code_form == "tokens":
+            return tokens
+        with torch.no_grad():
+            return torch.stack([torch.stack(b.project_code(tokens)) for b in self.blocks])
+
+    def forward_parameters(self) -> list[nn.Parameter]:
+        """Parameters the forward pass reads: all but, in the "keys_values" form, the code
+        projections (which only shape :meth:`init_code`, so training leaves them as they are)."""
+        if self.config.code_form == "tokens":
+            return list(self.parameters())
+        skip = {id(p) for b in self.blocks for m in (b.norm_code, b.kv) for p in m.parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
+
+    def code_keys_values(self, code: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The (keys, values) pair, each (N, D), that every block attends to."""
+        if tuple(code.shape) != self.config.code_shape:
+            raise ValueError(f"map code of shape {tuple(code.shape)}, this regressor reads "
+                             f"{self.config.code_shape} ({self.config.code_form!r} form)")
+        if self.config.code_form == "tokens":
+            return [b.project_code(code) for b in self.blocks]
+        return [(code[i, 0], code[i, 1]) for i in range(len(self.blocks))]
 
     def forward(self, features: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.embed(features)
-        for block in self.blocks:
-            x = block(x, code)
+        for block, (keys, values) in zip(self.blocks, self.code_keys_values(code), strict=True):
+            x = block(x, keys, values)
         out = self.head(self.norm_out(x))
         coords = dehomogenize(out[:, :4], self.config.min_scale, self.config.max_scale)
         log_unc = out[:, 4].clamp(LOG_UNC_MIN, LOG_UNC_MAX)
@@ -143,7 +212,7 @@ class SceneRegressor(nn.Module):
 
     def identity(self) -> str:
         """Content hash of the configuration and weights (16 hex digits)."""
-        return weights_hash(self.state_dict(), self.config.to_dict())
+        return weights_hash(self.state_dict(), self.config.identity_dict())
 
 
 def weights_hash(state: dict[str, torch.Tensor], config: dict | None = None) -> str:

@@ -1,6 +1,7 @@
 """The active pool of scenes in pre-training, each with its own map code.
 
-A pool has P slots. Slot s holds a scene index, its map code (N x D), Adam moments for that
+A pool has P slots. Slot s holds a scene index, its map code (of the regressor's
+``code_shape``: N x D tokens, or per-block keys and values), Adam moments for that
 code, the number of mapping iterations the code has had (its *age*) and its *lifetime*:
 when the age reaches the lifetime the slot is refilled with a (possibly other) scene and
 a fresh code, so the transformer keeps learning to work with freshly optimised codes, as
@@ -17,9 +18,9 @@ import torch
 
 @dataclass
 class CodePool:
-    codes: torch.Tensor  # (P, N, D) float32
-    exp_avg: torch.Tensor  # (P, N, D)
-    exp_avg_sq: torch.Tensor  # (P, N, D)
+    codes: torch.Tensor  # (P, *code_shape) float32
+    exp_avg: torch.Tensor  # (P, *code_shape)
+    exp_avg_sq: torch.Tensor  # (P, *code_shape)
     steps: torch.Tensor  # (P,) int64: Adam steps of each slot's code
     scene: torch.Tensor  # (P,) int64: index of the slot's scene in the data set
     lifetime: torch.Tensor  # (P,) int64: mapping iterations before the slot is refilled
@@ -27,8 +28,8 @@ class CodePool:
     generation: torch.Tensor  # (P,) int64: how many codes this slot has had
 
     @classmethod
-    def empty(cls, slots: int, tokens: int, width: int) -> CodePool:
-        z = torch.zeros(slots, tokens, width)
+    def empty(cls, slots: int, code_shape: tuple[int, ...]) -> CodePool:
+        z = torch.zeros(slots, *code_shape)
         zi = torch.zeros(slots, dtype=torch.int64)
         return cls(z.clone(), z.clone(), z.clone(), zi.clone(), zi.clone(), zi.clone(),
                    torch.zeros(slots, dtype=torch.bool), zi.clone())
@@ -52,7 +53,7 @@ class CodePool:
 
     def adam_step(self, slot: int, grad: torch.Tensor, lr: float, betas=(0.9, 0.999),
                   eps: float = 1e-8) -> None:
-        """One Adam update of the code in ``slot`` with gradient ``grad`` (N, D)."""
+        """One Adam update of the code in ``slot`` with gradient ``grad`` (code shape)."""
         b1, b2 = betas
         self.steps[slot] += 1
         t = int(self.steps[slot])

@@ -47,7 +47,7 @@ from aceg.io import atomic_path, atomic_write_text
 from aceg.mapping.losses import LossConfig, PatchBatch, batch_loss, reprojection_error, to_camera
 from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
 from aceg.model.map_file import save_regressor
-from aceg.model.regressor import RegressorConfig, SceneRegressor, random_regressor
+from aceg.model.regressor import CODE_LR_SCALE, RegressorConfig, SceneRegressor, random_regressor
 from aceg.pretraining.code_pool import CodePool
 from aceg.pretraining.feature_store import (
     MAPPING_SPLIT,
@@ -76,7 +76,7 @@ class PretrainConfig:
     lr: float = 3e-4
     lr_warmup_steps: int = 500
     lr_final_fraction: float = 0.1
-    code_lr: float = 5e-3
+    code_lr: float = 5e-2  # Adam rate of "keys_values" codes; other forms scale it (CODE_LR_SCALE)
     weight_decay: float = 0.01
     depth_fraction: float = 0.5  # fraction of codes whose mapping iterations use depth
     short_side: int | None = None  # working short side; None keeps the images' size
@@ -164,7 +164,9 @@ def init_distributed() -> tuple[int, int]:
 def _warm_start(config: PretrainConfig, encoder: str) -> SceneRegressor:
     """The regressor of ``config.init`` as the starting point of a run. Its architecture
     wins: ``config.regressor`` is set to it (so checkpoints and exports rebuild the same
-    model); explicit overrides that contradict it, or another encoder, are an error."""
+    model); explicit overrides that contradict it, or another encoder, are an error. The
+    one exception is ``code_form``, which changes how codes are read but no weight: a
+    "tokens" model can continue as a "keys_values" one."""
     from aceg.model.map_file import load_regressor
 
     loaded = load_regressor(config.init)
@@ -172,13 +174,13 @@ def _warm_start(config: PretrainConfig, encoder: str) -> SceneRegressor:
         raise file_error(config.init, f"regressor made for encoder {loaded.encoder!r}, this run "
                                       f"uses {encoder!r}")
     arch = loaded.model.config.to_dict()
-    clash = {k: v for k, v in config.regressor.items() if arch.get(k) != v}
+    clash = {k: v for k, v in config.regressor.items() if k != "code_form" and arch.get(k) != v}
     if clash:
         raise file_error(config.init, f"regressor has {', '.join(f'{k}={arch.get(k)!r}' for k in clash)}, "
                                       f"--regressor-config asks for {clash}: drop the overrides "
                                       "or start from random weights")
-    config.regressor = arch
-    model = SceneRegressor(loaded.model.config)
+    config.regressor = {**arch, **{k: v for k, v in config.regressor.items() if k == "code_form"}}
+    model = SceneRegressor(RegressorConfig(**config.regressor))
     model.load_state_dict(loaded.model.state_dict())
     return model
 
@@ -235,15 +237,18 @@ class Pretrainer:
         else:
             self.model = random_regressor(config.regressor_config(encoder.feature_dim), config.seed)
         self.model.train()
+        trained = self.model.forward_parameters()
         for p in self.model.parameters():
+            p.requires_grad_(False)
+        for p in trained:
             p.requires_grad_(True)
         self.forward = PoolForward(self.model)
         if self.world > 1:
             self.forward = nn.parallel.DistributedDataParallel(self.forward)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
         rc = self.model.config
-        self.pool = CodePool.empty(config.pool_size, rc.code_tokens, rc.width)
+        self.pool = CodePool.empty(config.pool_size, rc.code_shape)
+        self.code_lr = config.code_lr * CODE_LR_SCALE[rc.code_form]
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
         self.step = 0
         self.log_rows: list[dict] = []
@@ -302,7 +307,7 @@ class Pretrainer:
             grads = torch.autograd.grad(mapping_loss, codes)
         for s, grad in zip(slots, grads, strict=True):
             # scale back: each scene's code sees its own loss, not the mean over scenes
-            self.pool.adam_step(s, grad * len(slots), cfg.code_lr)
+            self.pool.adam_step(s, grad * len(slots), self.code_lr)
 
         # 2. query iteration (codes frozen)
         q_batches = []
