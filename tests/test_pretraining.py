@@ -147,3 +147,29 @@ def test_two_process_ddp_keeps_identical_weights(scenes: Path, tmp_path: Path):
     assert ranks["step"] == 4 and len(ranks["weights"]) == 2
     assert ranks["weights"][0] == ranks["weights"][1]
     assert (out / "regressor.safetensors").is_file()
+
+
+def test_pool_codes_follow_the_mapping_schedule(scenes: Path, tmp_path: Path):
+    """Pool codes get mapping's one-cycle rate over their lifetime (the same numbers as the
+    mapper's torch OneCycleLR), or a constant rate; an unknown schedule is an error."""
+    from aceg.errors import AcegError
+    from aceg.mapping.schedule import one_cycle_adamw, one_cycle_lr
+
+    for total in (2, 5, 300):
+        opt, sched = one_cycle_adamw([torch.nn.Parameter(torch.zeros(1))], 0.1, total)
+        for step in range(total):
+            assert one_cycle_lr(step, total, 0.1) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+            opt.step()
+            sched.step()
+    run = Pretrainer([scenes], tmp_path / "a", config(code_lr=0.2, code_lifetime=400), progress=False)
+    run._fill_pool()
+    life = int(run.pool.lifetime[0])
+    assert run._code_lr(0) == pytest.approx(0.2 / 25)  # a fresh code starts low
+    run.pool.steps[0] = life - 1
+    assert run._code_lr(0) == pytest.approx(one_cycle_lr(life - 1, life, 0.2))
+    const = Pretrainer([scenes], tmp_path / "b", config(code_lr=0.2, code_lr_schedule="constant"),
+                       progress=False)
+    const._fill_pool()
+    assert const._code_lr(0) == pytest.approx(0.2)
+    with pytest.raises(AcegError, match="code_lr_schedule"):
+        Pretrainer([scenes], tmp_path / "c", config(code_lr_schedule="cosine"), progress=False)

@@ -47,8 +47,9 @@ def add_arguments(parser) -> None:
         "code_warmup": "mapping iterations before a code joins query iterations",
         "regressor_every": "the transformer also learns from every k-th mapping iteration",
         "lr": "peak learning rate of the transformer (AdamW)",
-        "code_lr": "learning rate of the map codes (Adam) in the keys_values form; "
+        "code_lr": "peak learning rate of the map codes (Adam) in the keys_values form; "
                    "token codes use a tenth of it",
+        "code_lr_schedule": "one_cycle (over each code's lifetime, as aceg map does) or constant",
         "depth_fraction": "fraction of codes mapped with depth supervision",
         "short_side": "working short side in pixels (default: the images' own size)",
         "seed": "random seed",

@@ -5,8 +5,9 @@ Each step has two iterations over a few scenes of the active pool
 
 1. **Mapping iteration**: patches of the scenes' ``mapping`` split; the loss is the
    mapping loss (Laplace NLL of the reprojection error, plus the depth term for codes
-   drawn to use depth); it updates the scenes' map codes, and the transformer only on
-   every ``regressor_every``-th step.
+   drawn to use depth); it updates the scenes' map codes (Adam; by default with mapping's
+   one-cycle rate stretched over each code's lifetime, so pool codes are fitted the way
+   ``aceg map`` fits a map), and the transformer only on every ``regressor_every``-th step.
 2. **Query iteration**: patches of the same scenes' ``query_*`` splits (other lighting,
    other viewpoints), codes frozen; the loss trains the transformer: Laplace NLL of the
    3D error against the depth-derived scene coordinate, with the Laplace scale in metres
@@ -45,6 +46,7 @@ from tqdm import tqdm
 from aceg.errors import AcegError, file_error
 from aceg.io import atomic_path, atomic_write_text
 from aceg.mapping.losses import LossConfig, PatchBatch, batch_loss, reprojection_error, to_camera
+from aceg.mapping.schedule import one_cycle_lr
 from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
 from aceg.model.map_file import save_regressor
 from aceg.model.regressor import CODE_LR_SCALE, RegressorConfig, SceneRegressor, random_regressor
@@ -59,6 +61,7 @@ from aceg.pretraining.feature_store import (
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "log.csv"
+CODE_LR_SCHEDULES = ("one_cycle", "constant")
 FINAL_NAME = "regressor.safetensors"
 
 
@@ -76,7 +79,8 @@ class PretrainConfig:
     lr: float = 3e-4
     lr_warmup_steps: int = 500
     lr_final_fraction: float = 0.1
-    code_lr: float = 5e-2  # Adam rate of "keys_values" codes; other forms scale it (CODE_LR_SCALE)
+    code_lr: float = 0.1  # peak Adam rate of "keys_values" codes; other forms scale it (CODE_LR_SCALE)
+    code_lr_schedule: str = "one_cycle"  # over each code's lifetime, as mapping; or "constant"
     weight_decay: float = 0.01
     depth_fraction: float = 0.5  # fraction of codes whose mapping iterations use depth
     short_side: int | None = None  # working short side; None keeps the images' size
@@ -249,6 +253,9 @@ class Pretrainer:
         rc = self.model.config
         self.pool = CodePool.empty(config.pool_size, rc.code_shape)
         self.code_lr = config.code_lr * CODE_LR_SCALE[rc.code_form]
+        if config.code_lr_schedule not in CODE_LR_SCHEDULES:
+            raise AcegError(f"unknown code_lr_schedule {config.code_lr_schedule!r}; choose one of "
+                            f"{', '.join(CODE_LR_SCHEDULES)}")
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
         self.step = 0
         self.log_rows: list[dict] = []
@@ -307,7 +314,7 @@ class Pretrainer:
             grads = torch.autograd.grad(mapping_loss, codes)
         for s, grad in zip(slots, grads, strict=True):
             # scale back: each scene's code sees its own loss, not the mean over scenes
-            self.pool.adam_step(s, grad * len(slots), self.code_lr)
+            self.pool.adam_step(s, grad * len(slots), self._code_lr(s))
 
         # 2. query iteration (codes frozen)
         q_batches = []
@@ -334,6 +341,13 @@ class Pretrainer:
         stats.update({"step": self.step, "lr": lr, "mapping_loss": float(mapping_loss.detach()),
                       "query_loss": float(query_total.detach()), "query_scenes": sum(weights)})
         return stats
+
+    def _code_lr(self, slot: int) -> float:
+        """The code's rate at its age: mapping's one-cycle schedule stretched over the code's
+        lifetime (so pool codes are optimised the way ``aceg map`` optimises a map), or constant."""
+        if self.cfg.code_lr_schedule == "constant":
+            return self.code_lr
+        return one_cycle_lr(int(self.pool.steps[slot]), int(self.pool.lifetime[slot]), self.code_lr)
 
     def _plain_forward(self, features, codes):
         return [self.model(f, c) for f, c in zip(features, codes, strict=True)]
