@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import torch
+
 #: OneCycleLR's defaults: start at lr_max / DIV, end at lr_max / (DIV * FINAL_DIV).
 DIV, FINAL_DIV = 25.0, 1e4
-
-import torch
 
 
 def one_cycle_adamw(
