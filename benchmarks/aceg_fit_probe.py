@@ -23,21 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from aceg.evaluation.benchmark import run_method, synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table
 from aceg.model.map_file import load_map, resolve_regressor
-from aceg.model.regressor import CODE_FORMS, SceneRegressor
-
-
-def with_code_form(regressor: str | None, code_form: str) -> SceneRegressor:
-    """The weights of ``regressor`` (None: the shipped one) read with ``code_form``."""
-    loaded = resolve_regressor(regressor, "xfeat").model
-    model = SceneRegressor(replace(loaded.config, code_form=code_form))
-    model.load_state_dict(loaded.state_dict())
-    return model.eval()
+from aceg.model.regressor import CODE_FORMS
 
 
 def parse_setting(text: str) -> tuple[int, float, int | None]:
@@ -56,7 +47,9 @@ def main() -> None:
     parser.add_argument("--code-form", choices=CODE_FORMS, default=None,
                         help="read the regressor's weights with this map-code form")
     args = parser.parse_args()
-    regressor = with_code_form(args.regressor, args.code_form) if args.code_form else args.regressor
+    regressor = args.regressor
+    if args.code_form:  # the same weights, read with the other code form
+        regressor = resolve_regressor(args.regressor, "xfeat").model.with_code_form(args.code_form).eval()
 
     data = synthetic_datasets(args.root)[args.scene]
     mapping = data.mapping

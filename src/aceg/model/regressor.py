@@ -33,7 +33,7 @@ measured cost.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -183,6 +183,12 @@ class SceneRegressor(nn.Module):
             return tokens
         with torch.no_grad():
             return torch.stack([torch.stack(b.project_code(tokens)) for b in self.blocks])
+
+    def with_code_form(self, code_form: str) -> SceneRegressor:
+        """A copy with the same weights that reads map codes in ``code_form``."""
+        model = SceneRegressor(replace(self.config, code_form=code_form))
+        model.load_state_dict(self.state_dict())
+        return model.train(self.training)
 
     def forward_parameters(self) -> list[nn.Parameter]:
         """Parameters the forward pass reads: all but, in the "keys_values" form, the code

@@ -183,9 +183,9 @@ def _warm_start(config: PretrainConfig, encoder: str) -> SceneRegressor:
         raise file_error(config.init, f"regressor has {', '.join(f'{k}={arch.get(k)!r}' for k in clash)}, "
                                       f"--regressor-config asks for {clash}: drop the overrides "
                                       "or start from random weights")
-    config.regressor = {**arch, **{k: v for k, v in config.regressor.items() if k == "code_form"}}
-    model = SceneRegressor(RegressorConfig(**config.regressor))
-    model.load_state_dict(loaded.model.state_dict())
+    form = config.regressor.get("code_form", loaded.model.config.code_form)
+    model = loaded.model.with_code_form(form)
+    config.regressor = model.config.to_dict()
     return model
 
 
