@@ -259,12 +259,17 @@ def test_bad_map_files(tmp_path):
 
 def test_regressor_checkpoint_round_trip(tmp_path):
     reg = random_regressor(TINY, 2)
-    code = torch.randn(TINY.code_tokens, TINY.width)
+    code = torch.randn(*TINY.code_shape)
     save_regressor(tmp_path / "r.safetensors", reg, "xfeat", code_init=code)
     back = load_regressor(tmp_path / "r.safetensors")
     assert back.identity == reg.identity() and back.encoder == "xfeat"
     assert torch.equal(back.code_init, code)
     assert not any(p.requires_grad for p in back.model.parameters())
+    # a starting code of the other form's shape is refused when the file is read
+    save_regressor(tmp_path / "bad.safetensors", reg, "xfeat",
+                   code_init=torch.randn(TINY.code_tokens, TINY.width))
+    with pytest.raises(AcegError, match="bad.safetensors.*code_init"):
+        load_regressor(tmp_path / "bad.safetensors")
 
 
 def test_shipped_regressor_is_the_default():

@@ -208,6 +208,9 @@ def load_regressor(path: str | Path) -> LoadedRegressor:
         code_init = tensors.pop("code_init", None)
         model = SceneRegressor(config)
         model.load_state_dict(tensors)
+        if code_init is not None and tuple(code_init.shape) != config.code_shape:
+            raise ValueError(f"code_init of shape {tuple(code_init.shape)}, the {config.code_form!r} "
+                             f"form needs {config.code_shape}")
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise file_error(path, f"inconsistent regressor checkpoint ({_first_line(exc)})") from None
     _freeze(model)

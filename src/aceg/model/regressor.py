@@ -17,7 +17,7 @@ The map code comes in one of two forms (:data:`CODE_FORMS`, ``RegressorConfig.co
   attend to the token) and its value (what they read) independently and make attention as
   sharp as the scene needs. A fresh code is the projection of random tokens, so the
   frozen projection layers still set its starting statistics.
-  ``benchmarks/code_form_probe.py`` measures the difference.
+  ``benchmarks/aceg_fit_probe.py --code-form`` measures the difference (MODEL_CARD.md).
 
 The output head gives, per patch, a homogeneous scene coordinate (see
 :mod:`aceg.model.homogeneous`) in metres **relative to the scene centre** (mean mapping
@@ -51,7 +51,7 @@ CODE_FORMS = ("tokens", "keys_values")
 #: Learning rate of a code form's optimisation relative to that of "keys_values" (mapping
 #: presets and pre-training state the "keys_values" rate). Token codes pass a LayerNorm, so
 #: Adam's fixed-size steps move them much further: 1e-2 was their best mapping peak, where
-#: keys and values fit best at 0.1 (benchmarks/code_form_probe.py).
+#: keys and values fit best at 0.1 (MODEL_CARD.md, "The code form").
 CODE_LR_SCALE = {"tokens": 0.1, "keys_values": 1.0}
 
 
@@ -60,7 +60,8 @@ class RegressorConfig:
     """Sizes of the map-code transformer.
 
     Defaults are those of the shipped model (MODEL_CARD.md): 2 blocks at width 128 over a
-    map code of 1024 tokens (512 KiB in float32). About 0.75 M multiply-adds per patch, most
+    map code of 1024 tokens in the "keys_values" form (2 x 2 x 1024 x 128 values, 1 MiB
+    in a map file's float16). About 0.75 M multiply-adds per patch, most
     of them in the attention over the code (2 x N x D per block); a 480x640 query (4800
     patches at stride 8) takes ~56 ms on 2 threads (``benchmarks/core_speed.py``). 290k
     parameters. The first pre-training run used N=128, L=3 (0.42 M multiply-adds per
