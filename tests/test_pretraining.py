@@ -173,3 +173,36 @@ def test_pool_codes_follow_the_mapping_schedule(scenes: Path, tmp_path: Path):
     assert const._code_lr(0) == pytest.approx(0.2)
     with pytest.raises(AcegError, match="code_lr_schedule"):
         Pretrainer([scenes], tmp_path / "c", config(code_lr_schedule="cosine"), progress=False)
+
+
+def test_checkpoints_record_the_code_form(scenes: Path, tmp_path: Path):
+    """A run's checkpoint records its whole architecture; resuming it with another code form
+    is refused; a checkpoint from before code_form existed is read as token codes."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from aceg.errors import AcegError
+    from aceg.model.map_file import load_regressor
+    from aceg.pretraining.trainer import export_regressor
+
+    torch.set_num_threads(1)
+    tokens = {**TINY, "code_form": "tokens"}
+    Pretrainer([scenes], tmp_path / "t", config(steps=2, checkpoint_every=2, regressor=tokens),
+               progress=False).run()
+    other = Pretrainer([scenes], tmp_path / "t", config(steps=2, checkpoint_every=2), progress=False)
+    with pytest.raises(AcegError, match="code_form"):
+        other.load_checkpoint()
+    # the same checkpoint as a run from before code_form existed wrote it: overrides only
+    ckpt = tmp_path / "t" / "checkpoint.safetensors"
+    with safe_open(str(ckpt), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["aceg_pretrain"])
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    meta["config"]["regressor"] = dict(TINY)
+    save_file(tensors, str(ckpt), metadata={"aceg_pretrain": json.dumps(meta)})
+    export_regressor(tmp_path / "t", tmp_path / "legacy.safetensors")
+    assert load_regressor(tmp_path / "legacy.safetensors").model.config.code_form == "tokens"
+    resumed = Pretrainer([scenes], tmp_path / "t", config(steps=2, checkpoint_every=2, regressor=tokens),
+                         progress=False)
+    assert resumed.load_checkpoint() and resumed.step == 2

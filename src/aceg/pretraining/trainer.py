@@ -95,6 +95,12 @@ class PretrainConfig:
         return RegressorConfig(**{"feature_dim": feature_dim, **self.regressor})
 
 
+def saved_regressor_config(saved: dict, feature_dim: int) -> RegressorConfig:
+    """The architecture recorded in a checkpoint's config. Runs record it in full; runs from
+    before ``code_form`` existed recorded only overrides and used token codes."""
+    return RegressorConfig.from_dict({"feature_dim": feature_dim, **saved})
+
+
 class PoolForward(nn.Module):
     """Runs the regressor on several (features, code) pairs in one forward call, so that
     one DDP forward/backward covers all scenes of an iteration."""
@@ -206,7 +212,7 @@ def export_regressor(checkpoint: str | Path, out: str | Path) -> dict:
         raise file_error(path, f"cannot read checkpoint ({exc.__class__.__name__})") from None
     cfg = PretrainConfig(**meta["config"])
     encoder = get_encoder(cfg.encoder)
-    model = SceneRegressor(cfg.regressor_config(encoder.feature_dim))
+    model = SceneRegressor(saved_regressor_config(cfg.regressor, encoder.feature_dim))
     model.load_state_dict(state)
     save_regressor(out, model, cfg.encoder,
                    extra={"pretraining": {"steps": int(meta["step"]), "config": meta["config"],
@@ -240,6 +246,7 @@ class Pretrainer:
             self.model = _warm_start(config, encoder.name)
         else:
             self.model = random_regressor(config.regressor_config(encoder.feature_dim), config.seed)
+        config.regressor = self.model.config.to_dict()  # checkpoints record the whole architecture
         self.model.train()
         trained = self.model.forward_parameters()
         for p in self.model.parameters():
@@ -455,10 +462,17 @@ class Pretrainer:
                                    f"resume with the same number (now {self.world})")
         saved_cfg = dict(meta["config"])
         mine = asdict(self.cfg)
-        for key in ("batch_patches", "scenes_per_step", "pool_size", "encoder", "regressor", "seed"):
+        for key in ("batch_patches", "scenes_per_step", "pool_size", "encoder", "seed"):
             if saved_cfg.get(key) != mine.get(key):
                 raise file_error(path, f"checkpoint has {key}={saved_cfg.get(key)!r}, "
                                        f"this run {mine.get(key)!r}: cannot resume")
+        arch = self.model.config
+        saved_arch = saved_regressor_config(saved_cfg.get("regressor", {}), arch.feature_dim)
+        if saved_arch != arch:
+            diff = {k: v for k, v in saved_arch.to_dict().items() if arch.to_dict().get(k) != v}
+            raise file_error(path, f"checkpoint's regressor has {diff}, this run's "
+                                   f"{ {k: arch.to_dict()[k] for k in diff} }: cannot resume "
+                                   "(give the same --regressor-config)")
         if meta["scenes"] != self.all_scenes:
             raise file_error(path, "checkpoint was made with another list of scenes")
         step = int(meta["step"])
