@@ -88,7 +88,7 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
-    regressor: dict = field(default_factory=dict)  # RegressorConfig overrides
+    regressor: dict = field(default_factory=dict)  # RegressorConfig overrides; a run records its full architecture here
     init: str | None = None  # regressor file to start from (warm start) instead of random weights
 
     def regressor_config(self, feature_dim: int) -> RegressorConfig:
@@ -173,8 +173,7 @@ def init_distributed() -> tuple[int, int]:
 
 def _warm_start(config: PretrainConfig, encoder: str) -> SceneRegressor:
     """The regressor of ``config.init`` as the starting point of a run. Its architecture
-    wins: ``config.regressor`` is set to it (so checkpoints and exports rebuild the same
-    model); explicit overrides that contradict it, or another encoder, are an error. The
+    wins (the trainer then records it in ``config.regressor``); explicit overrides that contradict it, or another encoder, are an error. The
     one exception is ``code_form``, which changes how codes are read but no weight: a
     "tokens" model can continue as a "keys_values" one."""
     from aceg.model.map_file import load_regressor
@@ -189,10 +188,7 @@ def _warm_start(config: PretrainConfig, encoder: str) -> SceneRegressor:
         raise file_error(config.init, f"regressor has {', '.join(f'{k}={arch.get(k)!r}' for k in clash)}, "
                                       f"--regressor-config asks for {clash}: drop the overrides "
                                       "or start from random weights")
-    form = config.regressor.get("code_form", loaded.model.config.code_form)
-    model = loaded.model.with_code_form(form)
-    config.regressor = model.config.to_dict()
-    return model
+    return loaded.model.with_code_form(config.regressor.get("code_form", loaded.model.config.code_form))
 
 
 def export_regressor(checkpoint: str | Path, out: str | Path) -> dict:
