@@ -91,6 +91,12 @@ class PretrainConfig:
     regressor: dict = field(default_factory=dict)  # RegressorConfig overrides; a run records its full architecture here
     init: str | None = None  # regressor file to start from (warm start) instead of random weights
 
+    def __post_init__(self) -> None:
+        # checked here, before a run spends minutes encoding its scenes
+        if self.code_lr_schedule not in CODE_LR_SCHEDULES:
+            raise AcegError(f"unknown code_lr_schedule {self.code_lr_schedule!r}; choose one of "
+                            f"{', '.join(CODE_LR_SCHEDULES)}")
+
     def regressor_config(self, feature_dim: int) -> RegressorConfig:
         return RegressorConfig(**{"feature_dim": feature_dim, **self.regressor})
 
@@ -255,10 +261,7 @@ class Pretrainer:
         self.optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
         rc = self.model.config
         self.pool = CodePool.empty(config.pool_size, rc.code_shape)
-        self.code_lr = config.code_lr * CODE_LR_SCALE[rc.code_form]
-        if config.code_lr_schedule not in CODE_LR_SCHEDULES:
-            raise AcegError(f"unknown code_lr_schedule {config.code_lr_schedule!r}; choose one of "
-                            f"{', '.join(CODE_LR_SCHEDULES)}")
+        self.code_lr_peak = config.code_lr * CODE_LR_SCALE[rc.code_form]
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
         self.step = 0
         self.log_rows: list[dict] = []
@@ -349,8 +352,8 @@ class Pretrainer:
         """The code's rate at its age: mapping's one-cycle schedule stretched over the code's
         lifetime (so pool codes are optimised the way ``aceg map`` optimises a map), or constant."""
         if self.cfg.code_lr_schedule == "constant":
-            return self.code_lr
-        return one_cycle_lr(int(self.pool.steps[slot]), int(self.pool.lifetime[slot]), self.code_lr)
+            return self.code_lr_peak
+        return one_cycle_lr(int(self.pool.steps[slot]), int(self.pool.lifetime[slot]), self.code_lr_peak)
 
     def _plain_forward(self, features, codes):
         return [self.model(f, c) for f, c in zip(features, codes, strict=True)]
