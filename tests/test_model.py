@@ -203,6 +203,35 @@ def test_code_forms():
     assert kv.identity() != tok.identity()
 
 
+def test_anchored_code_puts_keys_on_the_scenes_own_patches():
+    """Block 0's keys of an anchored code are the query vectors of distinct mapping patches
+    (so each such patch attends most to "its" token, within its head); values, and token
+    codes, are those of init_code; bad features are a clear error."""
+    cfg = RegressorConfig(width=32, depth=2, heads=2, code_tokens=16)
+    model = random_regressor(cfg, seed=3)
+    feats = torch.randn(40, cfg.feature_dim)
+    code = model.anchored_code(feats, torch.Generator().manual_seed(0))
+    assert code.shape == cfg.code_shape
+    with torch.no_grad():
+        b0 = model.blocks[0]
+        q = b0.q(b0.norm_q(model.embed(feats)))  # (40, D)
+    dist = (code[0, 0][:, None] - q[None]).norm(dim=-1)  # (16, 40)
+    best = dist.argmin(1)
+    assert torch.allclose(dist.min(1).values, torch.zeros(16), atol=1e-5)
+    assert len(set(best.tolist())) == 16  # 16 distinct patches
+    fresh = model.init_code(torch.Generator().manual_seed(0))
+    assert torch.equal(code[:, 1], fresh[:, 1])
+    assert not torch.allclose(code[1, 0], fresh[1, 0])  # block 1 anchored as well
+    # fewer patches than tokens: drawn with replacement
+    assert model.anchored_code(feats[:5]).shape == cfg.code_shape
+    with pytest.raises(ValueError, match="features"):
+        model.anchored_code(torch.zeros(0, cfg.feature_dim))
+    tokens = random_regressor(RegressorConfig(width=32, depth=2, heads=2, code_tokens=16,
+                                              code_form="tokens"), seed=3)
+    assert torch.equal(tokens.anchored_code(feats, torch.Generator().manual_seed(0)),
+                       tokens.init_code(torch.Generator().manual_seed(0)))
+
+
 def test_config_files_without_code_form_are_tokens_and_keep_their_identity():
     from aceg.model.regressor import weights_hash
 

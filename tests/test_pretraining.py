@@ -175,6 +175,48 @@ def test_pool_codes_follow_the_mapping_schedule(scenes: Path, tmp_path: Path):
         Pretrainer([scenes], tmp_path / "c", config(code_lr_schedule="cosine"), progress=False)
 
 
+def test_pool_codes_start_anchored_and_young_codes_cost_no_query_patches(scenes: Path, tmp_path: Path):
+    """A fresh pool code's block-0 keys are query vectors of its scene's mapping patches (as
+    aceg map starts a code); codes in warm-up add nothing to the query loss; code_init is
+    checked, kept on resume, and is "random" for checkpoints written before it existed."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from aceg.errors import AcegError
+    from aceg.pretraining.feature_store import MAPPING_SPLIT
+
+    torch.set_num_threads(1)
+    run = Pretrainer([scenes], tmp_path / "a", config(code_warmup=100, steps=2, checkpoint_every=2),
+                     progress=False)
+    run._fill_pool()
+    m = run.model
+    feats = run.scenes[int(run.pool.scene[0])].splits[MAPPING_SPLIT].features
+    with torch.no_grad():
+        b0 = m.blocks[0]
+        q = b0.q(b0.norm_q(m.embed(feats.reshape(-1, feats.shape[-1]).float())))
+    assert (run.pool.codes[0][0, 0][:, None] - q[None]).norm(dim=-1).min(1).values.max() < 1e-4
+    stats = run.train_step()
+    assert stats["query_loss"] == 0.0 and stats["query_scenes"] == 0 and "q_in10" not in stats
+    rand = Pretrainer([scenes], tmp_path / "b", config(code_init="random"), progress=False)
+    rand._fill_pool()
+    assert (rand.pool.codes[0][0, 0][:, None] - q[None]).norm(dim=-1).min(1).values.max() > 1e-2
+    with pytest.raises(AcegError, match="code_init"):
+        config(code_init="zeros")
+    # resuming with another code_init is refused; an old checkpoint (no code_init) is "random"
+    Pretrainer([scenes], tmp_path / "c", config(steps=2, checkpoint_every=2), progress=False).run()
+    with pytest.raises(AcegError, match="code_init"):
+        Pretrainer([scenes], tmp_path / "c", config(code_init="random"), progress=False).load_checkpoint()
+    ckpt = tmp_path / "c" / "checkpoint.safetensors"
+    with safe_open(str(ckpt), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["aceg_pretrain"])
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    del meta["config"]["code_init"]
+    save_file(tensors, str(ckpt), metadata={"aceg_pretrain": json.dumps(meta)})
+    assert Pretrainer([scenes], tmp_path / "c", config(code_init="random"), progress=False).load_checkpoint()
+
+
 def test_checkpoints_record_the_code_form(scenes: Path, tmp_path: Path):
     """A run's checkpoint records its whole architecture; resuming it with another code form
     is refused; a checkpoint from before code_form existed is read as token codes."""

@@ -50,6 +50,8 @@ def add_arguments(parser) -> None:
         "code_lr": "peak learning rate of the map codes (Adam) in the keys_values form; "
                    "token codes use a tenth of it",
         "code_lr_schedule": "one_cycle (over each code's lifetime, as aceg map does) or constant",
+        "code_init": "how a fresh pool code starts: anchored (keys on the scene's own mapping "
+                     "patches, as aceg map does) or random",
         "depth_fraction": "fraction of codes mapped with depth supervision",
         "short_side": "working short side in pixels (default: the images' own size)",
         "seed": "random seed",

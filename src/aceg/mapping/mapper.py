@@ -34,6 +34,11 @@ from aceg.model.map_file import MapData, resolve_regressor, save_map
 from aceg.model.regressor import CODE_LR_SCALE
 
 METHODS = ("aceg", "ace")
+#: How an ACE-G map code starts (``map_scene(code_init=...)``): "anchored" puts each token's
+#: keys on one of the scene's own mapping patches (:meth:`SceneRegressor.anchored_code`),
+#: "random" is :meth:`SceneRegressor.init_code`. A regressor file's ``code_init`` tensor,
+#: when it has one, wins over both.
+CODE_INITS = ("anchored", "random")
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ def map_scene(
     passes: int | None = None,
     patches_per_pass: int | None = None,
     augment: AugmentConfig | None = DEFAULT_AUGMENT,
+    code_init: str = "anchored",
     head_config: AceHeadConfig | None = None,
     loss_config: LossConfig = DEFAULT_LOSS,
     seed: int = 0,
@@ -157,9 +163,12 @@ def map_scene(
             image's own short side (upsampling adds patches, not information); None: the
             images' own size.
         augment: augmentation of passes after the first (None: one plain pass).
+        code_init: how the ACE-G map code starts (:data:`CODE_INITS`).
     """
     if method not in METHODS:
         raise AcegError(f"unknown mapping method {method!r}; choose one of {', '.join(METHODS)}")
+    if code_init not in CODE_INITS:
+        raise AcegError(f"unknown code_init {code_init!r}; choose one of {', '.join(CODE_INITS)}")
     if preset not in PRESETS[method]:
         raise AcegError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS[method])}")
     check_mapping_scene(scene, use_depth)
@@ -196,7 +205,12 @@ def map_scene(
         model = reg.model.to(device)
         if lr_max is None:
             p = replace(p, lr_max=p.lr_max * CODE_LR_SCALE[model.config.code_form])
-        code0 = reg.code_init if reg.code_init is not None else model.init_code(gen)
+        if reg.code_init is not None:
+            code0 = reg.code_init
+        elif code_init == "anchored":
+            code0 = model.anchored_code(buffer.features, gen)
+        else:
+            code0 = model.init_code(gen)
         code = torch.nn.Parameter(code0.clone().to(device))
         params = [code]
 

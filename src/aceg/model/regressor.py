@@ -185,6 +185,38 @@ class SceneRegressor(nn.Module):
         with torch.no_grad():
             return torch.stack([torch.stack(b.project_code(tokens)) for b in self.blocks])
 
+    def anchored_code(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A fresh map code whose keys start on the scene's own appearance.
+
+        ``features``: (M, C) encoder features of the scene's mapping patches (any dtype).
+        ``code_tokens`` of them are drawn at random (with replacement when M is smaller);
+        block ``i``'s key of token ``j`` is then the query vector that block computes for
+        patch ``j`` (the patches passed through the blocks before it, over the code as built
+        so far), so each token starts as the key one real patch of the scene attends to most,
+        rather than a random direction. Values are those of :meth:`init_code`. Only for the
+        "keys_values" form; "tokens" codes get :meth:`init_code` unchanged.
+
+        Returns a code of ``config.code_shape`` (float32, on the model's device).
+        """
+        device = self.head.weight.device
+        code = self.init_code(generator).to(device)
+        if self.config.code_form == "tokens":
+            return code
+        if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] != self.config.feature_dim:
+            raise ValueError(f"anchored_code needs (M > 0, {self.config.feature_dim}) features, "
+                             f"got {tuple(features.shape)}")
+        n, m = self.config.code_tokens, features.shape[0]
+        if m >= n:
+            pick = torch.randperm(m, generator=generator)[:n]
+        else:
+            pick = torch.randint(m, (n,), generator=generator)
+        with torch.no_grad():
+            x = self.embed(features[pick.to(features.device)].to(device).float())
+            for i, block in enumerate(self.blocks):
+                code[i, 0] = block.q(block.norm_q(x))
+                x = block(x, code[i, 0], code[i, 1])
+        return code
+
     def with_code_form(self, code_form: str) -> SceneRegressor:
         """A copy with the same weights that reads map codes in ``code_form``."""
         model = SceneRegressor(replace(self.config, code_form=code_form))

@@ -62,6 +62,9 @@ from aceg.pretraining.feature_store import (
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "log.csv"
 CODE_LR_SCHEDULES = ("one_cycle", "constant")
+#: How a pool code starts: :meth:`SceneRegressor.anchored_code` on the scene's mapping
+#: patches (as ``aceg map`` does), or :meth:`SceneRegressor.init_code` (random).
+CODE_INITS = ("anchored", "random")
 FINAL_NAME = "regressor.safetensors"
 
 
@@ -81,6 +84,7 @@ class PretrainConfig:
     lr_final_fraction: float = 0.1
     code_lr: float = 0.1  # peak Adam rate of "keys_values" codes; other forms scale it (CODE_LR_SCALE)
     code_lr_schedule: str = "one_cycle"  # over each code's lifetime, as mapping; or "constant"
+    code_init: str = "anchored"  # how a fresh pool code starts (CODE_INITS), as aceg map does
     weight_decay: float = 0.01
     depth_fraction: float = 0.5  # fraction of codes whose mapping iterations use depth
     short_side: int | None = None  # working short side; None keeps the images' size
@@ -96,6 +100,8 @@ class PretrainConfig:
         if self.code_lr_schedule not in CODE_LR_SCHEDULES:
             raise AcegError(f"unknown code_lr_schedule {self.code_lr_schedule!r}; choose one of "
                             f"{', '.join(CODE_LR_SCHEDULES)}")
+        if self.code_init not in CODE_INITS:
+            raise AcegError(f"unknown code_init {self.code_init!r}; choose one of {', '.join(CODE_INITS)}")
 
     def regressor_config(self, feature_dim: int) -> RegressorConfig:
         return RegressorConfig(**{"feature_dim": feature_dim, **self.regressor})
@@ -270,7 +276,12 @@ class Pretrainer:
     def _refill(self, slot: int, first: bool) -> None:
         g = self.generator
         scene = int(torch.randint(len(self.scenes), (1,), generator=g))
-        code = self.model.init_code(g)
+        if self.cfg.code_init == "anchored":
+            patches = sample_patches(self.scenes[scene].splits[MAPPING_SPLIT],
+                                     self.model.config.code_tokens, g, self.stride)
+            code = self.model.anchored_code(patches.features, g)
+        else:
+            code = self.model.init_code(g)
         life = self.cfg.code_lifetime
         if first:  # stagger the first generation so codes do not all expire together
             life = max(self.cfg.code_warmup + 1, life * (slot + 1) // self.cfg.pool_size)
@@ -330,15 +341,21 @@ class Pretrainer:
             name = names[int(torch.randint(len(names), (1,), generator=g))]
             q_batches.append(sample_patches(sf.splits[name], per_scene, g, self.stride))
         q_codes = [self.pool.codes[s].detach() for s in slots]
-        outputs = self.forward([b.features for b in q_batches], q_codes)
         weights = [float(self.pool.steps[s] >= cfg.code_warmup) for s in slots]
+        # Codes still in warm-up take part with weight 0: they get no patches (so cost
+        # nothing), but still pass through the model, so every rank's DDP backward covers
+        # every parameter (with zero gradient) even when all its codes are young.
+        outputs = self.forward([b.features if w else b.features[:0] for b, w in zip(q_batches, weights, strict=True)],
+                               q_codes)
         q_losses = []
         for (coords, log_b), batch, w in zip(outputs, q_batches, weights, strict=True):
+            if not w:
+                q_losses.append(coords.sum() + log_b.sum())  # empty: 0, attached to the graph
+                continue
             per_patch, q_stats = query_loss(coords, log_b, batch, self.loss_cfg)
-            q_losses.append(per_patch.mean() * w)
-            if w:
-                for k, v in q_stats.items():
-                    stats[k] = stats.get(k, 0.0) + v / max(1.0, sum(weights))
+            q_losses.append(per_patch.mean())
+            for k, v in q_stats.items():
+                stats[k] = stats.get(k, 0.0) + v / sum(weights)
         query_total = torch.stack(q_losses).sum() / max(1.0, sum(weights))
         self.optimizer.zero_grad(set_to_none=True)
         query_total.backward()
@@ -461,7 +478,8 @@ class Pretrainer:
                                    f"resume with the same number (now {self.world})")
         saved_cfg = dict(meta["config"])
         mine = asdict(self.cfg)
-        for key in ("batch_patches", "scenes_per_step", "pool_size", "encoder", "seed"):
+        saved_cfg.setdefault("code_init", "random")  # runs from before code_init existed
+        for key in ("batch_patches", "scenes_per_step", "pool_size", "encoder", "seed", "code_init"):
             if saved_cfg.get(key) != mine.get(key):
                 raise file_error(path, f"checkpoint has {key}={saved_cfg.get(key)!r}, "
                                        f"this run {mine.get(key)!r}: cannot resume")
