@@ -155,6 +155,8 @@ def test_mapping_needs_poses(tmp_path):
         map_scene(scene, tmp_path / "x.map", method="ace", use_depth=True)
     with pytest.raises(AcegError, match="unknown mapping method"):
         map_scene(scene, tmp_path / "x.map", method="nerf")
+    with pytest.raises(AcegError, match="unknown code_init"):
+        map_scene(scene, tmp_path / "x.map", code_init="zeros")
     assert not (tmp_path / "x.map").exists()
 
 

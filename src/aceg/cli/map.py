@@ -25,7 +25,7 @@ augmented passes, and write the same map format for `aceg localize`.
 
 
 def add_arguments(parser) -> None:
-    from aceg.mapping.mapper import METHODS, PRESETS
+    from aceg.mapping.mapper import CODE_INITS, METHODS, PRESETS
 
     parser.add_argument("scene", metavar="SCENE", help="scene folder or file (posed images)")
     parser.add_argument("out", metavar="OUT", help="map file to write (e.g. scene.map)")
@@ -47,6 +47,9 @@ def add_arguments(parser) -> None:
                         help="override the preset's patches per step")
     parser.add_argument("--split", metavar="K:R", default=None,
                         help="leave out frames with index %% K == R")
+    parser.add_argument("--code-init", choices=CODE_INITS, default=CODE_INITS[0],
+                        help="ACE-G: how the map code starts; anchored puts each token's keys "
+                             "on one of the scene's own patches (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     add_format_argument(parser)
 
@@ -81,6 +84,7 @@ def run(args) -> int:
             scene, args.out, method=args.method, preset=args.preset, regressor=args.regressor,
             use_depth=args.depth, encoder=args.encoder, short_side=args.short_side,
             iterations=args.iterations, batch_size=args.batch_size, seed=args.seed,
+            code_init=args.code_init,
         )
     for w in caught:
         print(f"aceg: warning: {w.message}")

@@ -1,7 +1,8 @@
 """Mapping: posed images -> map file.
 
-``method="aceg"``: the scene-agnostic regressor is frozen; only the map code (N x D) is
-optimised, with the Laplace NLL of the reprojection error (:mod:`aceg.mapping.losses`).
+``method="aceg"``: the scene-agnostic regressor is frozen; only the map code is optimised,
+with the Laplace NLL of the reprojection error (:mod:`aceg.mapping.losses`). The code
+starts anchored on the buffer's own patches (``code_init``, :data:`CODE_INITS`).
 ``method="ace"``: the ACE baseline, a scene-specific :class:`AceHead` trained from scratch
 with ACE's tanh-clamped reprojection loss and its shrinking threshold.
 

@@ -15,8 +15,10 @@ The map code comes in one of two forms (:data:`CODE_FORMS`, ``RegressorConfig.co
 - ``"keys_values"``: the code holds each block's keys and values directly, shape
   (depth, 2, N, D) (index 0: keys, 1: values). Mapping can then place a key (which patches
   attend to the token) and its value (what they read) independently and make attention as
-  sharp as the scene needs. A fresh code is the projection of random tokens, so the
-  frozen projection layers still set its starting statistics.
+  sharp as the scene needs. A random fresh code (:meth:`SceneRegressor.init_code`) is the
+  projection of random tokens, so the frozen projection layers still set its starting
+  statistics; an *anchored* one (:meth:`SceneRegressor.anchored_code`, what mapping and
+  pre-training use) puts each token's keys on one of the scene's own patches.
   ``benchmarks/aceg_fit_probe.py --code-form`` measures the difference (MODEL_CARD.md).
 
 The output head gives, per patch, a homogeneous scene coordinate (see

@@ -13,10 +13,13 @@ Each step has two iterations over a few scenes of the active pool
    3D error against the depth-derived scene coordinate, with the Laplace scale in metres
    derived from the predicted pixel uncertainty (``b_m = b_px * z / f``), or, for patches
    without depth, the reprojection NLL. Codes younger than ``code_warmup`` mapping
-   iterations take part with weight 0 (they are not yet a map worth generalising from).
+   iterations take part with weight 0 (they are not yet a map worth generalising from)
+   and get no query patches, so a long warm-up (codes fitted about as tightly as a map
+   before the transformer learns from them) costs only the mapping iterations.
 
 Codes expire after ``code_lifetime`` mapping iterations and their slot is refilled with a
-fresh code of a random scene. Everything random comes from one seeded generator per rank,
+fresh code of a random scene, anchored on that scene's mapping patches by default
+(``code_init``, as ``aceg map`` starts a code). Everything random comes from one seeded generator per rank,
 checkpointed with the model, optimizer and pool, so a resumed run continues exactly.
 
 Distributed: under ``torchrun`` each rank holds its own pool over a disjoint shard of the
