@@ -197,8 +197,13 @@ def test_pool_codes_start_anchored_and_young_codes_cost_no_query_patches(scenes:
         b0 = m.blocks[0]
         q = b0.q(b0.norm_q(m.embed(feats.reshape(-1, feats.shape[-1]).float())))
     assert (run.pool.codes[0][0, 0][:, None] - q[None]).norm(dim=-1).min(1).values.max() < 1e-4
+    run.cfg.regressor_every = 10**9  # the transformer learns only from step 0's mapping iteration
+    run.train_step()
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
     stats = run.train_step()
     assert stats["query_loss"] == 0.0 and stats["query_scenes"] == 0 and "q_in10" not in stats
+    # no query iteration at all while every code is young: not even an AdamW step on zero gradients
+    assert all(torch.equal(v, before[k]) for k, v in run.model.state_dict().items())
     rand = Pretrainer([scenes], tmp_path / "b", config(code_init="random"), progress=False)
     rand._fill_pool()
     assert (rand.pool.codes[0][0, 0][:, None] - q[None]).norm(dim=-1).min(1).values.max() > 1e-2

@@ -345,28 +345,40 @@ class Pretrainer:
             q_batches.append(sample_patches(sf.splits[name], per_scene, g, self.stride))
         q_codes = [self.pool.codes[s].detach() for s in slots]
         weights = [float(self.pool.steps[s] >= cfg.code_warmup) for s in slots]
-        # Codes still in warm-up take part with weight 0: they get no patches (so cost
-        # nothing), but still pass through the model, so every rank's DDP backward covers
-        # every parameter (with zero gradient) even when all its codes are young.
-        outputs = self.forward([b.features if w else b.features[:0] for b, w in zip(q_batches, weights, strict=True)],
-                               q_codes)
-        q_losses = []
-        for (coords, log_b), batch, w in zip(outputs, q_batches, weights, strict=True):
-            if not w:
-                q_losses.append(coords.sum() + log_b.sum())  # empty: 0, attached to the graph
-                continue
-            per_patch, q_stats = query_loss(coords, log_b, batch, self.loss_cfg)
-            q_losses.append(per_patch.mean())
-            for k, v in q_stats.items():
-                stats[k] = stats.get(k, 0.0) + v / sum(weights)
-        query_total = torch.stack(q_losses).sum() / max(1.0, sum(weights))
-        self.optimizer.zero_grad(set_to_none=True)
-        query_total.backward()
-        self.optimizer.step()
+        if self._warm_codes_anywhere(sum(weights)):
+            # Codes still in warm-up take part with weight 0: they get no patches (so cost
+            # nothing), but still pass through the model, so this rank's DDP backward covers
+            # every parameter (with zero gradient) even when all its own codes are young.
+            outputs = self.forward([b.features if w else b.features[:0]
+                                    for b, w in zip(q_batches, weights, strict=True)], q_codes)
+            q_losses = []
+            for (coords, log_b), batch, w in zip(outputs, q_batches, weights, strict=True):
+                if not w:
+                    q_losses.append(coords.sum() + log_b.sum())  # empty: 0, attached to the graph
+                    continue
+                per_patch, q_stats = query_loss(coords, log_b, batch, self.loss_cfg)
+                q_losses.append(per_patch.mean())
+                for k, v in q_stats.items():
+                    stats[k] = stats.get(k, 0.0) + v / sum(weights)
+            query_total = torch.stack(q_losses).sum() / max(1.0, sum(weights))
+            self.optimizer.zero_grad(set_to_none=True)
+            query_total.backward()
+            self.optimizer.step()
+        else:  # no rank has a code out of warm-up: no query iteration (an AdamW step on zero
+            # gradients would still move the weights by momentum and decay)
+            query_total = torch.zeros(())
         self.step += 1
         stats.update({"step": self.step, "lr": lr, "mapping_loss": float(mapping_loss.detach()),
                       "query_loss": float(query_total.detach()), "query_scenes": sum(weights)})
         return stats
+
+    def _warm_codes_anywhere(self, mine: float) -> bool:
+        """Whether any rank has a code out of warm-up in this step (all ranks agree)."""
+        if self.world == 1:
+            return mine > 0
+        total = torch.tensor([mine], device=self.model.head.weight.device)
+        dist.all_reduce(total)
+        return float(total) > 0
 
     def _code_lr(self, slot: int) -> float:
         """The code's rate at its age: mapping's one-cycle schedule stretched over the code's
