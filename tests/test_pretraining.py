@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -204,6 +205,13 @@ def test_pool_codes_start_anchored_and_young_codes_cost_no_query_patches(scenes:
     assert stats["query_loss"] == 0.0 and stats["query_scenes"] == 0 and "q_in10" not in stats
     # no query iteration at all while every code is young: not even an AdamW step on zero gradients
     assert all(torch.equal(v, before[k]) for k, v in run.model.state_dict().items())
+    # warm codes: the query iteration also scores mapping patches when asked to, and trains
+    mixed = Pretrainer([scenes], tmp_path / "m", config(code_warmup=0, query_mapping_share=0.5),
+                       progress=False)
+    mixed.run(stop_after=3)
+    assert mixed.log_rows[-1]["query_scenes"] == 2 and math.isfinite(mixed.log_rows[-1]["query_loss"])
+    with pytest.raises(AcegError, match="query_mapping_share"):
+        config(query_mapping_share=1.0)
     rand = Pretrainer([scenes], tmp_path / "b", config(code_init="random"), progress=False)
     rand._fill_pool()
     assert (rand.pool.codes[0][0, 0][:, None] - q[None]).norm(dim=-1).min(1).values.max() > 1e-2

@@ -52,6 +52,9 @@ def add_arguments(parser) -> None:
         "code_lr_schedule": "one_cycle (over each code's lifetime, as aceg map does) or constant",
         "code_init": "how a fresh pool code starts: anchored (keys on the scene's own mapping "
                      "patches, as aceg map does) or random",
+        "query_mapping_share": "share of each query iteration's patches drawn from the scene's "
+                               "mapping split (mapping loss), so the transformer keeps the fit "
+                               "of its codes while learning to generalise",
         "depth_fraction": "fraction of codes mapped with depth supervision",
         "short_side": "working short side in pixels (default: the images' own size)",
         "seed": "random seed",

@@ -88,6 +88,7 @@ class PretrainConfig:
     code_lr: float = 0.1  # peak Adam rate of "keys_values" codes; other forms scale it (CODE_LR_SCALE)
     code_lr_schedule: str = "one_cycle"  # over each code's lifetime, as mapping; or "constant"
     code_init: str = "anchored"  # how a fresh pool code starts (CODE_INITS), as aceg map does
+    query_mapping_share: float = 0.0  # share of a query iteration's patches taken from the mapping split
     weight_decay: float = 0.01
     depth_fraction: float = 0.5  # fraction of codes whose mapping iterations use depth
     short_side: int | None = None  # working short side; None keeps the images' size
@@ -103,6 +104,8 @@ class PretrainConfig:
         if self.code_lr_schedule not in CODE_LR_SCHEDULES:
             raise AcegError(f"unknown code_lr_schedule {self.code_lr_schedule!r}; choose one of "
                             f"{', '.join(CODE_LR_SCHEDULES)}")
+        if not 0.0 <= self.query_mapping_share < 1.0:
+            raise AcegError(f"query_mapping_share must be in [0, 1), got {self.query_mapping_share}")
         if self.code_init not in CODE_INITS:
             raise AcegError(f"unknown code_init {self.code_init!r}; choose one of {', '.join(CODE_INITS)}")
 
@@ -336,28 +339,43 @@ class Pretrainer:
             # scale back: each scene's code sees its own loss, not the mean over scenes
             self.pool.adam_step(s, grad * len(slots), self._code_lr(s))
 
-        # 2. query iteration (codes frozen)
-        q_batches = []
+        # 2. query iteration (codes frozen); with query_mapping_share > 0, part of each
+        # scene's patches come from its mapping split (mapping loss), so the transformer
+        # learns to generalise without undoing the fit its codes have reached
+        n_map = int(round(per_scene * cfg.query_mapping_share))
+        q_batches, m_batches = [], []
         for s in slots:
             sf = self.scenes[int(self.pool.scene[s])]
             names = sf.query_splits
             name = names[int(torch.randint(len(names), (1,), generator=g))]
-            q_batches.append(sample_patches(sf.splits[name], per_scene, g, self.stride))
+            q_batches.append(sample_patches(sf.splits[name], per_scene - n_map, g, self.stride))
+            m_batches.append(sample_patches(sf.splits[MAPPING_SPLIT], n_map, g, self.stride)
+                             if n_map else None)
         q_codes = [self.pool.codes[s].detach() for s in slots]
         weights = [float(self.pool.steps[s] >= cfg.code_warmup) for s in slots]
         if self._warm_codes_anywhere(sum(weights)):
             # Codes still in warm-up take part with weight 0: they get no patches (so cost
             # nothing), but still pass through the model, so this rank's DDP backward covers
             # every parameter (with zero gradient) even when all its own codes are young.
-            outputs = self.forward([b.features if w else b.features[:0]
-                                    for b, w in zip(q_batches, weights, strict=True)], q_codes)
+            feats = [torch.cat([q.features] + ([m.features] if m is not None else [])) if w
+                     else q.features[:0] for q, m, w in zip(q_batches, m_batches, weights, strict=True)]
+            outputs = self.forward(feats, q_codes)
             q_losses = []
-            for (coords, log_b), batch, w in zip(outputs, q_batches, weights, strict=True):
+            for (coords, log_b), batch, mbatch, s, w in zip(outputs, q_batches, m_batches, slots,
+                                                            weights, strict=True):
                 if not w:
                     q_losses.append(coords.sum() + log_b.sum())  # empty: 0, attached to the graph
                     continue
-                per_patch, q_stats = query_loss(coords, log_b, batch, self.loss_cfg)
-                q_losses.append(per_patch.mean())
+                nq = len(batch.features)
+                per_patch, q_stats = query_loss(coords[:nq], log_b[:nq], batch, self.loss_cfg)
+                loss = per_patch.mean()
+                if mbatch is not None:
+                    m_out = batch_loss(lambda _f, c=coords[nq:], lb=log_b[nq:]: (c, lb), mbatch,
+                                       kind="nll", cfg=self.loss_cfg,
+                                       use_depth=bool(self.pool.use_depth[s]))
+                    share = cfg.query_mapping_share
+                    loss = (1.0 - share) * loss + share * m_out.loss
+                q_losses.append(loss)
                 for k, v in q_stats.items():
                     stats[k] = stats.get(k, 0.0) + v / sum(weights)
             query_total = torch.stack(q_losses).sum() / max(1.0, sum(weights))
@@ -493,8 +511,11 @@ class Pretrainer:
                                    f"resume with the same number (now {self.world})")
         saved_cfg = dict(meta["config"])
         mine = asdict(self.cfg)
-        saved_cfg.setdefault("code_init", "random")  # runs from before code_init existed
-        for key in ("batch_patches", "scenes_per_step", "pool_size", "encoder", "seed", "code_init"):
+        # runs from before these settings existed behaved as these values
+        saved_cfg.setdefault("code_init", "random")
+        saved_cfg.setdefault("query_mapping_share", 0.0)
+        for key in ("batch_patches", "scenes_per_step", "pool_size", "encoder", "seed", "code_init",
+                    "query_mapping_share"):
             if saved_cfg.get(key) != mine.get(key):
                 raise file_error(path, f"checkpoint has {key}={saved_cfg.get(key)!r}, "
                                        f"this run {mine.get(key)!r}: cannot resume")
