@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/aceg_fit_probe.py /work/data/heldout 0 300:0.01 300:0.005 1200:0.01
     .venv/bin/python benchmarks/aceg_fit_probe.py /work/data/heldout 0 300:0.1 --code-form keys_values
+    .venv/bin/python benchmarks/aceg_fit_probe.py /work/data/heldout 0 300:0.1 --code-init random
 
 Maps one synthetic scene (``aceg synth`` layout; SCENE_INDEX in sorted order) with ACE-G
 (fast preset otherwise) once per ITERATIONS:LR_MAX[:BATCH] setting and localizes three
@@ -15,7 +16,8 @@ optimisation), not generalisation to other lighting or viewpoints.
 ``--code-form`` reads the same weights with the other map-code form
 (:data:`aceg.model.regressor.CODE_FORMS`): "tokens" (keys and values projected from code
 tokens) against "keys_values" (free keys and values), which isolates what the code's form
-costs in fit.
+costs in fit. ``--code-init`` compares how the code starts (anchored on the scene's own
+patches, the default, or random).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from aceg.evaluation.benchmark import run_method, synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table
 from aceg.model.map_file import load_map, resolve_regressor
+from aceg.mapping.mapper import CODE_INITS
 from aceg.model.regressor import CODE_FORMS
 
 
@@ -46,6 +49,8 @@ def main() -> None:
     parser.add_argument("--regressor", default=None, help="regressor file (default: shipped)")
     parser.add_argument("--code-form", choices=CODE_FORMS, default=None,
                         help="read the regressor's weights with this map-code form")
+    parser.add_argument("--code-init", choices=CODE_INITS, default=CODE_INITS[0],
+                        help="how the map code starts (aceg map --code-init)")
     args = parser.parse_args()
     regressor = args.regressor
     if args.code_form:  # the same weights, read with the other code form
@@ -59,7 +64,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run = run_method("aceg", data, Path(tmp), {
                 "preset": "fast", "iterations": iterations, "lr_max": lr_max, "batch_size": batch,
-                "regressor": regressor}, log=lambda _line: None)
+                "regressor": regressor, "code_init": args.code_init}, log=lambda _line: None)
             fit = load_map(Path(tmp) / f"{data.name}-aceg.map").stats
         row = {"mapping_s": round(run.mapping_seconds, 1),
                "train": {k: round(float(fit[k]), 3) for k in ("loss", "valid", "in10", "median_px")}}
@@ -67,7 +72,7 @@ def main() -> None:
             table = accuracy_table([e[0] for e in errors], [e[1] for e in errors])
             row[split] = {"median_m": round(table.median_trans_m, 3),
                           "within_10cm_10deg": round(table.within["10cm/10deg"], 1)}
-        form = f" code_form={args.code_form}" if args.code_form else ""
+        form = (f" code_form={args.code_form}" if args.code_form else "") + f" code_init={args.code_init}"
         print(f"{data.name}{form} iterations={iterations} lr_max={lr_max} batch={batch or 'preset'}: "
               + json.dumps(row), flush=True)
 

@@ -162,7 +162,8 @@ def _mapper_and_localizer(method: str, settings: dict):
         map_scene(scene, path, method=method, preset=settings.get("preset", "default"),
                   regressor=settings.get("regressor"), short_side=settings.get("short_side", 480),
                   progress=False, iterations=settings.get("iterations"),
-                  lr_max=settings.get("lr_max"), batch_size=settings.get("batch_size"))
+                  lr_max=settings.get("lr_max"), batch_size=settings.get("batch_size"),
+                  **({"code_init": settings["code_init"]} if "code_init" in settings else {}))
 
     def open_map(path):
         loc = Localizer(path, regressor=settings.get("regressor") if method == "aceg" else None)
