@@ -204,9 +204,8 @@ def test_code_forms():
 
 
 def test_anchored_code_puts_keys_on_the_scenes_own_patches():
-    """Block 0's keys of an anchored code are the query vectors of distinct mapping patches
-    (so each such patch attends most to "its" token, within its head); values, and token
-    codes, are those of init_code; bad features are a clear error."""
+    """Block 0's keys of an anchored code are the query vectors of distinct mapping patches;
+    values, and token codes, are those of init_code; bad features are a clear error."""
     cfg = RegressorConfig(width=32, depth=2, heads=2, code_tokens=16)
     model = random_regressor(cfg, seed=3)
     feats = torch.randn(40, cfg.feature_dim)

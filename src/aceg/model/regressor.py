@@ -194,8 +194,8 @@ class SceneRegressor(nn.Module):
         ``code_tokens`` of them are drawn at random (with replacement when M is smaller);
         block ``i``'s key of token ``j`` is then the query vector that block computes for
         patch ``j`` (the patches passed through the blocks before it, over the code as built
-        so far), so each token starts as the key one real patch of the scene attends to most,
-        rather than a random direction. Values are those of :meth:`init_code`. Only for the
+        so far): each token's key starts where a real patch of the scene queries, not in a
+        random direction. Values are those of :meth:`init_code`. Only for the
         "keys_values" form; "tokens" codes get :meth:`init_code` unchanged.
 
         Returns a code of ``config.code_shape`` (float32, on the model's device).
