@@ -29,9 +29,8 @@ from pathlib import Path
 
 from aceg.evaluation.benchmark import run_method, synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table
-from aceg.mapping.mapper import CODE_INITS
 from aceg.model.map_file import load_map, resolve_regressor
-from aceg.model.regressor import CODE_FORMS
+from aceg.model.regressor import CODE_FORMS, CODE_INITS
 
 
 def parse_setting(text: str) -> tuple[int, float, int | None]:

@@ -25,7 +25,8 @@ augmented passes, and write the same map format for `aceg localize`.
 
 
 def add_arguments(parser) -> None:
-    from aceg.mapping.mapper import CODE_INITS, METHODS, PRESETS
+    from aceg.mapping.mapper import METHODS, PRESETS
+    from aceg.model.regressor import CODE_INITS
 
     parser.add_argument("scene", metavar="SCENE", help="scene folder or file (posed images)")
     parser.add_argument("out", metavar="OUT", help="map file to write (e.g. scene.map)")

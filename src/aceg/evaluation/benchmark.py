@@ -157,13 +157,14 @@ def _mapper_and_localizer(method: str, settings: dict):
 
     from aceg.localization.localizer import Localizer
     from aceg.mapping.mapper import map_scene
+    from aceg.model.regressor import CODE_INITS
 
     def build(scene, path):
         map_scene(scene, path, method=method, preset=settings.get("preset", "default"),
                   regressor=settings.get("regressor"), short_side=settings.get("short_side", 480),
                   progress=False, iterations=settings.get("iterations"),
                   lr_max=settings.get("lr_max"), batch_size=settings.get("batch_size"),
-                  **({"code_init": settings["code_init"]} if "code_init" in settings else {}))
+                  code_init=settings.get("code_init", CODE_INITS[0]))
 
     def open_map(path):
         loc = Localizer(path, regressor=settings.get("regressor") if method == "aceg" else None)

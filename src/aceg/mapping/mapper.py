@@ -2,7 +2,7 @@
 
 ``method="aceg"``: the scene-agnostic regressor is frozen; only the map code is optimised,
 with the Laplace NLL of the reprojection error (:mod:`aceg.mapping.losses`). The code
-starts anchored on the buffer's own patches (``code_init``, :data:`CODE_INITS`).
+starts anchored on the buffer's own patches (``code_init``).
 ``method="ace"``: the ACE baseline, a scene-specific :class:`AceHead` trained from scratch
 with ACE's tanh-clamped reprojection loss and its shrinking threshold.
 
@@ -32,14 +32,9 @@ from aceg.mapping.schedule import one_cycle_adamw
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
 from aceg.model.map_file import MapData, resolve_regressor, save_map
-from aceg.model.regressor import CODE_LR_SCALE
+from aceg.model.regressor import CODE_INITS, CODE_LR_SCALE
 
 METHODS = ("aceg", "ace")
-#: How an ACE-G map code starts (``map_scene(code_init=...)``): "anchored" puts each token's
-#: keys on one of the scene's own mapping patches (:meth:`SceneRegressor.anchored_code`),
-#: "random" is :meth:`SceneRegressor.init_code`. A regressor file's ``code_init`` tensor,
-#: when it has one, wins over both.
-CODE_INITS = ("anchored", "random")
 
 
 @dataclass(frozen=True)
@@ -142,7 +137,7 @@ def map_scene(
     passes: int | None = None,
     patches_per_pass: int | None = None,
     augment: AugmentConfig | None = DEFAULT_AUGMENT,
-    code_init: str = "anchored",
+    code_init: str = CODE_INITS[0],
     head_config: AceHeadConfig | None = None,
     loss_config: LossConfig = DEFAULT_LOSS,
     seed: int = 0,
@@ -164,7 +159,9 @@ def map_scene(
             image's own short side (upsampling adds patches, not information); None: the
             images' own size.
         augment: augmentation of passes after the first (None: one plain pass).
-        code_init: how the ACE-G map code starts (:data:`CODE_INITS`).
+        code_init: how the ACE-G map code starts
+            (:data:`aceg.model.regressor.CODE_INITS`); a regressor file's ``code_init``
+            tensor, when it has one, wins.
     """
     if method not in METHODS:
         raise AcegError(f"unknown mapping method {method!r}; choose one of {', '.join(METHODS)}")

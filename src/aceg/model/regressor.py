@@ -50,6 +50,11 @@ LOG_UNC_MAX = 6.0
 #: Forms of the map code (see the module docstring).
 CODE_FORMS = ("tokens", "keys_values")
 
+#: How a fresh map code starts: "anchored" (:meth:`SceneRegressor.anchored_code`, keys on
+#: the scene's own patches; what ``aceg map`` and pre-training use by default) or "random"
+#: (:meth:`SceneRegressor.init_code`).
+CODE_INITS = ("anchored", "random")
+
 #: Learning rate of a code form's optimisation relative to that of "keys_values" (mapping
 #: presets and pre-training state the "keys_values" rate). Token codes pass a LayerNorm, so
 #: Adam's fixed-size steps move them much further: 1e-2 was their best mapping peak, where

@@ -52,7 +52,13 @@ from aceg.mapping.losses import LossConfig, PatchBatch, batch_loss, reprojection
 from aceg.mapping.schedule import one_cycle_lr
 from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
 from aceg.model.map_file import save_regressor
-from aceg.model.regressor import CODE_LR_SCALE, RegressorConfig, SceneRegressor, random_regressor
+from aceg.model.regressor import (
+    CODE_INITS,
+    CODE_LR_SCALE,
+    RegressorConfig,
+    SceneRegressor,
+    random_regressor,
+)
 from aceg.pretraining.code_pool import CodePool
 from aceg.pretraining.feature_store import (
     MAPPING_SPLIT,
@@ -65,9 +71,6 @@ from aceg.pretraining.feature_store import (
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "log.csv"
 CODE_LR_SCHEDULES = ("one_cycle", "constant")
-#: How a pool code starts: :meth:`SceneRegressor.anchored_code` on the scene's mapping
-#: patches (as ``aceg map`` does), or :meth:`SceneRegressor.init_code` (random).
-CODE_INITS = ("anchored", "random")
 FINAL_NAME = "regressor.safetensors"
 
 
@@ -87,7 +90,7 @@ class PretrainConfig:
     lr_final_fraction: float = 0.1
     code_lr: float = 0.1  # peak Adam rate of "keys_values" codes; other forms scale it (CODE_LR_SCALE)
     code_lr_schedule: str = "one_cycle"  # over each code's lifetime, as mapping; or "constant"
-    code_init: str = "anchored"  # how a fresh pool code starts (CODE_INITS), as aceg map does
+    code_init: str = CODE_INITS[0]  # how a fresh pool code starts (CODE_INITS), as aceg map does
     query_mapping_share: float = 0.0  # share of a query iteration's patches taken from the mapping split
     weight_decay: float = 0.01
     depth_fraction: float = 0.5  # fraction of codes whose mapping iterations use depth
