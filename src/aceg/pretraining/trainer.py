@@ -19,8 +19,9 @@ Each step has two iterations over a few scenes of the active pool
 
 Codes expire after ``code_lifetime`` mapping iterations and their slot is refilled with a
 fresh code of a random scene, anchored on that scene's mapping patches by default
-(``code_init``, as ``aceg map`` starts a code). Everything random comes from one seeded generator per rank,
-checkpointed with the model, optimizer and pool, so a resumed run continues exactly.
+(``code_init``, as ``aceg map`` starts a code). Everything random comes from one seeded
+generator per rank, checkpointed with the model, optimizer and pool, so a resumed run
+continues exactly.
 
 Distributed: under ``torchrun`` each rank holds its own pool over a disjoint shard of the
 scenes; the transformer is wrapped in DistributedDataParallel (gloo on CPU, nccl on
@@ -194,9 +195,10 @@ def init_distributed() -> tuple[int, int]:
 
 def _warm_start(config: PretrainConfig, encoder: str) -> SceneRegressor:
     """The regressor of ``config.init`` as the starting point of a run. Its architecture
-    wins (the trainer then records it in ``config.regressor``); explicit overrides that contradict it, or another encoder, are an error. The
-    one exception is ``code_form``, which changes how codes are read but no weight: a
-    "tokens" model can continue as a "keys_values" one."""
+    wins (the trainer then records it in ``config.regressor``); explicit overrides that
+    contradict it, or another encoder, are an error. The one exception is ``code_form``,
+    which changes how codes are read but no weight: a "tokens" model can continue as a
+    "keys_values" one."""
     from aceg.model.map_file import load_regressor
 
     loaded = load_regressor(config.init)
