@@ -261,3 +261,30 @@ def test_checkpoints_record_the_code_form(scenes: Path, tmp_path: Path):
     resumed = Pretrainer([scenes], tmp_path / "t", config(steps=2, checkpoint_every=2, regressor=tokens),
                          progress=False)
     assert resumed.load_checkpoint() and resumed.step == 2
+
+
+def test_query_mapping_loss_3d(scenes: Path, tmp_path: Path):
+    """query_mapping_loss="3d" scores the query iteration's mapping patches with the 3-D
+    query loss instead of the mapping loss: same run otherwise, another query loss; unknown
+    values are refused before any work, and a checkpoint is resumed only with its own."""
+    from aceg.errors import AcegError
+
+    torch.set_num_threads(1)
+    runs = {}
+    for kind in ("mapping", "3d"):
+        run = Pretrainer([scenes], tmp_path / kind, config(code_warmup=0, query_mapping_share=0.5,
+                                                           query_mapping_loss=kind, steps=2,
+                                                           checkpoint_every=2), progress=False)
+        run.run()
+        runs[kind] = run
+    # the mapping iteration (before any query step) is the same; the query losses are not
+    assert runs["3d"].log_rows[0]["mapping_loss"] == pytest.approx(runs["mapping"].log_rows[0]["mapping_loss"])
+    assert all(math.isfinite(r["query_loss"]) for r in runs["3d"].log_rows)
+    assert runs["3d"].log_rows[0]["query_loss"] != pytest.approx(runs["mapping"].log_rows[0]["query_loss"])
+    with pytest.raises(AcegError, match="query_mapping_loss"):
+        config(query_mapping_loss="depth")
+    other = Pretrainer([scenes], tmp_path / "mapping",
+                       config(code_warmup=0, query_mapping_share=0.5, query_mapping_loss="3d",
+                              steps=2, checkpoint_every=2), progress=False)
+    with pytest.raises(AcegError, match="query_mapping_loss"):
+        other.load_checkpoint()

@@ -55,6 +55,9 @@ def add_arguments(parser) -> None:
         "query_mapping_share": "share of each query iteration's patches drawn from the scene's "
                                "mapping split (mapping loss), so the transformer keeps the fit "
                                "of its codes while learning to generalise",
+        "query_mapping_loss": "how those mapping patches are scored: mapping (reprojection, as "
+                              "at mapping time) or 3d (3-D error against depth: the transformer "
+                              "learns to give codes fitted by reprojection correct geometry)",
         "depth_fraction": "fraction of codes mapped with depth supervision",
         "short_side": "working short side in pixels (default: the images' own size)",
         "seed": "random seed",

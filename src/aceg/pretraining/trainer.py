@@ -72,6 +72,11 @@ from aceg.pretraining.feature_store import (
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "log.csv"
 CODE_LR_SCHEDULES = ("one_cycle", "constant")
+#: How a query iteration scores its patches from the mapping split (``query_mapping_share``):
+#: "mapping" (the mapping loss, reprojection NLL: keep the codes' fit) or "3d" (the query
+#: loss, 3-D NLL against the depth-derived coordinate: teach the transformer to turn a code
+#: fitted by reprojection alone into correct geometry along the rays).
+QUERY_MAPPING_LOSSES = ("mapping", "3d")
 FINAL_NAME = "regressor.safetensors"
 
 
@@ -93,6 +98,7 @@ class PretrainConfig:
     code_lr_schedule: str = "one_cycle"  # over each code's lifetime, as mapping; or "constant"
     code_init: str = CODE_INITS[0]  # how a fresh pool code starts (CODE_INITS), as aceg map does
     query_mapping_share: float = 0.0  # share of a query iteration's patches taken from the mapping split
+    query_mapping_loss: str = "mapping"  # how those patches are scored (QUERY_MAPPING_LOSSES)
     weight_decay: float = 0.01
     depth_fraction: float = 0.5  # fraction of codes whose mapping iterations use depth
     short_side: int | None = None  # working short side; None keeps the images' size
@@ -110,6 +116,9 @@ class PretrainConfig:
                             f"{', '.join(CODE_LR_SCHEDULES)}")
         if not 0.0 <= self.query_mapping_share < 1.0:
             raise AcegError(f"query_mapping_share must be in [0, 1), got {self.query_mapping_share}")
+        if self.query_mapping_loss not in QUERY_MAPPING_LOSSES:
+            raise AcegError(f"unknown query_mapping_loss {self.query_mapping_loss!r}; choose one of "
+                            f"{', '.join(QUERY_MAPPING_LOSSES)}")
         if self.code_init not in CODE_INITS:
             raise AcegError(f"unknown code_init {self.code_init!r}; choose one of {', '.join(CODE_INITS)}")
 
@@ -375,11 +384,14 @@ class Pretrainer:
                 per_patch, q_stats = query_loss(coords[:nq], log_b[:nq], batch, self.loss_cfg)
                 loss = per_patch.mean()
                 if mbatch is not None:
-                    m_out = batch_loss(lambda _f, c=coords[nq:], lb=log_b[nq:]: (c, lb), mbatch,
-                                       kind="nll", cfg=self.loss_cfg,
-                                       use_depth=bool(self.pool.use_depth[s]))
+                    if cfg.query_mapping_loss == "3d":
+                        m_loss = query_loss(coords[nq:], log_b[nq:], mbatch, self.loss_cfg)[0].mean()
+                    else:
+                        m_loss = batch_loss(lambda _f, c=coords[nq:], lb=log_b[nq:]: (c, lb), mbatch,
+                                            kind="nll", cfg=self.loss_cfg,
+                                            use_depth=bool(self.pool.use_depth[s])).loss
                     share = cfg.query_mapping_share
-                    loss = (1.0 - share) * loss + share * m_out.loss
+                    loss = (1.0 - share) * loss + share * m_loss
                 q_losses.append(loss)
                 for k, v in q_stats.items():
                     stats[k] = stats.get(k, 0.0) + v / sum(weights)
@@ -519,8 +531,9 @@ class Pretrainer:
         # runs from before these settings existed behaved as these values
         saved_cfg.setdefault("code_init", "random")
         saved_cfg.setdefault("query_mapping_share", 0.0)
+        saved_cfg.setdefault("query_mapping_loss", "mapping")
         for key in ("batch_patches", "scenes_per_step", "pool_size", "encoder", "seed", "code_init",
-                    "query_mapping_share"):
+                    "query_mapping_share", "query_mapping_loss"):
             if saved_cfg.get(key) != mine.get(key):
                 raise file_error(path, f"checkpoint has {key}={saved_cfg.get(key)!r}, "
                                        f"this run {mine.get(key)!r}: cannot resume")

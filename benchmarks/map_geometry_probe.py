@@ -1,0 +1,126 @@
+"""How good is a map's geometry? Scene coordinates against depth, on the mapping views too.
+
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 1 2 3 --method aceg --preset fast
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 1 --method ace --preset fast
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --depth      # RGB-D mapping
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --iterations 1200
+
+Maps each synthetic scene (``aceg synth`` layout; indices in sorted order) from its
+``mapping/`` split with the given method and settings, then, for every 4th mapping view
+and every image of ``query_same`` and ``query_light``, predicts one scene coordinate per
+patch and compares it with the scene coordinate of the rendered depth at the patch centre:
+
+* ``3d``: median 3-D error (m) and % of patches within 10 cm;
+* ``depth ratio``: predicted / true camera depth (z in the image's own camera), median and
+  the 10-90 % range: a map can reproject well and still be off *along the rays*;
+* ``reproj``: median reprojection error (px) under the ground-truth pose, % within 10 px:
+  what RANSAC-PnP sees;
+* ``pose``: % of images within 10 cm / 10 deg and the median position error (m), with the
+  localizer's defaults.
+
+Reprojection-only mapping constrains each patch's coordinate across its ray only; the
+depth along the ray comes from several views agreeing. Comparing ``3d`` with ``reproj``
+on the mapping views tells whether a map is geometrically right or only right in the
+views it was fitted to. Synthetic scenes carry exact depth, which is why this probe reads
+them (real sets in ``../shared/data`` have none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aceg.data.camera import backproject
+from aceg.data.images import prepare_image
+from aceg.evaluation.benchmark import synthetic_datasets
+from aceg.evaluation.metrics import accuracy_table, pose_errors
+from aceg.localization.localizer import Localizer
+from aceg.mapping.mapper import map_scene
+
+SPLITS = ("mapping_views", "query_same", "query_light")
+
+
+def frame_geometry(loc: Localizer, frame) -> dict[str, np.ndarray]:
+    """Per-patch 3-D error (m), depth ratio and reprojection error (px) of one posed frame
+    with depth; patches without depth are left out."""
+    prep = prepare_image(frame.image_path, frame.intrinsics, loc.data.short_side,
+                         loc.encoder.stride, depth_path=frame.depth_path)
+    feats = loc.encoder.encode(prep.rgb)[0]
+    world, _ = loc.predict(feats)
+    pixels = loc.encoder.centres(*feats.shape[1:]).astype(np.float64)
+    ij = np.round(pixels).astype(int)
+    depth = prep.depth[ij[:, 1], ij[:, 0]].astype(np.float64)
+    K = prep.intrinsics.K
+    truth = backproject(pixels, depth, K, frame.cam_to_world)
+    w2c = np.linalg.inv(frame.cam_to_world)
+    cam = world @ w2c[:3, :3].T + w2c[:3, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = cam[:, :2] / cam[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
+        reproj = np.where(cam[:, 2] > 0, np.linalg.norm(uv - pixels, axis=1), np.inf)
+    ok = depth > 0
+    return {"err3d": np.linalg.norm(world - truth, axis=1)[ok], "ratio": cam[ok, 2] / depth[ok],
+            "reproj": reproj[ok]}
+
+
+def summarise(rows: list[dict[str, np.ndarray]], errors: list[tuple[float, float]]) -> dict:
+    err3d = np.concatenate([r["err3d"] for r in rows])
+    ratio = np.concatenate([r["ratio"] for r in rows])
+    reproj = np.concatenate([r["reproj"] for r in rows])
+    table = accuracy_table([e[0] for e in errors], [e[1] for e in errors])
+    return {
+        "3d": f"{np.median(err3d):.3f} m, {100 * np.mean(err3d < 0.1):.0f}% <10cm",
+        "depth ratio": "{:.2f} [{:.2f}-{:.2f}]".format(*np.quantile(ratio, [0.5, 0.1, 0.9])),
+        "reproj": f"{np.median(reproj):.1f} px, {100 * np.mean(reproj < 10):.0f}% <10px",
+        "pose": f"{table.within['10cm/10deg']:.0f}% 10cm/10deg, median {table.median_trans_m:.3f} m",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="folder of synthetic scenes (aceg synth)")
+    parser.add_argument("scenes", type=int, nargs="+", help="scene indices in sorted order")
+    parser.add_argument("--method", choices=("aceg", "ace"), default="aceg")
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--iterations", type=int, default=None, help="override the preset's")
+    parser.add_argument("--depth", action="store_true", help="map with depth supervision (RGB-D)")
+    parser.add_argument("--regressor", default=None, help="ACE-G regressor file (default: shipped)")
+    args = parser.parse_args()
+
+    datasets = synthetic_datasets(args.root)
+    pooled: dict[str, tuple[list, list]] = {s: ([], []) for s in SPLITS}
+    for index in args.scenes:
+        data = datasets[index]
+        splits = {"mapping_views": data.mapping.frames[::4],
+                  "query_same": data.queries["query_same"].frames,
+                  "query_light": data.queries["query_light"].frames}
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            result = map_scene(data.mapping, Path(tmp) / "scene.map", method=args.method,
+                               preset=args.preset, iterations=args.iterations,
+                               use_depth=args.depth, progress=False,
+                               regressor=args.regressor if args.method == "aceg" else None)
+            seconds = time.perf_counter() - t
+            loc = Localizer(result.path, regressor=args.regressor if args.method == "aceg" else None)
+            row = {"mapping_s": round(seconds, 1), "train_median_px": result.stats.get("median_px")}
+            for split, frames in splits.items():
+                geometry = [frame_geometry(loc, f) for f in frames]
+                errors = []
+                for f in frames:
+                    r = loc.localize_frame(f)
+                    errors.append(pose_errors(r.cam_to_world, f.cam_to_world) if r.localized
+                                  else (np.inf, np.inf))
+                pooled[split][0].extend(geometry)
+                pooled[split][1].extend(errors)
+                row[split] = summarise(geometry, errors)
+        print(f"{data.name}: " + json.dumps(row), flush=True)
+    if len(args.scenes) > 1:
+        print("pooled: " + json.dumps({s: summarise(*pooled[s]) for s in SPLITS}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
