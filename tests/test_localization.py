@@ -160,3 +160,18 @@ def test_localizer_missing_or_bad_intrinsics(small_map):
     bad = Frame(f.name, f.image_path, f.width, f.height, Intrinsics(-1.0, 100.0, 80.0, 60.0), None)
     r = loc.localize_frame(bad)
     assert not r.localized and "focal length" in r.reason
+
+
+def test_cli_map_notes_unused_depth(tmp_path, capsys):
+    """`aceg map` on a scene whose images all have depth points to --depth when it is not
+    given (reprojection-only maps are far off along the rays), and says nothing when it is."""
+    from aceg.data.synthetic import generate_scene
+
+    generate_scene(tmp_path / "room", 7, frames_mapping=6, frames_query=0, height=48, width=64,
+                   splits=("mapping",), contact_sheet=False)
+    args = ["map", str(tmp_path / "room" / "mapping"), str(tmp_path / "m.map"), "--method", "ace",
+            "--preset", "fast", "--iterations", "5", "--batch-size", "256"]
+    assert main(args) == 0
+    assert "--depth was not given" in capsys.readouterr().out
+    assert main(args + ["--depth"]) == 0
+    assert "--depth was not given" not in capsys.readouterr().out
