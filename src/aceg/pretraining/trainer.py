@@ -15,7 +15,9 @@ Each step has two iterations over a few scenes of the active pool
    without depth, the reprojection NLL. Codes younger than ``code_warmup`` mapping
    iterations take part with weight 0 (they are not yet a map worth generalising from)
    and get no query patches, so a long warm-up (codes fitted about as tightly as a map
-   before the transformer learns from them) costs only the mapping iterations.
+   before the transformer learns from them) costs only the mapping iterations. With
+   ``query_mapping_share`` > 0 part of the patches come from the mapping split, scored
+   with the mapping loss or, ``query_mapping_loss="3d"``, with the 3-D query loss.
 
 Codes expire after ``code_lifetime`` mapping iterations and their slot is refilled with a
 fresh code of a random scene, anchored on that scene's mapping patches by default
