@@ -78,7 +78,8 @@ def distort(pinhole: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     pixels = np.stack([u.ravel(), v.ravel()], axis=1).reshape(-1, 1, 2)
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10)
-    undistorted = cv2.undistortImagePoints(pixels, K, dist, arg1=criteria)
+    # dst and criteria positional: OpenCV 4 named the criteria keyword "arg1", OpenCV 5 "criteria"
+    undistorted = cv2.undistortImagePoints(pixels, K, dist, None, criteria)
     undistorted = undistorted.reshape(height, width, 2)
     return cv2.remap(
         pinhole,
