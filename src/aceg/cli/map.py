@@ -92,7 +92,7 @@ def run(args) -> int:
     if scene.has_depth and not args.depth:
         print("aceg: note: every image of this scene has a depth map and --depth was not given; "
               "with --depth the map's geometry is far better (ACE-G on held-out synthetic rooms: "
-              "3-D error 0.45 -> 0.10 m, MODEL_CARD.md 'Map geometry')")
+              "3-D error 0.46 -> 0.10 m, MODEL_CARD.md 'Map geometry')")
     s = result.stats
     print(f"wrote {result.path} ({result.file_size / 1024:.0f} KiB): {result.method} map of "
           f"{result.frames} images, encoder {result.encoder}, {result.patches} patches, "
