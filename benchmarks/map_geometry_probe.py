@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aceg.data.camera import backproject
+from aceg.data.camera import backproject, invert_pose, project
 from aceg.data.images import prepare_image
 from aceg.evaluation.benchmark import synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table, pose_errors
@@ -57,13 +57,12 @@ def frame_geometry(loc: Localizer, frame) -> dict[str, np.ndarray]:
     depth = prep.depth[ij[:, 1], ij[:, 0]].astype(np.float64)
     K = prep.intrinsics.K
     truth = backproject(pixels, depth, K, frame.cam_to_world)
-    w2c = np.linalg.inv(frame.cam_to_world)
-    cam = world @ w2c[:3, :3].T + w2c[:3, 3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = cam[:, :2] / cam[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
-        reproj = np.where(cam[:, 2] > 0, np.linalg.norm(uv - pixels, axis=1), np.inf)
+    w2c = invert_pose(frame.cam_to_world)
+    z = world @ w2c[2, :3] + w2c[2, 3]  # predicted camera depth
+    reproj = np.linalg.norm(project(world, K, frame.cam_to_world) - pixels, axis=1)
+    reproj[np.isnan(reproj)] = np.inf  # behind the camera
     ok = depth > 0
-    return {"err3d": np.linalg.norm(world - truth, axis=1)[ok], "ratio": cam[ok, 2] / depth[ok],
+    return {"err3d": np.linalg.norm(world - truth, axis=1)[ok], "ratio": z[ok] / depth[ok],
             "reproj": reproj[ok]}
 
 
