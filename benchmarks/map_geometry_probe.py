@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 1 2 3 --method aceg --preset fast
     .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 1 --method ace --preset fast
     .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --depth      # RGB-D mapping
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --triangulate  # RGB, triangulated depth
     .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --iterations 1200
 
 Maps each synthetic scene (``aceg synth`` layout; indices in sorted order) from its
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's")
     parser.add_argument("--depth", action="store_true", help="map with depth supervision (RGB-D)")
+    parser.add_argument("--triangulate", action="store_true",
+                        help="map with depth triangulated between the mapping images (RGB only)")
     parser.add_argument("--regressor", default=None, help="ACE-G regressor file (default: shipped)")
     args = parser.parse_args()
 
@@ -101,11 +104,13 @@ def main() -> None:
             t = time.perf_counter()
             result = map_scene(data.mapping, Path(tmp) / "scene.map", method=args.method,
                                preset=args.preset, iterations=args.iterations,
-                               use_depth=args.depth, progress=False,
+                               use_depth=args.depth, triangulate=args.triangulate, progress=False,
                                regressor=args.regressor if args.method == "aceg" else None)
             seconds = time.perf_counter() - t
             loc = Localizer(result.path, regressor=args.regressor if args.method == "aceg" else None)
             row = {"mapping_s": round(seconds, 1), "train_median_px": result.stats.get("median_px")}
+            if args.triangulate:
+                row["triangulated"] = result.stats.get("triangulated")
             for split, frames in splits.items():
                 geometry = [frame_geometry(loc, f) for f in frames]
                 errors = []

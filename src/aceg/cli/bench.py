@@ -32,7 +32,9 @@ HELD_OUT_SEED = 900_001  # pre-training uses seeds below 900000
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--methods", nargs="+", choices=bm.METHODS, default=list(bm.METHODS))
+    parser.add_argument("--methods", nargs="+", choices=bm.METHODS, default=list(bm.DEFAULT_METHODS),
+                        help="methods to compare (default: %(default)s); the '-tri' variants add "
+                             "depth triangulated between the mapping images (aceg map --triangulate)")
     parser.add_argument("--synthetic", metavar="DIR", help="existing `aceg synth` output to use")
     parser.add_argument("--synthetic-scenes", type=int, default=8, help="held-out scenes to generate (default: %(default)s)")
     parser.add_argument("--synthetic-seed", type=int, default=HELD_OUT_SEED, help="seed of the held-out scenes (default: %(default)s)")

@@ -36,6 +36,11 @@ def add_arguments(parser) -> None:
                         help="speed/accuracy trade-off (default: default)")
     parser.add_argument("--depth", action="store_true",
                         help="add depth supervision (every frame needs a depth map)")
+    parser.add_argument("--triangulate", action="store_true",
+                        help="RGB only: add depth supervision from XFeat keypoints matched between "
+                             "neighbouring mapping images and triangulated with their known poses "
+                             "(fixes the depth along the rays that reprojection alone leaves loose; "
+                             "adds about a second per image on 2 CPU cores)")
     parser.add_argument("--regressor", metavar="PATH", default=None,
                         help="ACE-G regressor checkpoint (.safetensors); default: shipped weights")
     parser.add_argument("--encoder", default=None,
@@ -83,7 +88,7 @@ def run(args) -> int:
         warnings.simplefilter("always")
         result = map_scene(
             scene, args.out, method=args.method, preset=args.preset, regressor=args.regressor,
-            use_depth=args.depth, encoder=args.encoder, short_side=args.short_side,
+            use_depth=args.depth, triangulate=args.triangulate, encoder=args.encoder, short_side=args.short_side,
             iterations=args.iterations, batch_size=args.batch_size, seed=args.seed,
             code_init=args.code_init,
         )
@@ -100,4 +105,8 @@ def run(args) -> int:
     print(f"training: loss {s.get('loss', float('nan')):.3g}, "
           f"{100 * s.get('in10', 0):.0f}% of patches within 10 px, "
           f"median reprojection error {s.get('median_px', float('nan')):.1f} px")
+    if "triangulated" in s:
+        t = s["triangulated"]
+        print(f"triangulation: {t['points']} keypoints with a 3-D point, depth for {t['cells']:.0f}% "
+              f"of the patch cells ({t['seconds']:.0f} s)")
     return 0

@@ -37,8 +37,14 @@ from aceg.errors import AcegError
 from aceg.evaluation.metrics import AccuracyTable, accuracy_table, pose_errors
 from aceg.io import atomic_write_text
 
-METHODS = ("aceg", "ace", "feature-matching")
-METHOD_LABELS = {"aceg": "ACE-G", "ace": "ACE", "feature-matching": "Feature matching"}
+METHODS = ("aceg", "aceg-tri", "ace", "ace-tri", "feature-matching")
+#: What ``aceg bench`` runs unless told otherwise.
+DEFAULT_METHODS = ("aceg", "ace", "feature-matching")
+METHOD_LABELS = {"aceg": "ACE-G", "aceg-tri": "ACE-G + triangulated depth", "ace": "ACE",
+                 "ace-tri": "ACE + triangulated depth", "feature-matching": "Feature matching"}
+#: Methods that map with :func:`aceg.mapping.mapper.map_scene`: (its method, ``triangulate``).
+SCR_METHODS = {"aceg": ("aceg", False), "aceg-tri": ("aceg", True), "ace": ("ace", False),
+               "ace-tri": ("ace", True)}
 SYNTHETIC_SPLITS = ("query_same", "query_light", "query_view", "query_moved")
 REAL_SETS = ("strecha/fountain-P11", "strecha/castle-P30", "middlebury/templeRing")
 MARK_START = "<!-- aceg-bench:start -->"
@@ -159,8 +165,11 @@ def _mapper_and_localizer(method: str, settings: dict):
     from aceg.mapping.mapper import map_scene
     from aceg.model.regressor import CODE_INITS
 
+    method, triangulate = SCR_METHODS[method]
+
     def build(scene, path):
-        map_scene(scene, path, method=method, preset=settings.get("preset", "default"),
+        map_scene(scene, path, method=method, triangulate=triangulate,
+                  preset=settings.get("preset", "default"),
                   regressor=settings.get("regressor"), short_side=settings.get("short_side", 480),
                   progress=False, iterations=settings.get("iterations"),
                   lr_max=settings.get("lr_max"), batch_size=settings.get("batch_size"),
@@ -263,7 +272,8 @@ def markdown(summaries: list[SplitSummary], command: str, machine: str, seconds:
                 f"{s.mapping_seconds_median:.1f} | {s.query_ms_median:.0f} / {s.query_ms_p90:.0f} | "
                 f"{_size(s.map_bytes_median)} | {s.peak_memory_mb_max:.0f} |")
         lines.append("")
-        lines += comparison_lines(rows)
+        for reference in ("aceg", "aceg-tri"):
+            lines += comparison_lines(rows, reference)
         if runs and kind == "real":
             lines += per_dataset_lines(runs, kind)
     lines.append(MARK_END)
@@ -271,15 +281,17 @@ def markdown(summaries: list[SplitSummary], command: str, machine: str, seconds:
 
 
 def comparison_lines(rows: list[SplitSummary], reference: str = "aceg") -> list[str]:
-    """ACE-G against each other method in one split table: the difference in points of % within
-    10 cm / 10 deg (positive: ACE-G better) and the ratios of mapping time, median query time
-    and map size (other method / ACE-G, measured in the same run)."""
+    """An ACE-G variant (``reference``) against each method that is not ACE-G, in one split
+    table: the difference in points of % within 10 cm / 10 deg (positive: ACE-G better) and
+    the ratios of mapping time, median query time and map size (other method / ACE-G,
+    measured in the same run)."""
     ref = {s.split: s for s in rows if s.method == reference}
-    others = [s for s in rows if s.method != reference and s.split in ref]
+    others = [s for s in rows if SCR_METHODS.get(s.method, ("",))[0] != "aceg" and s.split in ref]
     if not others:
         return []
-    out = [f"ACE-G compared with each baseline (points: {METHOD_LABELS[reference]} minus the baseline "
-           "at 10cm/10deg; ratios: the baseline divided by ACE-G):", "",
+    label = METHOD_LABELS[reference]
+    out = [f"{label} compared with each baseline (points: {label} minus the baseline "
+           f"at 10cm/10deg; ratios: the baseline divided by {label}):", "",
            "| split | baseline | points at 10cm/10deg | mapping time ratio | query time ratio | map size ratio |",
            "|---|---|---|---|---|---|"]
     for s in others:

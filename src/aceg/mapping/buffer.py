@@ -128,6 +128,7 @@ def build_buffer(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     centre: np.ndarray | None = None,
+    depth_maps: list[np.ndarray] | None = None,
 ) -> TrainingBuffer:
     """Encode the posed frames of ``scene`` into a :class:`TrainingBuffer`.
 
@@ -138,7 +139,13 @@ def build_buffer(
         use_depth: also store depth-derived targets (frames must have depth).
         progress: called with 1 after each image.
         centre: scene centre to use (default: mean camera position).
+        depth_maps: one (H, W) depth map (metres, 0 = unknown) per frame in the prepared
+            image's pixels, used instead of the frames' depth files (e.g. the sparse maps
+            of :func:`aceg.mapping.triangulation.triangulated_depth_maps`); implies targets.
     """
+    if depth_maps is not None and len(depth_maps) != len(scene.frames):
+        raise ValueError(f"{len(depth_maps)} depth maps for {len(scene.frames)} frames")
+    with_targets = use_depth or depth_maps is not None
     rng = np.random.default_rng(seed)
     centre = scene_centre(scene) if centre is None else np.asarray(centre, dtype=np.float64)
     if augment is None:
@@ -149,7 +156,8 @@ def build_buffer(
     s = encoder.stride
     for fi, frame in enumerate(scene.frames):
         prep = prepare_image(frame.image_path, frame.intrinsics, short_side, multiple_of=s,
-                             depth_path=frame.depth_path if use_depth else None)
+                             depth_path=frame.depth_path if use_depth and depth_maps is None else None)
+        depth = depth_maps[fi] if depth_maps is not None else prep.depth
         h, w = prep.rgb.shape[:2]
         if fi == 0:
             size = (w, h)
@@ -179,8 +187,8 @@ def build_buffer(
             feats.append(flat[torch.from_numpy(idx)].half())
             pix.append(src[idx].astype(np.float32))
             frames.append(np.full(idx.size, fi, dtype=np.int64))
-            if use_depth:
-                t, v = _depth_targets(prep.depth, src[idx], K, c2w)
+            if with_targets:
+                t, v = _depth_targets(depth, src[idx], K, c2w)
                 targets.append(t)
                 tvalid.append(v)
         if progress is not None:
@@ -193,8 +201,8 @@ def build_buffer(
         world_to_cam=torch.from_numpy(np.stack(w2cs)).float(),
         centre=centre,
         image_size=size,
-        target=torch.from_numpy(np.concatenate(targets)) if use_depth else None,
-        target_valid=torch.from_numpy(np.concatenate(tvalid)) if use_depth else None,
+        target=torch.from_numpy(np.concatenate(targets)) if with_targets else None,
+        target_valid=torch.from_numpy(np.concatenate(tvalid)) if with_targets else None,
     )
 
 

@@ -9,7 +9,8 @@ with ACE's tanh-clamped reprojection loss and its shrinking threshold.
 Both: features computed once into a :class:`TrainingBuffer` (augmented passes), then
 ``iterations`` steps of AdamW with a one-cycle schedule on random batches of patches;
 invalid predictions are pulled toward a constant-depth target; ``use_depth`` adds depth
-supervision. Coordinates are relative to the scene centre (mean mapping camera position),
+supervision from the frames' depth maps, ``triangulate`` from keypoints triangulated
+between the posed mapping images (:mod:`aceg.mapping.triangulation`; RGB only). Coordinates are relative to the scene centre (mean mapping camera position),
 which is stored in the map.
 """
 
@@ -29,6 +30,7 @@ from aceg.errors import AcegError
 from aceg.mapping.buffer import DEFAULT_AUGMENT, AugmentConfig, TrainingBuffer, build_buffer
 from aceg.mapping.losses import DEFAULT_LOSS, LossConfig, batch_loss
 from aceg.mapping.schedule import one_cycle_adamw
+from aceg.mapping.triangulation import triangulated_depth_maps
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
 from aceg.model.map_file import MapData, resolve_regressor, save_map
@@ -86,7 +88,8 @@ class MapResult:
         frames: mapping images; patches: buffer size; iterations: steps run.
         file_size: bytes of the map file.
         seconds: wall time per phase ("buffer", "train", "total").
-        stats: final training statistics (loss, % valid, % within 10 px on the last batches).
+        stats: final training statistics (loss, % valid, % within 10 px on the last batches;
+            with ``triangulate``, "triangulated": points, % of patch cells with a depth, seconds).
         regressor: identity of the regressor (ACE-G), source describes where it came from.
     """
 
@@ -129,6 +132,7 @@ def map_scene(
     preset: str = "default",
     regressor=None,
     use_depth: bool = False,
+    triangulate: bool = False,
     encoder: str | None = None,
     short_side: int | None = DEFAULT_SHORT_SIDE,
     iterations: int | None = None,
@@ -154,6 +158,8 @@ def map_scene(
         regressor: ACE-G regressor: None (shipped weights or a seeded random init, with a
             warning), a checkpoint path, or a model.
         use_depth: add depth supervision (every frame needs a depth map).
+        triangulate: add depth supervision from keypoints triangulated between the mapping
+            images with their known poses (RGB only; not with ``use_depth``).
         encoder: encoder name (default: the regressor's for ACE-G, "xfeat" for ACE).
         short_side: working short side of the images in pixels, never above the smallest
             image's own short side (upsampling adds patches, not information); None: the
@@ -169,6 +175,8 @@ def map_scene(
         raise AcegError(f"unknown code_init {code_init!r}; choose one of {', '.join(CODE_INITS)}")
     if preset not in PRESETS[method]:
         raise AcegError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS[method])}")
+    if use_depth and triangulate:
+        raise AcegError("choose one source of depth: the depth maps (--depth) or triangulation (--triangulate)")
     check_mapping_scene(scene, use_depth)
     short_side = scene.working_short_side(short_side)
     p = PRESETS[method][preset]
@@ -191,10 +199,18 @@ def map_scene(
         raise AcegError(f"regressor ({reg.source}) expects {reg.model.config.feature_dim}-d "
                         f"features but encoder {enc.name!r} gives {enc.feature_dim}")
 
+    depth_maps, geometry = None, {}
+    if triangulate:
+        depth_maps, geometry = triangulated_depth_maps(scene, short_side, enc.stride, progress=progress)
+        if geometry["points"] == 0:
+            raise AcegError(f"scene {scene.name!r}: no keypoint could be triangulated between the "
+                            "mapping images (too few, too little texture or parallax); map without "
+                            "--triangulate")
     bar = tqdm(total=len(scene), desc="encoding", unit="img", disable=not progress, leave=False)
     buffer = build_buffer(scene, enc, short_side, p.passes, p.patches_per_pass, augment,
-                          use_depth, seed, progress=bar.update)
+                          use_depth, seed, progress=bar.update, depth_maps=depth_maps)
     bar.close()
+    use_depth = use_depth or triangulate
     if len(buffer) == 0:
         raise AcegError(f"scene {scene.name!r}: no usable patches (images too small?)")
     t_buffer = time.perf_counter() - t0
@@ -228,6 +244,8 @@ def map_scene(
 
     stats = train_loop(predict, params, buffer, p, kind, loss_config, use_depth, gen, progress,
                        device, desc=f"mapping ({method})")
+    if triangulate:
+        stats["triangulated"] = geometry
     t_train = time.perf_counter() - t0 - t_buffer
 
     data = MapData(
