@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aceg.cli.main import main
 from aceg.errors import AcegError
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import map_scene
@@ -57,3 +58,18 @@ def test_mapping_with_triangulated_depth(tmp_path):
     assert tri["points"] > 100 and tri["cells"] > 5
     with pytest.raises(AcegError, match="choose one source of depth"):
         map_scene(scene, tmp_path / "x.map", method="ace", use_depth=True, triangulate=True)
+
+
+def test_cli_map_triangulate(tmp_path, capsys):
+    """`aceg map --triangulate` reports what it triangulated; with --depth it is refused."""
+    from aceg.data.synthetic import generate_scene
+
+    generate_scene(tmp_path / "room", 7, frames_mapping=8, frames_query=0, height=96, width=128,
+                   splits=("mapping",), contact_sheet=False)
+    args = ["map", str(tmp_path / "room" / "mapping"), str(tmp_path / "m.map"), "--method", "ace",
+            "--preset", "fast", "--iterations", "5", "--batch-size", "256", "--triangulate"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "triangulation:" in out and "keypoints with a 3-D point" in out
+    assert main(args + ["--depth"]) != 0
+    assert "choose one source of depth" in capsys.readouterr().err
