@@ -1,6 +1,7 @@
 """Speed and size of the core pipeline on 2 CPU threads.
 
     .venv/bin/python benchmarks/core_speed.py [--images 200] [--queries 20] [--skip-mapping]
+    .venv/bin/python benchmarks/core_speed.py --skip-query --images 200 --triangulate
 
 Prints:
 * query time per 480x640 image: prepare, encoder, ACE-G regressor (default
@@ -8,7 +9,8 @@ Prints:
   of a synthetic scene, so RANSAC sees a realistic inlier ratio), and the ACE-G total
   (prepare + encode + regressor + RANSAC);
 * ACE-G mapping with the default preset on an N-image synthetic scene at short side 480:
-  wall time, peak memory (max RSS) and map file size.
+  wall time, peak memory (max RSS) and map file size (``--triangulate``: with depth
+  triangulated between the mapping images, and the time that takes).
 
 The synthetic scene is a textured wall + floor rendered with exact homographies
 (``tests/planar_scenes.py``); the ACE-G regressor is the shipped default model (its cost
@@ -87,16 +89,21 @@ def query_speed(root: Path, n_queries: int) -> None:
     print(f"  ACE-G total            {ms(t_total)}  (prepare + encoder + regressor + RANSAC)")
 
 
-def mapping_speed(root: Path, n_images: int) -> None:
+def mapping_speed(root: Path, n_images: int, triangulate: bool = False) -> None:
     scene = corner_scene(root / "m", n=n_images, size=(640, 480), seed=7)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        result = map_scene(scene, root / "m.map", method="aceg", preset="default", progress=False)
+        result = map_scene(scene, root / "m.map", method="aceg", preset="default", progress=False,
+                           triangulate=triangulate)
         wall = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"ACE-G mapping, default preset, {n_images} images 640x480 at short side 480:")
+    how = ", triangulated depth" if triangulate else ""
+    print(f"ACE-G mapping, default preset{how}, {n_images} images 640x480 at short side 480:")
+    if triangulate:
+        t = result.stats["triangulated"]
+        print(f"  triangulation {t['seconds']:.1f} s ({t['points']} points, {t['cells']:.0f}% of patch cells)")
     print(f"  wall {wall:.1f} s (buffer {result.seconds['buffer']:.1f} s, train "
           f"{result.seconds['train']:.1f} s, {result.iterations} it, {result.patches} patches)")
     print(f"  peak memory (max RSS of the process) {rss:.0f} MiB (before mapping {rss0:.0f} MiB)")
@@ -110,6 +117,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-mapping", action="store_true")
     ap.add_argument("--skip-query", action="store_true")
+    ap.add_argument("--triangulate", action="store_true", help="map with aceg map --triangulate")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -117,7 +125,7 @@ def main() -> None:
         if not args.skip_query:
             query_speed(Path(tmp), args.queries)
         if not args.skip_mapping:
-            mapping_speed(Path(tmp), args.images)
+            mapping_speed(Path(tmp), args.images, args.triangulate)
 
 
 if __name__ == "__main__":
