@@ -58,6 +58,11 @@ def test_mapping_with_triangulated_depth(tmp_path):
     assert tri["points"] > 100 and tri["cells"] > 5
     with pytest.raises(AcegError, match="choose one source of depth"):
         map_scene(scene, tmp_path / "x.map", method="ace", use_depth=True, triangulate=True)
+    single = scene.subset([0])  # no second view: nothing to triangulate
+    with pytest.raises(AcegError, match="no keypoint could be triangulated"):
+        map_scene(single, tmp_path / "y.map", method="ace", triangulate=True, short_side=120,
+                  progress=False)
+    assert not (tmp_path / "x.map").exists() and not (tmp_path / "y.map").exists()
 
 
 def test_cli_map_triangulate(tmp_path, capsys):

@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
                         help="RGB only: add depth supervision from XFeat keypoints matched between "
                              "neighbouring mapping images and triangulated with their known poses "
                              "(fixes the depth along the rays that reprojection alone leaves loose; "
-                             "adds about a second per image on 2 CPU cores)")
+                             "adds about 0.3 s per image on 2 CPU cores)")
     parser.add_argument("--regressor", metavar="PATH", default=None,
                         help="ACE-G regressor checkpoint (.safetensors); default: shipped weights")
     parser.add_argument("--encoder", default=None,
@@ -88,9 +88,9 @@ def run(args) -> int:
         warnings.simplefilter("always")
         result = map_scene(
             scene, args.out, method=args.method, preset=args.preset, regressor=args.regressor,
-            use_depth=args.depth, triangulate=args.triangulate, encoder=args.encoder, short_side=args.short_side,
-            iterations=args.iterations, batch_size=args.batch_size, seed=args.seed,
-            code_init=args.code_init,
+            use_depth=args.depth, triangulate=args.triangulate, encoder=args.encoder,
+            short_side=args.short_side, iterations=args.iterations, batch_size=args.batch_size,
+            seed=args.seed, code_init=args.code_init,
         )
     for w in caught:
         print(f"aceg: warning: {w.message}")

@@ -10,8 +10,9 @@ Both: features computed once into a :class:`TrainingBuffer` (augmented passes), 
 ``iterations`` steps of AdamW with a one-cycle schedule on random batches of patches;
 invalid predictions are pulled toward a constant-depth target; ``use_depth`` adds depth
 supervision from the frames' depth maps, ``triangulate`` from keypoints triangulated
-between the posed mapping images (:mod:`aceg.mapping.triangulation`; RGB only). Coordinates are relative to the scene centre (mean mapping camera position),
-which is stored in the map.
+between the posed mapping images (:mod:`aceg.mapping.triangulation`; RGB only).
+Coordinates are relative to the scene centre (mean mapping camera position), which is
+stored in the map.
 """
 
 from __future__ import annotations
