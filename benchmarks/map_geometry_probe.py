@@ -32,6 +32,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from aceg.data.images import prepare_image
 from aceg.evaluation.benchmark import synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table, pose_errors
 from aceg.localization.localizer import Localizer
+from aceg.mapping.buffer import DEFAULT_AUGMENT
 from aceg.mapping.mapper import map_scene
 
 SPLITS = ("mapping_views", "query_same", "query_light")
@@ -90,6 +92,9 @@ def main() -> None:
     parser.add_argument("--depth", action="store_true", help="map with depth supervision (RGB-D)")
     parser.add_argument("--triangulate", action="store_true",
                         help="map with depth triangulated between the mapping images (RGB only)")
+    parser.add_argument("--relight", type=float, default=0.0,
+                        help="relighting strength of the augmented passes (AugmentConfig.relight)")
+    parser.add_argument("--passes", type=int, default=None, help="override the preset's")
     parser.add_argument("--regressor", default=None, help="ACE-G regressor file (default: shipped)")
     args = parser.parse_args()
 
@@ -105,6 +110,8 @@ def main() -> None:
             result = map_scene(data.mapping, Path(tmp) / "scene.map", method=args.method,
                                preset=args.preset, iterations=args.iterations,
                                use_depth=args.depth, triangulate=args.triangulate, progress=False,
+                               passes=args.passes,
+                               augment=replace(DEFAULT_AUGMENT, relight=args.relight),
                                regressor=args.regressor if args.method == "aceg" else None)
             seconds = time.perf_counter() - t
             loc = Localizer(result.path, regressor=args.regressor if args.method == "aceg" else None)

@@ -14,7 +14,7 @@ from aceg.data.scene import Frame, Scene
 from aceg.errors import AcegError
 from aceg.evaluation.metrics import pose_errors
 from aceg.localization.localizer import Localizer
-from aceg.mapping.buffer import AugmentConfig, _augment, _depth_targets, build_buffer
+from aceg.mapping.buffer import AugmentConfig, _augment, _depth_targets, build_buffer, relight
 from aceg.mapping.losses import (
     LossConfig,
     PatchBatch,
@@ -248,3 +248,21 @@ def test_aceg_machinery_pretrain_map_localize(tmp_path, code_form):
         with pytest.raises(AcegError, match="made with regressor"):
             Localizer(tmp_path / "g.map")
     assert math.isfinite(result.seconds["total"])
+
+
+def test_relight_changes_shading_smoothly():
+    """Relighting multiplies linear light by a smooth gain field: the image keeps its
+    structure (the gain between neighbouring pixels hardly changes), the gain varies across
+    the image, and strength 0 leaves the image to the other augmentations."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.6, (48, 64, 3)).astype(np.float32)  # stays unclipped under the gains
+    cfg = AugmentConfig(relight=0.4)
+    y = relight(x, np.random.default_rng(1), cfg)
+    assert y.shape == x.shape and y.dtype == np.float32 and 0 <= y.min() and y.max() <= 1
+    gain = np.log(y[..., 0] ** 2.2 / x[..., 0] ** 2.2)  # per-pixel log gain of one channel
+    assert np.abs(np.diff(gain, axis=1)).max() < 0.1  # smooth between neighbours
+    assert gain.max() - gain.min() > 0.2  # but not uniform: shading changes across the image
+    img = (x * 255).astype(np.uint8)
+    plain = _augment(img, np.random.default_rng(2), AugmentConfig(rotation_deg=0, scale_min=1, scale_max=1,
+                                                                  brightness=0, contrast=0, gamma=0))[0]
+    assert np.abs(plain.astype(int) - img).max() <= 1  # no relighting unless asked for

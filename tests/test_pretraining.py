@@ -288,3 +288,53 @@ def test_query_mapping_loss_3d(scenes: Path, tmp_path: Path):
                               steps=2, checkpoint_every=2), progress=False)
     with pytest.raises(AcegError, match="query_mapping_loss"):
         other.load_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def textured_scene(tmp_path_factory) -> Path:
+    """One synthetic room large enough for keypoints to triangulate between its views."""
+    root = tmp_path_factory.mktemp("pretrain-tri")
+    generate_scene(root / "scene_0", 100, frames_mapping=8, frames_query=2, height=96, width=128,
+                   splits=("mapping", "query_light"), contact_sheet=False)
+    return root
+
+
+def test_pool_codes_fit_triangulated_depth(textured_scene: Path, tmp_path: Path, monkeypatch):
+    """pool_depth="triangulated": depth-using pool codes fit sparse depth triangulated
+    between the mapping images (as aceg map --triangulate), computed once and cached beside
+    the features; it agrees with the rendered depth where both exist."""
+    from aceg.errors import AcegError
+    from aceg.pretraining import feature_store
+    from aceg.pretraining.feature_store import MAPPING_SPLIT, sample_patches
+
+    torch.set_num_threads(1)
+    cfg = config(steps=2, checkpoint_every=2, scenes_per_step=1, pool_size=1, code_warmup=0,
+                 depth_fraction=1.0, pool_depth="triangulated")
+    run = Pretrainer([textured_scene], tmp_path / "run", cfg, progress=False)
+    split = run.scenes[0].splits[MAPPING_SPLIT]
+    tri, rendered = split.triangulated, split.targets
+    assert tri is not None and tri.shape == rendered.shape
+    known = torch.isfinite(tri).all(-1)
+    both = known & torch.isfinite(rendered).all(-1)
+    assert int(both.sum()) >= 5
+    assert float((tri - rendered).norm(dim=-1)[both].median()) < 0.25  # metres
+    assert float(known.float().mean()) < float(torch.isfinite(rendered).all(-1).float().mean())
+    g = torch.Generator().manual_seed(0)
+    batch = sample_patches(split, 4096, g, run.stride, triangulated=True)
+    assert 0 < float(batch.target_valid.float().mean()) < 0.5 * float(torch.isfinite(rendered).all(-1).float().mean())
+    run.run()
+    assert all(math.isfinite(r["mapping_loss"]) for r in run.log_rows)
+    assert len(list((tmp_path / "run" / "features").glob("*.triangulated.safetensors"))) == 1
+
+    # the second run reads the cache instead of triangulating again
+    def fail(*args, **kwargs):
+        raise AssertionError("triangulated again")
+
+    monkeypatch.setattr(feature_store, "triangulated_targets", fail)
+    again = Pretrainer([textured_scene], tmp_path / "run", cfg, progress=False)
+    assert torch.equal(torch.nan_to_num(again.scenes[0].splits[MAPPING_SPLIT].triangulated),
+                       torch.nan_to_num(tri))
+    with pytest.raises(AcegError, match="pool_depth"):
+        config(pool_depth="lidar")
+    with pytest.raises(ValueError, match="no triangulated targets"):
+        sample_patches(run.scenes[0].splits["query_light"], 8, g, run.stride, triangulated=True)

@@ -59,6 +59,10 @@ def add_arguments(parser) -> None:
                               "at mapping time) or 3d (3-D error against depth: the transformer "
                               "learns to give codes fitted by reprojection correct geometry)",
         "depth_fraction": "fraction of codes mapped with depth supervision",
+        "pool_depth": "the depth those codes fit to: rendered (the scenes' depth maps) or "
+                      "triangulated (sparse depth triangulated between the mapping images with "
+                      "their poses, RGB only, as aceg map --triangulate; computed once per scene "
+                      "and cached beside the features)",
         "short_side": "working short side in pixels (default: the images' own size)",
         "seed": "random seed",
         "checkpoint_every": "steps between checkpoints",

@@ -42,6 +42,15 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     gamma: float = 0.3
+    #: Relighting (0 = off): standard deviation of a smooth random log-gain field applied
+    #: in linear light (a coarse grid of ``relight_grid`` (rows, cols) Gaussian log gains,
+    #: upsampled bicubically), times a global exposure gain drawn log-uniformly from
+    #: ``relight_exposure``. It imitates moved, dimmed or re-coloured lights, which change
+    #: shading smoothly across the image, where brightness / contrast / gamma change it
+    #: uniformly.
+    relight: float = 0.0
+    relight_grid: tuple[int, int] = (3, 4)
+    relight_exposure: tuple[float, float] = (0.5, 1.25)
 
 
 #: Augmentation used unless told otherwise.
@@ -109,12 +118,33 @@ def _augment(rgb: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> t
     A = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, scale)
     out = cv2.warpAffine(rgb, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     x = out.astype(np.float32) / 255.0
+    if cfg.relight > 0:
+        x = relight(x, rng, cfg)
     gamma = math.exp(rng.uniform(-cfg.gamma, cfg.gamma))
     contrast = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
     brightness = rng.uniform(-cfg.brightness, cfg.brightness)
     x = np.clip(x, 0, 1) ** gamma
     x = (x - 0.5) * contrast + 0.5 + brightness
     return (np.clip(x, 0, 1) * 255.0 + 0.5).astype(np.uint8), A
+
+
+def relight(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """``x`` (H, W, 3) float32 sRGB in [0, 1] under a random smooth change of lighting.
+
+    Works in linear light (sRGB approximated by gamma 2.2): multiplies by a global exposure
+    gain and by ``exp`` of a smooth log-gain field (see :class:`AugmentConfig`), each colour
+    channel with a small extra tint (a tenth of the field's strength).
+    """
+    h, w = x.shape[:2]
+    rows, cols = cfg.relight_grid
+    coarse = rng.normal(0.0, cfg.relight, (rows, cols)).astype(np.float32)
+    field = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    lo, hi = cfg.relight_exposure
+    log_gain = field + math.log(lo) + rng.uniform(0.0, math.log(hi / lo))
+    tint = rng.normal(0.0, cfg.relight / 10.0, 3).astype(np.float32)
+    linear = np.clip(x, 0.0, 1.0) ** 2.2
+    linear = linear * np.exp(log_gain[..., None] + tint)
+    return np.clip(linear, 0.0, 1.0) ** (1.0 / 2.2)
 
 
 def build_buffer(

@@ -11,6 +11,13 @@ kept as one safetensors file (``<cache>/<scene>.safetensors``) holding, per spli
 * ``<split>.K`` (F, 3, 3) float32: intrinsics of the prepared image (pixels);
 * ``scene_centre`` (3,) float64: mean mapping camera position, world frame.
 
+With triangulated pool depth (``aceg pretrain --pool-depth triangulated``) a second file,
+``<cache>/<scene>.triangulated.safetensors``, holds ``mapping.triangulated`` (F, h, w, 3)
+float32: the same kind of targets as ``mapping.targets``, but from the sparse depth that
+:func:`aceg.mapping.triangulation.triangulated_depth_maps` triangulates between the mapping
+images with their poses (RGB only, as ``aceg map --triangulate`` sees a scene); NaN where no
+keypoint triangulated in the patch cell.
+
 Patch centres follow :func:`aceg.model.encoder.patch_centres` (pixel centres at integer
 coordinates, :mod:`aceg.data.camera`).
 
@@ -88,6 +95,7 @@ class SplitFeatures:
     targets: torch.Tensor
     world_to_cam: torch.Tensor
     K: torch.Tensor
+    triangulated: torch.Tensor | None = None  # mapping split only, when loaded (module docstring)
 
     @property
     def frames(self) -> int:
@@ -202,19 +210,81 @@ def cached_scene_features(root: Path, cache_dir: Path, encoder: Encoder,
     return sf
 
 
+def triangulated_targets(root: Path, sf: SceneFeatures, short_side: int | None = None,
+                         progress: bool = False) -> torch.Tensor:
+    """(F, h, w, 3) centred-world targets of the mapping split from triangulated depth.
+
+    The mapping images of the scene at ``root`` are matched and triangulated with their poses
+    (:func:`aceg.mapping.triangulation.triangulated_depth_maps`, as ``aceg map
+    --triangulate``), at the working size the features were encoded at; a patch cell with
+    triangulated keypoints gets their median depth along its own centre ray, others NaN.
+    """
+    from aceg.mapping.triangulation import triangulated_depth_maps  # matcher: only when asked
+
+    scene = scene_splits(Path(root))[MAPPING_SPLIT]
+    split = sf.splits[MAPPING_SPLIT]
+    if len(scene.frames) != split.frames:
+        raise AcegError(f"{root}: {len(scene.frames)} mapping images but {split.frames} frames "
+                        "of features: delete the feature cache and run again")
+    maps, _ = triangulated_depth_maps(scene, scene.working_short_side(short_side), sf.stride,
+                                      progress=progress)
+    rows, cols = split.grid
+    out = []
+    for frame, depth in zip(scene.frames, maps, strict=True):
+        if depth.shape[0] < rows * sf.stride or depth.shape[1] < cols * sf.stride:
+            raise AcegError(f"{frame.image_path}: image size differs from the other mapping "
+                            "images; triangulated pool depth needs one size per scene")
+        c2w = frame.cam_to_world.copy()
+        c2w[:3, 3] -= sf.scene_centre
+        K = split.K[len(out)].double().numpy()
+        out.append(torch.from_numpy(_depth_targets(depth, rows, cols, sf.stride, K, c2w)))
+    return torch.stack(out)
+
+
+def cached_triangulated_targets(root: Path, cache_dir: Path, sf: SceneFeatures, encoder_name: str,
+                                short_side: int | None = None) -> None:
+    """Attach triangulated mapping targets to ``sf`` (``splits["mapping"].triangulated``),
+    read from ``cache_dir`` or computed (:func:`triangulated_targets`) and stored."""
+    safe_name = "_".join(Path(root).resolve().parts[-2:]).replace("/", "_")
+    path = Path(cache_dir) / f"{safe_name}.triangulated.safetensors"
+    split = sf.splits[MAPPING_SPLIT]
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {})["aceg_triangulated"])
+                targets = fh.get_tensor(f"{MAPPING_SPLIT}.triangulated")
+        except Exception as exc:
+            raise file_error(path, f"cannot read triangulated targets ({exc.__class__.__name__}: "
+                             f"{exc})") from None
+        if meta.get("encoder") != encoder_name or tuple(targets.shape[:3]) != tuple(split.features.shape[:3]):
+            raise file_error(path, "triangulated targets do not match the scene's features: delete "
+                             "the file and run again")
+    else:
+        targets = triangulated_targets(root, sf, short_side)
+        meta = {"version": STORE_VERSION, "encoder": encoder_name, "scene": sf.name}
+        with atomic_path(path) as tmp:
+            save_file({f"{MAPPING_SPLIT}.triangulated": targets.contiguous()}, str(tmp),
+                      metadata={"aceg_triangulated": json.dumps(meta)})
+    split.triangulated = targets
+
+
 def sample_patches(split: SplitFeatures, count: int, generator: torch.Generator,
-                   stride: int) -> PatchBatch:
+                   stride: int, triangulated: bool = False) -> PatchBatch:
     """``count`` random patches (uniform over frames and positions) as a :class:`PatchBatch`.
 
-    ``target``/``target_valid`` carry the depth-derived coordinates (centred frame).
+    ``target``/``target_valid`` carry the depth-derived coordinates (centred frame); with
+    ``triangulated``, those of the split's triangulated depth instead (mapping split only,
+    :func:`cached_triangulated_targets` must have attached them).
     """
+    if triangulated and split.triangulated is None:
+        raise ValueError("this split has no triangulated targets")
     frames, rows, cols = split.features.shape[:3]
     f = torch.randint(frames, (count,), generator=generator)
     i = torch.randint(rows, (count,), generator=generator)
     j = torch.randint(cols, (count,), generator=generator)
     offset = (stride - 1) / 2.0
     pixels = torch.stack([j * stride + offset, i * stride + offset], 1).float()
-    target = split.targets[f, i, j]
+    target = (split.triangulated if triangulated else split.targets)[f, i, j]
     valid = torch.isfinite(target).all(1)
     return PatchBatch(
         features=split.features[f, i, j].float(),

@@ -67,6 +67,7 @@ from aceg.pretraining.feature_store import (
     MAPPING_SPLIT,
     SceneFeatures,
     cached_scene_features,
+    cached_triangulated_targets,
     find_scene_roots,
     sample_patches,
 )
@@ -79,6 +80,11 @@ CODE_LR_SCHEDULES = ("one_cycle", "constant")
 #: loss, 3-D NLL against the depth-derived coordinate: teach the transformer to turn a code
 #: fitted by reprojection alone into correct geometry along the rays).
 QUERY_MAPPING_LOSSES = ("mapping", "3d")
+#: Depth the mapping iterations of depth-using codes (``depth_fraction``) fit to:
+#: "rendered" (the scene's depth maps, dense) or "triangulated" (sparse depth triangulated
+#: between the mapping images with their poses, RGB only: what ``aceg map --triangulate``
+#: gives a map, so pool codes are fitted the way mapping fits them).
+POOL_DEPTHS = ("rendered", "triangulated")
 FINAL_NAME = "regressor.safetensors"
 
 
@@ -103,6 +109,7 @@ class PretrainConfig:
     query_mapping_loss: str = "mapping"  # how those patches are scored (QUERY_MAPPING_LOSSES)
     weight_decay: float = 0.01
     depth_fraction: float = 0.5  # fraction of codes whose mapping iterations use depth
+    pool_depth: str = POOL_DEPTHS[0]  # which depth those codes fit to (POOL_DEPTHS)
     short_side: int | None = None  # working short side; None keeps the images' size
     encoder: str = DEFAULT_ENCODER
     seed: int = 0
@@ -121,6 +128,8 @@ class PretrainConfig:
         if self.query_mapping_loss not in QUERY_MAPPING_LOSSES:
             raise AcegError(f"unknown query_mapping_loss {self.query_mapping_loss!r}; choose one of "
                             f"{', '.join(QUERY_MAPPING_LOSSES)}")
+        if self.pool_depth not in POOL_DEPTHS:
+            raise AcegError(f"unknown pool_depth {self.pool_depth!r}; choose one of {', '.join(POOL_DEPTHS)}")
         if self.code_init not in CODE_INITS:
             raise AcegError(f"unknown code_init {self.code_init!r}; choose one of {', '.join(CODE_INITS)}")
 
@@ -272,6 +281,10 @@ class Pretrainer:
             cached_scene_features(r, cache, encoder, config.short_side)
             for r in tqdm(mine, desc="encoding scenes", disable=not self.progress)
         ]
+        if config.pool_depth == "triangulated" and config.depth_fraction > 0:
+            for r, sf in zip(tqdm(mine, desc="triangulating scenes", disable=not self.progress),
+                             self.scenes, strict=True):
+                cached_triangulated_targets(r, cache, sf, encoder.name, config.short_side)
         if config.init:
             self.model = _warm_start(config, encoder.name)
         else:
@@ -330,8 +343,11 @@ class Pretrainer:
             group["lr"] = lr
 
         # 1. mapping iteration
+        triangulated = cfg.pool_depth == "triangulated"
         batches = [sample_patches(self.scenes[int(self.pool.scene[s])].splits[MAPPING_SPLIT],
-                                  per_scene, g, self.stride) for s in slots]
+                                  per_scene, g, self.stride,
+                                  triangulated=triangulated and bool(self.pool.use_depth[s]))
+                   for s in slots]
         codes = [self.pool.codes[s].clone().requires_grad_(True) for s in slots]
         update_regressor = self.step % cfg.regressor_every == 0
         net = self.forward if update_regressor else self._plain_forward
@@ -365,8 +381,11 @@ class Pretrainer:
             names = sf.query_splits
             name = names[int(torch.randint(len(names), (1,), generator=g))]
             q_batches.append(sample_patches(sf.splits[name], per_scene - n_map, g, self.stride))
-            m_batches.append(sample_patches(sf.splits[MAPPING_SPLIT], n_map, g, self.stride)
-                             if n_map else None)
+            # scored with the mapping loss, they fit the same depth as the mapping iteration;
+            # scored in 3-D ("3d"), the rendered depth is the ground truth
+            fit_tri = triangulated and cfg.query_mapping_loss == "mapping" and bool(self.pool.use_depth[s])
+            m_batches.append(sample_patches(sf.splits[MAPPING_SPLIT], n_map, g, self.stride,
+                                            triangulated=fit_tri) if n_map else None)
         q_codes = [self.pool.codes[s].detach() for s in slots]
         weights = [float(self.pool.steps[s] >= cfg.code_warmup) for s in slots]
         if self._warm_codes_anywhere(sum(weights)):

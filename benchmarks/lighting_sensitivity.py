@@ -1,0 +1,112 @@
+"""How much does a change of light alone cost a map's correspondences, patch by patch?
+
+    .venv/bin/python benchmarks/lighting_sensitivity.py /work/data/heldout 0 1 --method aceg
+    .venv/bin/python benchmarks/lighting_sensitivity.py /work/data/heldout 0 1 --method ace
+
+``aceg synth`` renders ``query_light`` from exactly the poses of ``query_same`` (lighting B
+instead of A), so every patch of a query_light image has a twin, the same pixel of the
+same view under the mapping light. For each scene (indices in sorted order) the probe maps
+``mapping/`` with the given method and preset, predicts a scene coordinate for every patch
+of both twins, and calls a patch *correct* when its prediction reprojects within 10 px of
+the patch centre under the ground-truth pose (what RANSAC-PnP needs). Patches are grouped
+by the cosine similarity of the encoder features of the two twins, and each group reports:
+
+* ``share``: % of all patches in the group;
+* ``same``: % correct under lighting A; ``light``: % correct under lighting B;
+* ``kept``: % of the patches correct under A that stay correct under B.
+
+``kept`` below 100 % where the features hardly change (cosine above 0.99) means the
+regressor, not the encoder, loses the correspondence: a map that is robust to light keeps
+nearly all of them there. The last line gives the same figures over all patches. The
+ceiling of any lighting-invariance fix is ``light == same``: query_light then localizes
+as query_same does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch.nn.functional as F
+
+from aceg.data.camera import project
+from aceg.data.images import prepare_image
+from aceg.evaluation.benchmark import synthetic_datasets
+from aceg.localization.localizer import Localizer
+from aceg.mapping.mapper import map_scene
+
+#: Upper edges of the feature-cosine groups (the last group takes the rest).
+COSINE_EDGES = (0.9, 0.95, 0.98, 0.99)
+CORRECT_PX = 10.0
+
+
+def twin_patches(loc: Localizer, frame_a, frame_b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per patch of a twin pair (same pose, lighting A / B): feature cosine (P,), and
+    correct under A (P,) bool, correct under B (P,) bool."""
+    feats, correct = [], []
+    for frame in (frame_a, frame_b):
+        prep = prepare_image(frame.image_path, frame.intrinsics, loc.data.short_side,
+                             loc.encoder.stride)
+        fmap = loc.encoder.encode(prep.rgb)[0]  # (C, h, w)
+        world, _ = loc.predict(fmap)
+        pixels = loc.encoder.centres(*fmap.shape[1:]).astype(np.float64)
+        reproj = np.linalg.norm(project(world, prep.intrinsics.K, frame.cam_to_world) - pixels, axis=1)
+        correct.append(np.nan_to_num(reproj, nan=np.inf) < CORRECT_PX)
+        feats.append(F.normalize(fmap.reshape(fmap.shape[0], -1), dim=0))
+    cosine = (feats[0] * feats[1]).sum(0).numpy()
+    return cosine, correct[0], correct[1]
+
+
+def group_table(cosine: np.ndarray, ok_a: np.ndarray, ok_b: np.ndarray) -> list[dict]:
+    edges = (-1.0, *COSINE_EDGES, 1.01)
+    rows = []
+    for lo, hi in [*zip(edges[:-1], edges[1:], strict=True), (-1.0, 1.01)]:
+        m = (cosine >= lo) & (cosine < hi)
+        label = "all" if (lo, hi) == (-1.0, 1.01) else f"cos < {hi:g}" if lo == -1.0 else \
+            f"cos >= {lo:g}" if hi > 1 else f"{lo:g} <= cos < {hi:g}"
+        rows.append({"group": label, "share": round(100 * m.mean(), 1),
+                     "same": round(100 * ok_a[m].mean(), 1) if m.any() else None,
+                     "light": round(100 * ok_b[m].mean(), 1) if m.any() else None,
+                     "kept": round(100 * ok_b[m & ok_a].mean(), 1) if (m & ok_a).any() else None})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="folder of synthetic scenes (aceg synth)")
+    parser.add_argument("scenes", type=int, nargs="+", help="scene indices in sorted order")
+    parser.add_argument("--method", choices=("aceg", "ace"), default="aceg")
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--regressor", default=None, help="ACE-G regressor file (default: shipped)")
+    args = parser.parse_args()
+    datasets = synthetic_datasets(args.root)
+    pooled: list[tuple[np.ndarray, ...]] = []
+    for index in args.scenes:
+        data = datasets[index]
+        same, light = data.queries["query_same"].frames, data.queries["query_light"].frames
+        if [f.name for f in same] != [f.name for f in light]:
+            raise SystemExit(f"{data.name}: query_same and query_light do not hold the same views")
+        regressor = args.regressor if args.method == "aceg" else None
+        with tempfile.TemporaryDirectory() as tmp:
+            result = map_scene(data.mapping, Path(tmp) / "scene.map", method=args.method,
+                               preset=args.preset, progress=False, regressor=regressor)
+            loc = Localizer(result.path, regressor=regressor)
+            pairs = [twin_patches(loc, a, b) for a, b in zip(same, light, strict=True)]
+        scene = tuple(np.concatenate(x) for x in zip(*pairs, strict=True))
+        pooled.append(scene)
+        print(f"{data.name} ({args.method}, {args.preset}): "
+              + json.dumps(group_table(*scene)[-1]), flush=True)
+    cosine, ok_a, ok_b = (np.concatenate(x) for x in zip(*pooled, strict=True))
+    print(f"\npooled over scenes {args.scenes}, {args.method}, {args.preset} preset, "
+          f"{len(cosine)} patch twins:")
+    print("| features A vs B | share | correct, lighting A | correct, lighting B | kept under B |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in group_table(cosine, ok_a, ok_b):
+        print(f"| {r['group']} | {r['share']} % | {r['same']} % | {r['light']} % | {r['kept']} % |")
+
+
+if __name__ == "__main__":
+    main()
