@@ -308,8 +308,9 @@ def test_pool_codes_fit_triangulated_depth(textured_scene: Path, tmp_path: Path,
     from aceg.pretraining.feature_store import MAPPING_SPLIT, sample_patches
 
     torch.set_num_threads(1)
-    cfg = config(steps=2, checkpoint_every=2, scenes_per_step=1, pool_size=1, code_warmup=0,
-                 depth_fraction=1.0, pool_depth="triangulated")
+    settings = dict(steps=2, checkpoint_every=2, scenes_per_step=1, pool_size=1, code_warmup=0,
+                    depth_fraction=1.0)
+    cfg = config(**settings, pool_depth="triangulated")
     run = Pretrainer([textured_scene], tmp_path / "run", cfg, progress=False)
     split = run.scenes[0].splits[MAPPING_SPLIT]
     tri, rendered = split.triangulated, split.targets
@@ -336,5 +337,10 @@ def test_pool_codes_fit_triangulated_depth(textured_scene: Path, tmp_path: Path,
                        torch.nan_to_num(tri))
     with pytest.raises(AcegError, match="pool_depth"):
         config(pool_depth="lidar")
+    # a checkpoint is resumed only with its own pool depth
+    rendered = Pretrainer([textured_scene], tmp_path / "run", config(**settings, pool_depth="rendered"),
+                          progress=False)
+    with pytest.raises(AcegError, match="pool_depth"):
+        rendered.load_checkpoint()
     with pytest.raises(ValueError, match="no triangulated targets"):
         sample_patches(run.scenes[0].splits["query_light"], 8, g, run.stride, triangulated=True)

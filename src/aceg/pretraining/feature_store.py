@@ -198,11 +198,15 @@ def load_scene_features(path: Path, encoder_name: str) -> SceneFeatures:
     return SceneFeatures(meta["scene"], centre, splits, int(meta["stride"]))
 
 
+def _cache_stem(root: Path) -> str:
+    """File name stem of a scene's cache files: its folder and the parent's."""
+    return "_".join(Path(root).resolve().parts[-2:]).replace("/", "_")
+
+
 def cached_scene_features(root: Path, cache_dir: Path, encoder: Encoder,
                           short_side: int | None = None) -> SceneFeatures:
     """Features of the scene at ``root``, read from ``cache_dir`` or computed and stored."""
-    safe_name = "_".join(Path(root).resolve().parts[-2:]).replace("/", "_")
-    path = Path(cache_dir) / f"{safe_name}.safetensors"
+    path = Path(cache_dir) / f"{_cache_stem(root)}.safetensors"
     if path.is_file():
         return load_scene_features(path, encoder.name)
     sf = build_scene_features(Path(root), encoder, short_side)
@@ -230,13 +234,13 @@ def triangulated_targets(root: Path, sf: SceneFeatures, short_side: int | None =
                                       progress=progress)
     rows, cols = split.grid
     out = []
-    for frame, depth in zip(scene.frames, maps, strict=True):
+    for index, (frame, depth) in enumerate(zip(scene.frames, maps, strict=True)):
         if depth.shape[0] < rows * sf.stride or depth.shape[1] < cols * sf.stride:
             raise AcegError(f"{frame.image_path}: image size differs from the other mapping "
                             "images; triangulated pool depth needs one size per scene")
         c2w = frame.cam_to_world.copy()
         c2w[:3, 3] -= sf.scene_centre
-        K = split.K[len(out)].double().numpy()
+        K = split.K[index].double().numpy()
         out.append(torch.from_numpy(_depth_targets(depth, rows, cols, sf.stride, K, c2w)))
     return torch.stack(out)
 
@@ -245,8 +249,7 @@ def cached_triangulated_targets(root: Path, cache_dir: Path, sf: SceneFeatures, 
                                 short_side: int | None = None) -> None:
     """Attach triangulated mapping targets to ``sf`` (``splits["mapping"].triangulated``),
     read from ``cache_dir`` or computed (:func:`triangulated_targets`) and stored."""
-    safe_name = "_".join(Path(root).resolve().parts[-2:]).replace("/", "_")
-    path = Path(cache_dir) / f"{safe_name}.triangulated.safetensors"
+    path = Path(cache_dir) / f"{_cache_stem(root)}.triangulated.safetensors"
     split = sf.splits[MAPPING_SPLIT]
     if path.is_file():
         try:

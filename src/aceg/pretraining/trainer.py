@@ -553,8 +553,9 @@ class Pretrainer:
         saved_cfg.setdefault("code_init", "random")
         saved_cfg.setdefault("query_mapping_share", 0.0)
         saved_cfg.setdefault("query_mapping_loss", "mapping")
+        saved_cfg.setdefault("pool_depth", "rendered")
         for key in ("batch_patches", "scenes_per_step", "pool_size", "encoder", "seed", "code_init",
-                    "query_mapping_share", "query_mapping_loss"):
+                    "query_mapping_share", "query_mapping_loss", "pool_depth"):
             if saved_cfg.get(key) != mine.get(key):
                 raise file_error(path, f"checkpoint has {key}={saved_cfg.get(key)!r}, "
                                        f"this run {mine.get(key)!r}: cannot resume")
