@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/lighting_sensitivity.py /work/data/heldout 0 1 --method aceg
     .venv/bin/python benchmarks/lighting_sensitivity.py /work/data/heldout 0 1 --method ace
+    .venv/bin/python benchmarks/lighting_sensitivity.py /work/data/heldout 0 1 \
+        --regressor src/aceg/weights/regressor-xfeat.safetensors --regressor other.safetensors
 
 ``aceg synth`` renders ``query_light`` from exactly the poses of ``query_same`` (lighting B
 instead of A), so every patch of a query_light image has a twin, the same pixel of the
@@ -74,38 +76,51 @@ def group_table(cosine: np.ndarray, ok_a: np.ndarray, ok_b: np.ndarray) -> list[
     return rows
 
 
+def probe_scene(data, method: str, preset: str, regressor: str | None) -> tuple[np.ndarray, ...]:
+    """Map ``data.mapping`` and return (cosine, correct under A, correct under B) per patch twin."""
+    same, light = data.queries["query_same"].frames, data.queries["query_light"].frames
+    if [f.name for f in same] != [f.name for f in light]:
+        raise SystemExit(f"{data.name}: query_same and query_light do not hold the same views")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = map_scene(data.mapping, Path(tmp) / "scene.map", method=method,
+                           preset=preset, progress=False, regressor=regressor)
+        loc = Localizer(result.path, regressor=regressor)
+        pairs = [twin_patches(loc, a, b) for a, b in zip(same, light, strict=True)]
+    return tuple(np.concatenate(x) for x in zip(*pairs, strict=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="folder of synthetic scenes (aceg synth)")
     parser.add_argument("scenes", type=int, nargs="+", help="scene indices in sorted order")
     parser.add_argument("--method", choices=("aceg", "ace"), default="aceg")
     parser.add_argument("--preset", default="fast")
-    parser.add_argument("--regressor", default=None, help="ACE-G regressor file (default: shipped)")
+    parser.add_argument("--regressor", action="append", default=None,
+                        help="ACE-G regressor file (default: shipped); repeat it to compare "
+                             "several regressors side by side on the same scenes")
     args = parser.parse_args()
     datasets = synthetic_datasets(args.root)
-    pooled: list[tuple[np.ndarray, ...]] = []
+    regressors = (args.regressor or [None]) if args.method == "aceg" else [None]
+    labels = [Path(r).stem if r else ("shipped" if args.method == "aceg" else "ace") for r in regressors]
+    pooled: dict[str, list[tuple[np.ndarray, ...]]] = {label: [] for label in labels}
     for index in args.scenes:
         data = datasets[index]
-        same, light = data.queries["query_same"].frames, data.queries["query_light"].frames
-        if [f.name for f in same] != [f.name for f in light]:
-            raise SystemExit(f"{data.name}: query_same and query_light do not hold the same views")
-        regressor = args.regressor if args.method == "aceg" else None
-        with tempfile.TemporaryDirectory() as tmp:
-            result = map_scene(data.mapping, Path(tmp) / "scene.map", method=args.method,
-                               preset=args.preset, progress=False, regressor=regressor)
-            loc = Localizer(result.path, regressor=regressor)
-            pairs = [twin_patches(loc, a, b) for a, b in zip(same, light, strict=True)]
-        scene = tuple(np.concatenate(x) for x in zip(*pairs, strict=True))
-        pooled.append(scene)
-        print(f"{data.name} ({args.method}, {args.preset}): "
-              + json.dumps(group_table(*scene)[-1]), flush=True)
-    cosine, ok_a, ok_b = (np.concatenate(x) for x in zip(*pooled, strict=True))
+        for label, regressor in zip(labels, regressors, strict=True):
+            scene = probe_scene(data, args.method, args.preset, regressor)
+            pooled[label].append(scene)
+            print(f"{data.name} ({args.method} {label}, {args.preset}): "
+                  + json.dumps(group_table(*scene)[-1]), flush=True)
+    tables = {label: group_table(*(np.concatenate(x) for x in zip(*runs, strict=True)))
+              for label, runs in pooled.items()}
+    first = next(iter(tables.values()))
+    twins = sum(len(s[0]) for s in next(iter(pooled.values())))
     print(f"\npooled over scenes {args.scenes}, {args.method}, {args.preset} preset, "
-          f"{len(cosine)} patch twins:")
-    print("| features A vs B | share | correct, lighting A | correct, lighting B | kept under B |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in group_table(cosine, ok_a, ok_b):
-        print(f"| {r['group']} | {r['share']} % | {r['same']} % | {r['light']} % | {r['kept']} % |")
+          f"{twins} patch twins; per regressor: correct under lighting A / under B / kept under B")
+    print("| features A vs B | share | " + " | ".join(tables) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in tables) + " |")
+    for i, row in enumerate(first):
+        cells = [f"{t[i]['same']} / {t[i]['light']} / {t[i]['kept']} %" for t in tables.values()]
+        print(f"| {row['group']} | {row['share']} % | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
