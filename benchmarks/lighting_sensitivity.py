@@ -102,6 +102,8 @@ def main() -> None:
     datasets = synthetic_datasets(args.root)
     regressors = (args.regressor or [None]) if args.method == "aceg" else [None]
     labels = [Path(r).stem if r else ("shipped" if args.method == "aceg" else "ace") for r in regressors]
+    if len(set(labels)) < len(labels):  # files of the same name in other folders: number them
+        labels = [f"{i + 1}: {label}" for i, label in enumerate(labels)]
     pooled: dict[str, list[tuple[np.ndarray, ...]]] = {label: [] for label in labels}
     for index in args.scenes:
         data = datasets[index]
