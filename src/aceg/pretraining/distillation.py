@@ -29,7 +29,7 @@ import torch
 from aceg.mapping.losses import DEFAULT_LOSS, PatchBatch, batch_loss, reprojection_error, to_camera
 from aceg.mapping.schedule import one_cycle_adamw
 from aceg.model.regressor import CODE_LR_SCALE, SceneRegressor
-from aceg.pretraining.feature_store import SplitFeatures, sample_patches
+from aceg.pretraining.feature_store import SplitFeatures, random_cells, sample_patches
 
 
 def fit_code(model: SceneRegressor, split: SplitFeatures, stride: int, iterations: int = 300,
@@ -70,12 +70,7 @@ def sample_twins(same: SplitFeatures, light: SplitFeatures, count: int, generato
     same frames and cells in ``light`` (B), (count, C) float32."""
     if same.features.shape[:3] != light.features.shape[:3]:
         raise ValueError("twin splits differ in frames or grid")
-    frames, rows, cols = same.features.shape[:3]
-    f = torch.randint(frames, (count,), generator=generator)
-    i = torch.randint(rows, (count,), generator=generator)
-    j = torch.randint(cols, (count,), generator=generator)
-    offset = (stride - 1) / 2.0
-    pixels = torch.stack([j * stride + offset, i * stride + offset], 1).float()
+    f, i, j, pixels = random_cells(same, count, generator, stride)
     batch = PatchBatch(features=same.features[f, i, j].float(), pixels=pixels, K=same.K[f],
                        world_to_cam=same.world_to_cam[f])
     return batch, light.features[f, i, j].float()

@@ -271,6 +271,20 @@ def cached_triangulated_targets(root: Path, cache_dir: Path, sf: SceneFeatures, 
     split.triangulated = targets
 
 
+def random_cells(split: SplitFeatures, count: int, generator: torch.Generator, stride: int,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``count`` random patch cells of ``split``, uniform over frames and positions: frame,
+    row and column indices, each (count,) int64, and the patch centres (count, 2) float32
+    (u, v) in pixels of the prepared image (:func:`aceg.model.encoder.patch_centres`)."""
+    frames, rows, cols = split.features.shape[:3]
+    f = torch.randint(frames, (count,), generator=generator)
+    i = torch.randint(rows, (count,), generator=generator)
+    j = torch.randint(cols, (count,), generator=generator)
+    offset = (stride - 1) / 2.0
+    pixels = torch.stack([j * stride + offset, i * stride + offset], 1).float()
+    return f, i, j, pixels
+
+
 def sample_patches(split: SplitFeatures, count: int, generator: torch.Generator,
                    stride: int, triangulated: bool = False) -> PatchBatch:
     """``count`` random patches (uniform over frames and positions) as a :class:`PatchBatch`.
@@ -281,12 +295,7 @@ def sample_patches(split: SplitFeatures, count: int, generator: torch.Generator,
     """
     if triangulated and split.triangulated is None:
         raise ValueError("this split has no triangulated targets")
-    frames, rows, cols = split.features.shape[:3]
-    f = torch.randint(frames, (count,), generator=generator)
-    i = torch.randint(rows, (count,), generator=generator)
-    j = torch.randint(cols, (count,), generator=generator)
-    offset = (stride - 1) / 2.0
-    pixels = torch.stack([j * stride + offset, i * stride + offset], 1).float()
+    f, i, j, pixels = random_cells(split, count, generator, stride)
     target = (split.triangulated if triangulated else split.targets)[f, i, j]
     valid = torch.isfinite(target).all(1)
     return PatchBatch(
