@@ -126,7 +126,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     t0 = time.time()
     for step in range(a.steps):
         for group in opt.param_groups:
-            group["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+            warm = min(1.0, (step + 1) / a.warmup) if a.warmup > 0 else 1.0
+            group["lr"] = warm * a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps))
         losses, anchor_sum, twin_sum = [], 0.0, 0.0
         for k in torch.randperm(len(train), generator=g)[: a.scenes_per_step].tolist():
             sf, code = train[k], codes[train[k].name]
@@ -179,6 +180,7 @@ def main() -> None:
     t.add_argument("--teacher", default=SHIPPED)
     t.add_argument("--steps", type=int, default=1500)
     t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
     t.add_argument("--batch", type=int, default=2048)
     t.add_argument("--scenes-per-step", type=int, default=4)
     t.add_argument("--anchor-weight", type=float, default=1.0)
