@@ -11,9 +11,12 @@ fixed. The student learns from two kinds of patches of those scenes:
   the same uncertainty, so that S keeps the function fresh codes are fitted to;
 * **twin patches**: ``aceg synth`` renders ``query_light`` from the poses of
   ``query_same``, so the same pixel of the same view exists under light A and B.
-  S(x_B, code) should reproject where T(x_A, code) does. Twins whose teacher prediction is
-  correct (within ``correct_px`` of the patch centre) weigh 1, the others
-  ``wrong_weight``.
+  S(x_B, code) should reproject where T(x_A, code) does; the caller weighs twins by
+  whether the teacher is right (:func:`correct_mask`).
+
+The training loop is ``benchmarks/lighting_distillation.py``; on 2 CPU cores it did not make
+the shipped model more robust to light (MODEL_CARD.md, "Lighting distillation"), so
+nothing in ``aceg`` calls this module yet.
 
 The loss of a patch is the pixel distance between the two projections (both points in
 front of the camera), else ``behind_weight`` times the L1 distance of the two scene
