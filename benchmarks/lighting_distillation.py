@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aceg.io import atomic_path
-from aceg.mapping.losses import reprojection_error, to_camera
+from aceg.mapping.losses import DEFAULT_LOSS, reprojection_error, to_camera
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor, save_regressor
 from aceg.pretraining.distillation import agreement_loss, correct_mask, fit_code, sample_twins
@@ -96,7 +96,7 @@ def gt_loss(student, sf, code, count: int, g: torch.Generator, a: argparse.Names
     cam = to_camera(xyz, batch.world_to_cam)
     px = clamp(reprojection_error(cam, batch.K, batch.pixels), a.clamp_px)
     metres = torch.linalg.vector_norm(xyz - batch.target, ord=1, dim=1)
-    geo = torch.where(cam[:, 2] > 0.1, px, 10.0 * metres)
+    geo = torch.where(cam[:, 2] > DEFAULT_LOSS.min_depth, px, 10.0 * metres)
     return (geo + torch.where(batch.target_valid, a.depth_weight * metres, 0.0)).mean()
 
 

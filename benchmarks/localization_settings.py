@@ -26,7 +26,7 @@ import numpy as np
 from aceg.data.images import prepare_image
 from aceg.evaluation.benchmark import synthetic_datasets
 from aceg.evaluation.metrics import pose_errors
-from aceg.localization.localizer import KEEP_QUANTILE, RANSAC_PX, Localizer
+from aceg.localization.localizer import KEEP_QUANTILE, RANSAC_PX, Localizer, confident_mask
 from aceg.mapping.mapper import map_scene
 
 SPLITS = ("query_same", "query_light", "query_view")
@@ -43,9 +43,7 @@ def predictions(loc: Localizer, frame):
 
 def within(loc: Localizer, pred, gt_cam_to_world: np.ndarray, ransac_px: float, keep: float) -> bool:
     pixels, world, log_unc, intrinsics, width, height = pred
-    mask = np.all(np.isfinite(world), axis=1)
-    if log_unc is not None and keep < 1.0 and mask.any():
-        mask &= log_unc <= np.quantile(log_unc[mask], keep)
+    mask = confident_mask(world, log_unc, keep)
     loc.ransac_px = ransac_px
     result = loc.solve_pnp(pixels[mask], world[mask], intrinsics, width, height)
     if result.cam_to_world is None:

@@ -146,10 +146,7 @@ class Localizer:
         world, log_unc = self.predict(feats)
         rows, cols = feats.shape[1:]
         pixels = self.encoder.centres(rows, cols).astype(np.float64)
-        keep = np.all(np.isfinite(world), axis=1)
-        if log_unc is not None and self.keep_quantile < 1.0 and keep.any():
-            thr = np.quantile(log_unc[keep], self.keep_quantile)
-            keep &= log_unc <= thr
+        keep = confident_mask(world, log_unc, self.keep_quantile)
         timings["regress"] = time.perf_counter() - t
         result = self.solve_pnp(pixels[keep], world[keep], prep.intrinsics,
                                 prep.rgb.shape[1], prep.rgb.shape[0], name)
@@ -174,6 +171,16 @@ class Localizer:
             return self.localize(frame.image_path, frame.intrinsics, frame.name)
         except AcegError as exc:
             return LocalizationResult(frame.name, None, reason=str(exc))
+
+
+def confident_mask(world: np.ndarray, log_unc: np.ndarray | None, keep_quantile: float) -> np.ndarray:
+    """(P,) bool: the finite ones of (P, 3) ``world`` points and, with an uncertainty
+    (ACE-G) and ``keep_quantile`` < 1, only the ``keep_quantile`` fraction of those with the
+    smallest (P,) ``log_unc``."""
+    keep = np.all(np.isfinite(world), axis=1)
+    if log_unc is not None and keep_quantile < 1.0 and keep.any():
+        keep &= log_unc <= np.quantile(log_unc[keep], keep_quantile)
+    return keep
 
 
 def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, width: int,

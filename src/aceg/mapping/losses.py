@@ -81,10 +81,15 @@ def reprojection_error(cam: torch.Tensor, K: torch.Tensor, pixels: torch.Tensor)
 
     Depth is clamped to 0.1 mm to keep the division finite; such points are invalid anyway.
     """
+    uv = project_camera(cam, K)
+    return torch.sqrt((uv[:, 0] - pixels[:, 0]) ** 2 + (uv[:, 1] - pixels[:, 1]) ** 2 + 1e-12)
+
+
+def project_camera(cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """(B, 2) pixels (u, v) of (B, 3) camera points under (B, 3, 3) intrinsics; depth
+    clamped to 0.1 mm (see :func:`reprojection_error`)."""
     z = cam[:, 2].clamp(min=1e-4)
-    u = K[:, 0, 0] * cam[:, 0] / z + K[:, 0, 2]
-    v = K[:, 1, 1] * cam[:, 1] / z + K[:, 1, 2]
-    return torch.sqrt((u - pixels[:, 0]) ** 2 + (v - pixels[:, 1]) ** 2 + 1e-12)
+    return torch.stack([K[:, 0, 0] * cam[:, 0] / z + K[:, 0, 2], K[:, 1, 1] * cam[:, 1] / z + K[:, 1, 2]], 1)
 
 
 def valid_mask(cam: torch.Tensor, error: torch.Tensor, cfg: LossConfig) -> torch.Tensor:

@@ -29,7 +29,14 @@ from __future__ import annotations
 
 import torch
 
-from aceg.mapping.losses import DEFAULT_LOSS, PatchBatch, batch_loss, reprojection_error, to_camera
+from aceg.mapping.losses import (
+    DEFAULT_LOSS,
+    PatchBatch,
+    batch_loss,
+    project_camera,
+    reprojection_error,
+    to_camera,
+)
 from aceg.mapping.schedule import one_cycle_adamw
 from aceg.model.regressor import CODE_LR_SCALE, SceneRegressor
 from aceg.pretraining.feature_store import SplitFeatures, random_cells, sample_patches
@@ -89,16 +96,11 @@ def agreement_loss(student: tuple[torch.Tensor, torch.Tensor], teacher: tuple[to
     s_cam = to_camera(s_xyz, batch.world_to_cam)
     t_cam = to_camera(t_xyz, batch.world_to_cam)
     in_front = (s_cam[:, 2] > min_depth) & (t_cam[:, 2] > min_depth)
-    t_px = _project(t_cam, batch.K)
+    t_px = project_camera(t_cam, batch.K)
     px = reprojection_error(s_cam, batch.K, t_px)
     metres = torch.linalg.vector_norm(s_xyz - t_xyz, ord=1, dim=1)
     geo = torch.where(in_front, px, behind_weight * metres)
     return geo + unc_weight * (s_unc - t_unc).abs()
-
-
-def _project(cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    z = cam[:, 2].clamp(min=1e-4)
-    return torch.stack([K[:, 0, 0] * cam[:, 0] / z + K[:, 0, 2], K[:, 1, 1] * cam[:, 1] / z + K[:, 1, 2]], 1)
 
 
 def correct_mask(coords: torch.Tensor, batch: PatchBatch, correct_px: float = 10.0) -> torch.Tensor:

@@ -28,6 +28,7 @@ import numpy as np
 from aceg.data.camera import invert_pose
 from aceg.data.images import prepare_image
 from aceg.data.scene import Scene
+from aceg.localization.localizer import confident_mask
 from aceg.visualization.pointcloud import frustum_points
 
 #: Default reprojection-error bound (pixels of the prepared image), as RANSAC's threshold.
@@ -64,11 +65,9 @@ def frame_points(localizer, frame, keep_quantile: float | None = None,
     rows, cols = feats.shape[1:]
     colours = patch_colours(prep.rgb, rows, cols, localizer.encoder.stride)
     pixels = localizer.encoder.centres(rows, cols).astype(np.float64)
-    keep = np.all(np.isfinite(world), axis=1)
-    counts = {"patches": int(len(world)), "finite": int(keep.sum())}
+    counts = {"patches": int(len(world)), "finite": int(np.all(np.isfinite(world), axis=1).sum())}
     quantile = localizer.keep_quantile if keep_quantile is None else keep_quantile
-    if log_unc is not None and quantile < 1.0 and keep.any():
-        keep &= log_unc <= np.quantile(log_unc[keep], quantile)
+    keep = confident_mask(world, log_unc, quantile)
     counts["uncertainty"] = int(keep.sum())
     if frame.cam_to_world is not None and max_reproj_px is not None:
         w2c = invert_pose(frame.cam_to_world)
