@@ -2,7 +2,11 @@
 
 ``method="aceg"``: the scene-agnostic regressor is frozen; only the map code is optimised,
 with the Laplace NLL of the reprojection error (:mod:`aceg.mapping.losses`). The code
-starts anchored on the buffer's own patches (``code_init``).
+starts anchored on the buffer's own patches (``code_init``). With the anchor model
+(:mod:`aceg.model.anchors`) the code is built, not optimised: one anchor per patch cell of
+the mapping images (one plain pass) whose 3-D point the poses determine, by
+triangulation (always, unless ``use_depth`` gives depth maps), at most
+``AnchorConfig.max_anchors`` of them (a random subset); presets do not apply.
 ``method="ace"``: the ACE baseline, a scene-specific :class:`AceHead` trained from scratch
 with ACE's tanh-clamped reprojection loss and its shrinking threshold.
 
@@ -34,6 +38,7 @@ from aceg.mapping.schedule import one_cycle_adamw
 from aceg.mapping.triangulation import triangulated_depth_maps
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
+from aceg.model.anchors import AnchorRegressor
 from aceg.model.map_file import MapData, resolve_regressor, save_map
 from aceg.model.regressor import CODE_INITS, CODE_LR_SCALE
 
@@ -200,13 +205,19 @@ def map_scene(
         raise AcegError(f"regressor ({reg.source}) expects {reg.model.config.feature_dim}-d "
                         f"features but encoder {enc.name!r} gives {enc.feature_dim}")
 
+    anchors = reg is not None and isinstance(reg.model, AnchorRegressor)
+    if anchors:
+        triangulate = not use_depth  # anchors need a 3-D point: depth maps, else triangulation
+        p = replace(p, passes=1, patches_per_pass=None, iterations=0)
+        augment = None
     depth_maps, geometry = None, {}
     if triangulate:
         depth_maps, geometry = triangulated_depth_maps(scene, short_side, enc.stride, progress=progress)
         if geometry["points"] == 0:
+            fix = ("the anchor model needs 3-D points: give depth maps (--depth) or map with the "
+                   "transformer regressor" if anchors else "map without --triangulate")
             raise AcegError(f"scene {scene.name!r}: no keypoint could be triangulated between the "
-                            "mapping images (too few, too little texture or parallax); map without "
-                            "--triangulate")
+                            f"mapping images (too few, too little texture or parallax); {fix}")
     bar = tqdm(total=len(scene), desc="encoding", unit="img", disable=not progress, leave=False)
     buffer = build_buffer(scene, enc, short_side, p.passes, p.patches_per_pass, augment,
                           use_depth, seed, progress=bar.update, depth_maps=depth_maps)
@@ -216,7 +227,9 @@ def map_scene(
         raise AcegError(f"scene {scene.name!r}: no usable patches (images too small?)")
     t_buffer = time.perf_counter() - t0
 
-    if method == "aceg":
+    if anchors:
+        code, stats = anchor_code(reg.model.to(device), buffer, gen)
+    elif method == "aceg":
         model = reg.model.to(device)
         if lr_max is None:
             p = replace(p, lr_max=p.lr_max * CODE_LR_SCALE[model.config.code_form])
@@ -243,8 +256,9 @@ def map_scene(
         predict = head
         kind = "ace"
 
-    stats = train_loop(predict, params, buffer, p, kind, loss_config, use_depth, gen, progress,
-                       device, desc=f"mapping ({method})")
+    if not anchors:
+        stats = train_loop(predict, params, buffer, p, kind, loss_config, use_depth, gen, progress,
+                           device, desc=f"mapping ({method})")
     if triangulate:
         stats["triangulated"] = geometry
     t_train = time.perf_counter() - t0 - t_buffer
@@ -271,6 +285,24 @@ def map_scene(
         seconds={"buffer": t_buffer, "train": t_train, "total": total}, stats=stats,
         regressor=reg.identity if reg else None, regressor_source=reg.source if reg else None,
     )
+
+
+def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Generator,
+                ) -> tuple[torch.Tensor, dict]:
+    """The anchor map code of a one-pass buffer with depth targets: every patch with a
+    target becomes an anchor, at most ``model.config.max_anchors`` (a random subset drawn
+    with ``gen``). Returns the code (N, C + 3) and statistics ("anchors": N, "cells": % of
+    the buffer's patches that had a 3-D point)."""
+    valid = torch.nonzero(buffer.target_valid).squeeze(1)
+    if valid.numel() == 0:
+        raise AcegError("no mapping patch has a 3-D point (no depth, nothing triangulated): "
+                        "cannot build an anchor map")
+    if valid.numel() > model.config.max_anchors:
+        valid = valid[torch.randperm(valid.numel(), generator=gen)[: model.config.max_anchors]].sort().values
+    code = model.make_code(buffer.features[valid], buffer.target[valid])
+    stats = {"anchors": int(valid.numel()),
+             "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}
+    return code, stats
 
 
 def train_loop(predict, params, buffer: TrainingBuffer, p: MappingPreset, kind: str,

@@ -6,7 +6,9 @@ Map file (``*.map``, a safetensors file)
         ACE-G: ``code``   the map code read by the regressor, ``RegressorConfig.code_shape``:
                           (N, D) float32 ("tokens" form) or (depth, 2, N, D) float16
                           ("keys_values" form: 4x the values, so half precision, as ACE
-                          stores its heads; read back as float32).
+                          stores its heads; read back as float32); for the anchor model
+                          (:mod:`aceg.model.anchors`) (N, C + 3) float32, N anchors
+                          (keys, then points in metres: full precision).
         ACE:   ``head.<name>``: weights of the scene-specific :class:`AceHead`.
     metadata ``aceg_map``: JSON with ``format_version``, ``method`` ("aceg" or "ace"),
     ``encoder`` (registry name), ``stride``, ``short_side`` (working short side in pixels),
@@ -16,8 +18,10 @@ Map file (``*.map``, a safetensors file)
 
 Regressor checkpoint (a safetensors file)
     tensors: the :class:`SceneRegressor` state dict, optionally ``code_init`` (N, D), the
-    code a mapping run starts from (e.g. the mean code of pre-training).
-    metadata ``aceg_regressor``: JSON with ``format_version``, ``config``, ``encoder``.
+    code a mapping run starts from (e.g. the mean code of pre-training); or the
+    :class:`aceg.model.anchors.AnchorRegressor` state dict.
+    metadata ``aceg_regressor``: JSON with ``format_version``, ``config`` (with ``"kind":
+    "anchors"`` for the anchor model), ``encoder``.
 
 Files are written atomically (:func:`aceg.io.atomic_path`).
 """
@@ -37,7 +41,25 @@ from safetensors.torch import load_file, safe_open, save_file
 from aceg.errors import AcegError, file_error
 from aceg.io import atomic_path
 from aceg.model.ace_head import AceHead, AceHeadConfig
+from aceg.model.anchors import ANCHOR_KIND, AnchorConfig, AnchorRegressor
 from aceg.model.regressor import RegressorConfig, SceneRegressor, random_regressor
+
+#: Any ACE-G regressor: the map-code transformer or the anchor model.
+Regressor = SceneRegressor | AnchorRegressor
+RegressorConfigs = RegressorConfig | AnchorConfig
+
+
+def config_from_dict(d: dict) -> RegressorConfigs:
+    """A stored regressor configuration: :class:`AnchorConfig` when ``kind`` says so, else
+    :class:`RegressorConfig`."""
+    if d.get("kind") == ANCHOR_KIND:
+        return AnchorConfig.from_dict(d)
+    return RegressorConfig.from_dict(d)
+
+
+def build_regressor(config: RegressorConfigs) -> Regressor:
+    """A freshly initialised model of ``config``'s kind."""
+    return AnchorRegressor(config) if isinstance(config, AnchorConfig) else SceneRegressor(config)
 
 MAP_FORMAT_VERSION = 1
 REGRESSOR_FORMAT_VERSION = 1
@@ -63,7 +85,7 @@ class MapData:
     head_state: dict[str, torch.Tensor] | None = None
     head_config: AceHeadConfig | None = None
     regressor: str | None = None
-    regressor_config: RegressorConfig | None = None
+    regressor_config: RegressorConfigs | None = None
     scene: str = ""
     frames: int = 0
     image_size: tuple[int, int] | None = None
@@ -100,7 +122,12 @@ def save_map(path: str | Path, data: MapData) -> int:
     if data.method not in METHODS:
         raise ValueError(f"unknown method {data.method!r}")
     tensors = {"scene_centre": torch.as_tensor(np.asarray(data.scene_centre, dtype=np.float64))}
-    if data.method == "aceg":
+    if data.method == "aceg" and isinstance(data.regressor_config, AnchorConfig):
+        code = data.code.detach().float().cpu()
+        width = data.regressor_config.feature_dim
+        tensors["code_keys"] = code[:, :width].half().contiguous()
+        tensors["code_points"] = code[:, width:].contiguous()
+    elif data.method == "aceg":
         code = data.code.detach().float().cpu().contiguous()
         if code.dim() == 4:  # "keys_values" form
             code = code.half()
@@ -156,13 +183,18 @@ def load_map(path: str | Path) -> MapData:
             stats=meta.get("stats", {}),
         )
         if method == "aceg":
-            data.code = tensors["code"].float()
+            if "code_keys" in tensors:  # anchor model
+                data.code = torch.cat([tensors["code_keys"].float(), tensors["code_points"].float()], 1)
+            else:
+                data.code = tensors["code"].float()
             data.regressor = str(meta["regressor"])
             if meta.get("regressor_config"):
-                data.regressor_config = RegressorConfig.from_dict(meta["regressor_config"])
-                if tuple(data.code.shape) != data.regressor_config.code_shape:
+                data.regressor_config = config_from_dict(meta["regressor_config"])
+                if not data.regressor_config.accepts_code(tuple(data.code.shape)):
                     raise file_error(path, f"map code of shape {tuple(data.code.shape)}, its regressor "
-                                           f"configuration needs {data.regressor_config.code_shape}")
+                                           f"configuration needs {data.regressor_config.code_description()}")
+                if not torch.isfinite(data.code).all():
+                    raise file_error(path, "map code holds NaN or infinite values")
         else:
             data.head_state = {k[5:]: v.float() for k, v in tensors.items()
                                if k.startswith("head.")}
@@ -173,7 +205,7 @@ def load_map(path: str | Path) -> MapData:
     return data
 
 
-def save_regressor(path: str | Path, model: SceneRegressor, encoder: str,
+def save_regressor(path: str | Path, model: Regressor, encoder: str,
                    code_init: torch.Tensor | None = None, extra: dict | None = None) -> None:
     """Write a regressor checkpoint atomically (see module docstring)."""
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -190,7 +222,7 @@ class LoadedRegressor:
     """A regressor ready for mapping/localization: model (eval mode, frozen), the encoder it
     expects, its identity hash, the code to start mapping from and where it came from."""
 
-    model: SceneRegressor
+    model: Regressor
     encoder: str
     identity: str
     code_init: torch.Tensor | None
@@ -204,10 +236,12 @@ def load_regressor(path: str | Path) -> LoadedRegressor:
     if meta.get("format_version") != REGRESSOR_FORMAT_VERSION:
         raise file_error(path, f"regressor format version {meta.get('format_version')} not supported")
     try:
-        config = RegressorConfig.from_dict(meta["config"])
+        config = config_from_dict(meta["config"])
         code_init = tensors.pop("code_init", None)
-        model = SceneRegressor(config)
+        model = build_regressor(config)
         model.load_state_dict(tensors)
+        if code_init is not None and not isinstance(config, RegressorConfig):
+            raise ValueError("code_init is only for map-code transformers")
         if code_init is not None and tuple(code_init.shape) != config.code_shape:
             raise ValueError(f"code_init of shape {tuple(code_init.shape)}, the {config.code_form!r} "
                              f"form needs {config.code_shape}")
@@ -259,13 +293,13 @@ def default_regressor(encoder: str, config: RegressorConfig | None = None,
 
 
 def resolve_regressor(regressor, encoder: str) -> LoadedRegressor:
-    """``regressor`` given as None (default), a path, a :class:`SceneRegressor` or a
-    :class:`LoadedRegressor` -> :class:`LoadedRegressor`."""
+    """``regressor`` given as None (default), a path, a :class:`SceneRegressor` or
+    :class:`AnchorRegressor`, or a :class:`LoadedRegressor` -> :class:`LoadedRegressor`."""
     if regressor is None:
         return default_regressor(encoder)
     if isinstance(regressor, LoadedRegressor):
         return regressor
-    if isinstance(regressor, SceneRegressor):
+    if isinstance(regressor, SceneRegressor | AnchorRegressor):
         _freeze(regressor)
         return LoadedRegressor(regressor, encoder, regressor.identity(), None, "in-memory model")
     return load_regressor(regressor)

@@ -108,6 +108,13 @@ class RegressorConfig:
             return (self.code_tokens, self.width)
         return (self.depth, 2, self.code_tokens, self.width)
 
+    def accepts_code(self, shape: tuple[int, ...]) -> bool:
+        """Whether a map code of ``shape`` is one this configuration reads."""
+        return tuple(shape) == self.code_shape
+
+    def code_description(self) -> str:
+        return str(self.code_shape)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

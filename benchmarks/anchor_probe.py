@@ -1,0 +1,90 @@
+"""Anchor-model probe: map held-out scenes once per scene (triangulation and one plain
+encoding pass shared by every variant), then localize their query splits with each
+anchor regressor and anchor budget, through the real map file and localizer.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/anchor_probe.py /work/data/heldout 0 1 \
+        --regressor A.safetensors B.safetensors --max-anchors 8192 16384
+
+Prints, per variant and split, the % of query images within 10 cm / 10 deg (and 5 cm /
+5 deg) over all scenes, with the median anchors kept and the map size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aceg.data.readers import read_scene
+from aceg.evaluation.metrics import pose_errors
+from aceg.localization.localizer import Localizer
+from aceg.mapping.buffer import build_buffer
+from aceg.mapping.mapper import anchor_code
+from aceg.mapping.triangulation import triangulated_depth_maps
+from aceg.model.anchors import AnchorRegressor
+from aceg.model.encoder import get_encoder
+from aceg.model.map_file import MapData, load_regressor, save_map
+
+SPLITS = ("query_same", "query_light", "query_view")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("root")
+    ap.add_argument("scenes", nargs="+", type=int)
+    ap.add_argument("--regressor", nargs="+", required=True, help="anchor regressor files")
+    ap.add_argument("--max-anchors", nargs="+", type=int, default=[16384])
+    ap.add_argument("--splits", nargs="+", default=list(SPLITS))
+    args = ap.parse_args()
+    enc = get_encoder("xfeat")
+    variants = {}
+    for path in args.regressor:
+        base = load_regressor(path).model
+        if not isinstance(base, AnchorRegressor):
+            raise SystemExit(f"{path}: not an anchor regressor")
+        for n in args.max_anchors:
+            model = AnchorRegressor(replace(base.config, max_anchors=n))
+            model.load_state_dict(base.state_dict())
+            variants[(Path(path).stem, n)] = model.eval()
+    hits: dict = {}
+    sizes: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in args.scenes:
+            root = Path(args.root) / f"scene_{s:04d}"
+            mapping = read_scene(root / "mapping")
+            short = mapping.working_short_side(480)
+            depth_maps, _ = triangulated_depth_maps(mapping, short, enc.stride, progress=False)
+            buffer = build_buffer(mapping, enc, short, 1, None, None, False, 0, depth_maps=depth_maps)
+            queries = {sp: read_scene(root / sp) for sp in args.splits}
+            for key, model in variants.items():
+                code, stats = anchor_code(model, buffer, torch.Generator().manual_seed(0))
+                data = MapData(method="aceg", encoder=enc.name, stride=enc.stride, short_side=short,
+                               scene_centre=buffer.centre, scene=mapping.name, frames=len(mapping),
+                               image_size=buffer.image_size, code=code, regressor=model.identity(),
+                               regressor_config=model.config, stats=stats)
+                map_path = Path(tmp) / "probe.map"
+                sizes.setdefault(key, []).append(save_map(map_path, data))
+                loc = Localizer(map_path, regressor=model)
+                for sp, scene in queries.items():
+                    for frame in scene.frames:
+                        res = loc.localize_frame(frame)
+                        good5 = good10 = False
+                        if res.cam_to_world is not None:
+                            r, t = pose_errors(res.cam_to_world, frame.cam_to_world)
+                            good5, good10 = t <= 0.05 and r <= 5, t <= 0.10 and r <= 10
+                        hits.setdefault((key, sp), []).append((good5, good10))
+                print(f"scene {s} {key}: {stats['anchors']} anchors "
+                      f"({stats['cells']} % of cells with a point)", flush=True)
+    print("variant (regressor, max anchors) | split | 10cm/10deg | 5cm/5deg | images | map MB")
+    for (key, sp), v in hits.items():
+        a = np.asarray(v)
+        print(f"{key[0]} {key[1]} | {sp} | {100 * a[:, 1].mean():.1f} % | {100 * a[:, 0].mean():.1f} % | "
+              f"{len(a)} | {np.median(sizes[key]) / 1e6:.2f}")
+
+
+if __name__ == "__main__":
+    main()

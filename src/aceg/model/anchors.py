@@ -1,0 +1,173 @@
+"""Anchor map codes: ACE-G's cross-attention with 3-D points as the values.
+
+The map-code transformer (:mod:`aceg.model.regressor`) fits its mapping views but carries
+little of that fit to other viewpoints and light (MODEL_CARD.md). This model keeps the
+same contract (each patch is an independent query that cross-attends to a per-scene map
+code; output: a scene coordinate and a log-uncertainty per patch) with a code whose
+tokens are *anchors*: one per mapping patch whose 3-D point the mapping images'
+poses determine (triangulated keypoints, or a depth map when the scene has one).
+
+- A token is a row of the code, ``(N, C + 3)``: its attention key (C channels, unit
+  length: the scene-agnostic embedding of the anchor patch's encoder feature) and its
+  value, the anchor's scene coordinate (metres, **centred** world frame: world minus the
+  scene centre stored with the map).
+- A query patch embeds its feature the same way, attends to the ``top_k`` anchors of
+  highest cosine similarity (softmax at the learned temperature) and returns the
+  attention-weighted mean of their points. Patches never see each other.
+- Uncertainty: ``log_unc`` grows as the margin between the best and the second-best
+  cosine similarity shrinks (Lowe's ratio test in another guise: a patch that two anchors
+  fit about equally well is an ambiguous correspondence). It is a ranking for the
+  localizer's filter (:func:`aceg.localization.localizer.confident_mask`), on the log-pixel
+  scale of the transformer's, not a calibrated one. On held-out scenes 0-3 (exact-geometry
+  probe, ``benchmarks/retrieval_probe.py``) keeping the 75 % of largest margins gave
+  61.7 / 63.3 % within 10 cm / 10 deg on query_same / query_light, the 75 % of highest
+  similarity 56.7 / 60.0 %, no filter 60.0 / 58.3 % (60 images per split).
+
+The scene-agnostic weights are the embedding: a residual MLP on the unit-length encoder
+feature, whose last layer starts at zero (the identity: raw-descriptor attention), and
+the temperature. Query pre-training (:mod:`aceg.pretraining.anchor_metric`) trains them
+across scenes so that a patch seen in other light or from another viewpoint attends to
+the anchors at its own surface point. Mapping builds the code from the mapping images
+(:func:`aceg.mapping.mapper.map_scene`).
+
+The code holds, per anchor, an embedded descriptor and a point: a sparse descriptor map,
+like a structure-based method's, read through attention; its size grows with the number
+of anchors (``max_anchors`` x (C float16 + 3 float32), 1.7 MB at the defaults).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from aceg.model.regressor import LOG_UNC_MAX, LOG_UNC_MIN, weights_hash
+
+#: Value of ``kind`` in a regressor checkpoint's configuration for this model.
+ANCHOR_KIND = "anchors"
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    """Sizes of the anchor model.
+
+    Attributes:
+        feature_dim: channels C of the encoder features (and of the anchor keys).
+        hidden: hidden width of the embedding's residual MLP.
+        top_k: anchors each patch attends to (1: its nearest anchor's point).
+        temperature: initial softmax temperature over cosine similarities (learned).
+        max_anchors: anchors a map keeps at most (a random subset beyond that). 12,288
+            keeps a map under 2 MB (float16 keys, float32 points: 140 bytes an anchor).
+            On held-out scenes 0-1 (``benchmarks/anchor_probe.py``, raw descriptors)
+            4,096 / 8,192 / 16,384 / all (25-31 k) anchors localized 93 / 93 / 97 / 97 % of
+            query_same and 90 / 93 / 93 / 93 % of query_light within 10 cm / 10 deg.
+        chunk: query patches per similarity block (bounds memory: chunk x N floats).
+    """
+
+    feature_dim: int = 64
+    hidden: int = 128
+    top_k: int = 1
+    temperature: float = 0.05
+    max_anchors: int = 12288
+    chunk: int = 1024
+    kind: str = ANCHOR_KIND
+
+    def __post_init__(self) -> None:
+        if self.kind != ANCHOR_KIND:
+            raise ValueError(f"AnchorConfig kind must be {ANCHOR_KIND!r}")
+        if self.top_k < 1 or self.max_anchors < 1 or self.chunk < 1:
+            raise ValueError("top_k, max_anchors and chunk must be positive")
+
+    @property
+    def code_width(self) -> int:
+        """Columns of a code row: key (feature_dim) then point (3)."""
+        return self.feature_dim + 3
+
+    def accepts_code(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == 2 and shape[0] >= 1 and shape[1] == self.code_width
+
+    def code_description(self) -> str:
+        return f"(N, {self.code_width})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def identity_dict(self) -> dict:
+        """Fields hashed into the identity: the ones that change what a map means."""
+        d = asdict(self)
+        del d["chunk"]  # memory only
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AnchorConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class AnchorRegressor(nn.Module):
+    """Anchor model (module docstring).
+
+    ``forward(features (P, C), code (N, C + 3)) -> (coords (P, 3), log_unc (P,))``, coords
+    in metres relative to the scene centre.
+    """
+
+    def __init__(self, config: AnchorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or AnchorConfig()
+        c = config.feature_dim
+        self.residual = nn.Sequential(nn.Linear(c, config.hidden), nn.GELU(), nn.Linear(config.hidden, c))
+        nn.init.zeros_(self.residual[2].weight)
+        nn.init.zeros_(self.residual[2].bias)
+        self.log_temperature = nn.Parameter(torch.tensor([math.log(config.temperature)]))  # (1,)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """(P, C) encoder features (any dtype) -> (P, C) float32 unit-length keys/queries."""
+        x = F.normalize(features.float(), dim=-1)
+        return F.normalize(x + self.residual(x), dim=-1)
+
+    def make_code(self, features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Code of anchors with encoder ``features`` (M, C) at centred ``points`` (M, 3)."""
+        if features.ndim != 2 or features.shape[1] != self.config.feature_dim:
+            raise ValueError(f"anchor features must be (M, {self.config.feature_dim}), got "
+                             f"{tuple(features.shape)}")
+        if points.shape != (features.shape[0], 3):
+            raise ValueError(f"anchor points must be ({features.shape[0]}, 3), got {tuple(points.shape)}")
+        if features.shape[0] == 0:
+            raise ValueError("a map code needs at least one anchor")
+        with torch.no_grad():
+            keys = self.embed(features.to(self.log_temperature.device))
+        return torch.cat([keys, points.float().to(keys.device)], dim=1)
+
+    def attend(self, queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine similarities (P, k) and indices (P, k) of each query's k best anchors,
+        best first, k = max(``top_k``, 2) (the second feeds the uncertainty) but at most N;
+        computed ``chunk`` queries at a time."""
+        k = min(max(self.config.top_k, 2), keys.shape[0])
+        sims, index = [], []
+        for start in range(0, queries.shape[0], self.config.chunk):
+            s, i = (queries[start: start + self.config.chunk] @ keys.T).topk(k, dim=1)
+            sims.append(s)
+            index.append(i)
+        if not sims:
+            return queries.new_zeros((0, k)), torch.zeros((0, k), dtype=torch.long, device=queries.device)
+        return torch.cat(sims), torch.cat(index)
+
+    def forward(self, features: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.config.accepts_code(tuple(code.shape)):
+            raise ValueError(f"map code of shape {tuple(code.shape)}, this anchor model reads "
+                             f"{self.config.code_description()}")
+        keys, points = code[:, : self.config.feature_dim], code[:, self.config.feature_dim:]
+        sims, index = self.attend(self.embed(features), keys)
+        margin = sims[:, 0] - sims[:, 1] if sims.shape[1] > 1 else torch.ones_like(sims[:, 0])
+        k = min(self.config.top_k, sims.shape[1])
+        weights = torch.softmax(sims[:, :k] / self.log_temperature.exp(), dim=1)
+        coords = (weights[..., None] * points[index[:, :k]]).sum(1)
+        log_unc = LOG_UNC_MAX - (LOG_UNC_MAX - LOG_UNC_MIN) * margin.clamp(0.0, 1.0)
+        return coords, log_unc
+
+    def identity(self) -> str:
+        """Content hash of the configuration and weights (16 hex digits)."""
+        return weights_hash(self.state_dict(), self.config.identity_dict())

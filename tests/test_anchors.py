@@ -1,0 +1,154 @@
+"""The anchor model (aceg.model.anchors): attention with points as values, its map files,
+mapping and localization, and its query pre-training (aceg.pretraining.anchor_metric)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aceg.errors import AcegError
+from aceg.localization.localizer import Localizer
+from aceg.mapping.mapper import map_scene
+from aceg.model.anchors import AnchorConfig, AnchorRegressor
+from aceg.model.map_file import load_map, load_regressor, save_regressor
+from aceg.model.regressor import LOG_UNC_MAX, LOG_UNC_MIN
+from aceg.pretraining.anchor_metric import MetricConfig, evaluate, train_metric
+from aceg.pretraining.feature_store import SceneFeatures, SplitFeatures
+from planar_scenes import corner_scene
+from test_mapping import _held_out_errors
+
+
+def test_fresh_model_reads_the_nearest_anchor_point():
+    """At initialisation the embedding is the identity on unit features: a query equal to an
+    anchor's feature reads that anchor's point, and an ambiguous query (two anchors alike)
+    ranks as less certain than an unambiguous one."""
+    torch.manual_seed(0)
+    model = AnchorRegressor(AnchorConfig(feature_dim=8, hidden=16))
+    feats = F.normalize(torch.randn(50, 8), dim=1) * 3.0  # scale does not matter
+    points = torch.randn(50, 3) * 2
+    code = model.make_code(feats, points)
+    assert code.shape == (50, 11)
+    coords, log_unc = model(feats[[3, 7]], code)
+    assert torch.allclose(coords, points[[3, 7]], atol=1e-5)
+    twin = model.make_code(torch.cat([feats, feats[:1] * 1.001]), torch.cat([points, points[:1]]))
+    _, unc = model(feats[:2], twin)  # patch 0 now matches two anchors equally well
+    assert unc[0] > unc[1] and LOG_UNC_MIN <= unc.min() and unc.max() <= LOG_UNC_MAX
+    with pytest.raises(ValueError, match="anchor model reads"):
+        model(feats, torch.zeros(4, 9))
+    with pytest.raises(ValueError, match="at least one anchor"):
+        model.make_code(feats[:0], points[:0])
+
+
+def test_soft_top_k_interpolates_between_anchors():
+    model = AnchorRegressor(AnchorConfig(feature_dim=4, hidden=8, top_k=2, temperature=1e3))
+    feats = torch.eye(4)
+    points = torch.tensor([[0.0, 0, 0], [2.0, 0, 0], [9.0, 9, 9], [9.0, 9, 9]])
+    code = model.make_code(feats, points)
+    query = F.normalize(torch.tensor([[1.0, 1.0, 0, 0]]), dim=1)  # equally like anchors 0 and 1
+    coords, _ = model(query, code)
+    assert torch.allclose(coords, torch.tensor([[1.0, 0, 0]]), atol=1e-3)
+
+
+def test_anchor_regressor_file_and_map_round_trip(tmp_path):
+    model = AnchorRegressor(AnchorConfig(hidden=16))
+    with torch.no_grad():
+        model.residual[2].weight.normal_()
+    path = tmp_path / "anchors.safetensors"
+    save_regressor(path, model, "xfeat")
+    back = load_regressor(path)
+    assert isinstance(back.model, AnchorRegressor) and back.identity == model.identity()
+    assert back.model.config == model.config
+    assert not any(p.requires_grad for p in back.model.parameters())
+    other = AnchorRegressor(AnchorConfig(hidden=16, max_anchors=5))
+    assert other.identity() != AnchorRegressor(AnchorConfig(hidden=16)).identity()
+
+
+def test_map_localize_with_anchors_and_refusals(tmp_path):
+    """Map a tiny scene with the anchor model (depth maps, then triangulation), localize
+    held-out views accurately, and refuse the map with another regressor."""
+    scene = corner_scene(tmp_path / "s", n=14, seed=1, depth=True)
+    mapping, queries = scene.split_every(5, 2)
+    path = tmp_path / "anchors.safetensors"
+    save_regressor(path, AnchorRegressor(), "xfeat")
+    for use_depth in (True, False):
+        out = tmp_path / f"a{int(use_depth)}.map"
+        result = map_scene(mapping, out, regressor=path, use_depth=use_depth, short_side=120,
+                           progress=False)
+        data = load_map(out)
+        assert isinstance(data.regressor_config, AnchorConfig) and result.iterations == 0
+        assert data.code.shape == (result.stats["anchors"], 67) and result.stats["anchors"] > 100
+        assert torch.isfinite(data.code).all()
+        errs = _held_out_errors(queries, out, regressor=path)
+        # The transformer with a random regressor misses by ~1.4 m / 27 deg here
+        # (test_mapping.py); anchors, with exact depth, by ~0.1 m / 2-4 deg on 160x120 views.
+        assert np.median(errs[:, 1]) < 0.2 and np.median(errs[:, 0]) < 5.0, errs
+    assert "triangulated" in load_map(tmp_path / "a0.map").stats
+    with pytest.raises(AcegError, match="made with regressor"):
+        Localizer(tmp_path / "a1.map", regressor=AnchorRegressor(AnchorConfig(max_anchors=7)))
+
+
+def _room(seed: int) -> SceneFeatures:
+    """A toy room: 200 surface points whose descriptors live in channels 0-7; every
+    observation adds a strong random "nuisance" in channels 8-15 (light, say), the same
+    kind in every room, so a learned embedding can suppress it and raw cosines cannot."""
+    g = torch.Generator().manual_seed(seed)
+    points = torch.rand(200, 3, generator=g) * 4
+    desc = F.normalize(torch.randn(200, 8, generator=g), dim=1)
+
+    def split() -> SplitFeatures:
+        idx = torch.randint(200, (4, 5, 10), generator=g)
+        f = torch.cat([desc[idx], 1.5 * torch.randn(4, 5, 10, 8, generator=g)], dim=-1)
+        return SplitFeatures(f.half(), points[idx], torch.eye(4).repeat(4, 1, 1), torch.eye(3).repeat(4, 1, 1))
+
+    return SceneFeatures(f"room{seed}", np.zeros(3), {"mapping": split(), "query_light": split()}, 8)
+
+
+def test_metric_pretraining_improves_held_out_retrieval(tmp_path):
+    """Query pre-training makes held-out queries pick anchors at their own point more often
+    (a ranking, which the temperature alone cannot change) and lowers the cross-entropy."""
+    rooms = [_room(i) for i in range(6)]
+    torch.manual_seed(0)
+    model = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=32))
+    config = MetricConfig(steps=300, anchors=256, queries=128, sigma=0.05, lr=1e-2, eval_every=50)
+    before = evaluate(model, rooms[4:], config)
+    rows = train_metric(model, rooms[:4], rooms[4:], config, tmp_path / "run", progress=False)
+    after = evaluate(model, rooms[4:], config)
+    # raw cosines pick the right point for ~1 % of queries here (the nuisance dominates)
+    assert after["top1_10cm"] > before["top1_10cm"] + 0.1, (before, after)
+    assert after["ce"] < before["ce"] - 0.5, (before, after)
+    assert rows[-1]["step"] == 300 and (tmp_path / "run/log.csv").read_text().count("\n") == len(rows) + 1
+
+
+class _Interrupted(list):
+    """A scene list whose ``stop``-th read raises, as a killed run would stop."""
+
+    def __init__(self, items, stop):
+        super().__init__(items)
+        self.reads, self.stop = 0, stop
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads == self.stop:
+            raise KeyboardInterrupt
+        return super().__getitem__(i)
+
+
+def test_metric_pretraining_resumes_exactly(tmp_path):
+    rooms = [_room(i) for i in range(3)]
+    config = MetricConfig(steps=40, anchors=64, queries=32, lr=1e-2, eval_every=10)
+    torch.manual_seed(0)
+    whole = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))
+    rows = train_metric(whole, rooms[:2], rooms[2:], config, tmp_path / "a", progress=False)
+    torch.manual_seed(0)
+    cut = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))  # the same start
+    with pytest.raises(KeyboardInterrupt):
+        train_metric(cut, _Interrupted(rooms[:2], 25), rooms[2:], config, tmp_path / "b", progress=False)
+    resumed = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))
+    rows_b = train_metric(resumed, rooms[:2], rooms[2:], config, tmp_path / "b", progress=False)
+    assert resumed.identity() == whole.identity()
+    assert [r["heldout_ce"] for r in rows_b] == [r["heldout_ce"] for r in rows]
+    with pytest.raises(AcegError, match="cannot resume"):
+        train_metric(resumed, rooms[:2], rooms[2:], MetricConfig(steps=40, anchors=32), tmp_path / "b",
+                     progress=False)
