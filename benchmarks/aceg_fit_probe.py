@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="folder of synthetic scenes (aceg synth)")
     parser.add_argument("scene", type=int, help="index of the scene in sorted order")
     parser.add_argument("settings", nargs="+", type=parse_setting, metavar="ITERATIONS:LR_MAX[:BATCH]")
-    parser.add_argument("--regressor", default=None, help="regressor file (default: shipped)")
+    parser.add_argument("--regressor", default="src/aceg/weights/transformer-xfeat.safetensors",
+                        help="map-code transformer file (default: the shipped transformer)")
     parser.add_argument("--code-form", choices=CODE_FORMS, default=None,
                         help="read the regressor's weights with this map-code form")
     parser.add_argument("--code-init", choices=CODE_INITS, default=CODE_INITS[0],

@@ -31,7 +31,7 @@ def main() -> None:
                         help="start from random weights of these sizes instead of the shipped model")
     args = parser.parse_args()
     arch = {"regressor": json.loads(args.regressor_config)} if args.regressor_config else \
-        {"init": str(WEIGHTS_DIR / "regressor-xfeat.safetensors")}
+        {"init": str(WEIGHTS_DIR / "transformer-xfeat.safetensors")}
     cfg = PretrainConfig(steps=args.steps, batch_patches=2048, scenes_per_step=1, pool_size=1,
                          code_lifetime=10**9, code_warmup=0, regressor_every=1, lr=5e-4,
                          lr_warmup_steps=50, code_lr=1e-2, depth_fraction=0.0,

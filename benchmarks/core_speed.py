@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from aceg.data.images import prepare_image  # noqa: E402
 from aceg.localization.localizer import KEEP_QUANTILE, Localizer  # noqa: E402
 from aceg.mapping.mapper import map_scene  # noqa: E402
+from aceg.model.anchors import AnchorRegressor  # noqa: E402
 from aceg.model.encoder import get_encoder  # noqa: E402
 from aceg.model.map_file import default_regressor  # noqa: E402
 from planar_scenes import corner_scene  # noqa: E402
@@ -51,7 +52,12 @@ def query_speed(root: Path, n_queries: int) -> None:
     loc = Localizer(ace_map)
     enc = get_encoder("xfeat")
     reg = default_regressor("xfeat", warn=False)
-    code = reg.model.init_code(torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    if isinstance(reg.model, AnchorRegressor):  # a full code: max_anchors anchors
+        n = reg.model.config.max_anchors
+        code = reg.model.make_code(torch.randn(n, 64, generator=gen), torch.randn(n, 3, generator=gen))
+    else:
+        code = reg.model.init_code(gen)
     t_prep, t_enc, t_reg, t_head, t_ransac, t_total, inl = [], [], [], [], [], [], []
     for i, f in enumerate(list(queries) * 2):
         t0 = time.perf_counter()
@@ -101,7 +107,7 @@ def mapping_speed(root: Path, n_images: int, triangulate: bool = False) -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     how = ", triangulated depth" if triangulate else ""
     print(f"ACE-G mapping, default preset{how}, {n_images} images 640x480 at short side 480:")
-    if triangulate:
+    if "triangulated" in result.stats:  # asked for, or the anchor model
         t = result.stats["triangulated"]
         print(f"  triangulation {t['seconds']:.1f} s ({t['points']} points, {t['cells']:.0f}% of patch cells)")
     print(f"  wall {wall:.1f} s (buffer {result.seconds['buffer']:.1f} s, train "

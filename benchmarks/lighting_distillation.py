@@ -13,7 +13,7 @@ the shipped transformer on pixel-aligned lighting twins make it robust to light?
         --codes /work/data/distill/codes_a.safetensors /work/data/distill/codes_b.safetensors
     # 3. map held-out scenes with the student and compare with the shipped model
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lighting_sensitivity.py /work/data/heldout 0 1 \
-        --regressor src/aceg/weights/regressor-xfeat.safetensors --regressor student.safetensors
+        --regressor src/aceg/weights/transformer-xfeat.safetensors --regressor student.safetensors
 
 The student's loss per scene and step: anchor patches (mapping or query_same, light A)
 agree with the teacher; twin patches (query_light) agree with the teacher's prediction for
@@ -47,7 +47,7 @@ from aceg.pretraining.feature_store import (
     sample_patches,
 )
 
-SHIPPED = "src/aceg/weights/regressor-xfeat.safetensors"
+SHIPPED = "src/aceg/weights/transformer-xfeat.safetensors"
 
 
 def load_scenes(data: str, cache: str, start: int = 0, end: int | None = None):

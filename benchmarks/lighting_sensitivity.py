@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/lighting_sensitivity.py /work/data/heldout 0 1 --method aceg
     .venv/bin/python benchmarks/lighting_sensitivity.py /work/data/heldout 0 1 --method ace
     .venv/bin/python benchmarks/lighting_sensitivity.py /work/data/heldout 0 1 \
-        --regressor src/aceg/weights/regressor-xfeat.safetensors --regressor other.safetensors
+        --regressor src/aceg/weights/transformer-xfeat.safetensors --regressor other.safetensors
 
 ``aceg synth`` renders ``query_light`` from exactly the poses of ``query_same`` (lighting B
 instead of A), so every patch of a query_light image has a twin, the same pixel of the

@@ -152,3 +152,32 @@ def test_metric_pretraining_resumes_exactly(tmp_path):
     with pytest.raises(AcegError, match="cannot resume"):
         train_metric(resumed, rooms[:2], rooms[2:], MetricConfig(steps=40, anchors=32), tmp_path / "b",
                      progress=False)
+
+
+def test_cli_pretrain_anchors_then_map(tmp_path, capsys):
+    """`aceg pretrain-anchors` over tiny synthetic scenes writes a regressor that `aceg map`
+    takes; a transformer file is refused as --init."""
+    from aceg.cli.main import main
+    from aceg.data.synthetic import generate_scene
+
+    for i in range(3):
+        generate_scene(tmp_path / "data" / f"scene_{i}", 300 + i, frames_mapping=6, frames_query=3,
+                       height=64, width=80, splits=("mapping", "query_light"), contact_sheet=False)
+    out = tmp_path / "run"
+    args = ["pretrain-anchors", str(tmp_path / "data"), str(out), "--steps", "6", "--anchors", "64",
+            "--queries", "32", "--eval-every", "3", "--held-out", "1"]
+    assert main(args) == 0
+    reg = load_regressor(out / "regressor.safetensors")
+    assert isinstance(reg.model, AnchorRegressor)
+    assert (out / "log.csv").read_text().count("\n") == 4  # header + steps 0, 3, 6
+    assert main(args) == 0  # finished: resumes at the end and writes the same model
+    assert load_regressor(out / "regressor.safetensors").identity == reg.identity
+    mapped = main(["map", str(tmp_path / "data" / "scene_0" / "mapping"), str(tmp_path / "s.map"),
+                   "--regressor", str(out / "regressor.safetensors"), "--depth"])
+    assert mapped == 0 and isinstance(load_map(tmp_path / "s.map").regressor_config, AnchorConfig)
+    from aceg.model.map_file import WEIGHTS_DIR
+
+    transformer = WEIGHTS_DIR / "transformer-xfeat.safetensors"
+    assert main(["pretrain-anchors", str(tmp_path / "data"), str(tmp_path / "x"), "--held-out", "1",
+                 "--init", str(transformer)]) != 0
+    assert "not an anchor regressor" in capsys.readouterr().err

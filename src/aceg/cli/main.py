@@ -14,8 +14,8 @@ import sys
 from aceg.errors import AcegError
 
 #: Sub-commands, in the order ``aceg --help`` lists them.
-COMMANDS = ("demo", "info", "convert", "eval", "synth", "map", "localize", "pretrain", "bench",
-            "export", "plot", "serve")
+COMMANDS = ("demo", "info", "convert", "eval", "synth", "map", "localize", "pretrain",
+            "pretrain-anchors", "bench", "export", "plot", "serve")
 
 DESCRIPTION = """\
 aceg: visual relocalization by scene coordinate regression (ACE-G).

@@ -13,11 +13,16 @@ DESCRIPTION = """\
 Build a map of SCENE (posed images, any supported format) and write it to OUT (a
 safetensors file, usually *.map).
 
---method aceg (default) optimises only the map code of the frozen scene-agnostic
-regressor (the shipped one, or --regressor PATH; without trained weights a seeded random
-init is used, with a warning). --method ace trains the ACE baseline: a scene-specific MLP
-head from scratch. Both use the same frozen encoder features, computed once over
-augmented passes, and write the same map format for `aceg localize`.
+--method aceg (default) builds the map code of the frozen scene-agnostic regressor (the
+shipped one, or --regressor PATH; without trained weights a seeded random init is used,
+with a warning). The shipped regressor is the anchor model: its code holds the mapping
+patches whose 3-D points triangulate between the posed images (XFeat keypoints matched
+with LighterGlue; with --depth, the depth maps give the points), each with its embedded
+descriptor; presets, --code-init and --triangulate do not apply to it. The map-code
+transformer (--regressor src/aceg/weights/transformer-xfeat.safetensors) optimises its
+code on the mapping patches instead (reprojection loss; presets apply). --method ace
+trains the ACE baseline: a scene-specific MLP head from scratch. All use the same frozen
+encoder features and write the same map format for `aceg localize`.
 
 --split K:R leaves out the frames with index % K == R (to localize them later with
 `aceg localize --split K:R`).

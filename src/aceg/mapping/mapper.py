@@ -37,8 +37,8 @@ from aceg.mapping.losses import DEFAULT_LOSS, LossConfig, batch_loss
 from aceg.mapping.schedule import one_cycle_adamw
 from aceg.mapping.triangulation import triangulated_depth_maps
 from aceg.model.ace_head import AceHead, AceHeadConfig
-from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
 from aceg.model.anchors import AnchorRegressor
+from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
 from aceg.model.map_file import MapData, resolve_regressor, save_map
 from aceg.model.regressor import CODE_INITS, CODE_LR_SCALE
 

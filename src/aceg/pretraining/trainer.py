@@ -222,6 +222,10 @@ def _warm_start(config: PretrainConfig, encoder: str) -> SceneRegressor:
     from aceg.model.map_file import load_regressor
 
     loaded = load_regressor(config.init)
+    if not isinstance(loaded.model, SceneRegressor):
+        raise file_error(config.init, "an anchor regressor: aceg pretrain trains the map-code "
+                                      "transformer (start from transformer-xfeat.safetensors), "
+                                      "aceg pretrain-anchors the anchor model")
     if loaded.encoder != encoder:
         raise file_error(config.init, f"regressor made for encoder {loaded.encoder!r}, this run "
                                       f"uses {encoder!r}")
