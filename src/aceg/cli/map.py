@@ -99,17 +99,22 @@ def run(args) -> int:
         )
     for w in caught:
         print(f"aceg: warning: {w.message}")
+    s = result.stats
     if scene.has_depth and not args.depth:
         print("aceg: note: every image of this scene has a depth map and --depth was not given; "
-              "with --depth the map's geometry is far better (ACE-G on held-out synthetic rooms: "
-              "3-D error 0.46 -> 0.10 m, MODEL_CARD.md 'Map geometry')")
-    s = result.stats
+              + ("with --depth the anchors take their points from it instead of triangulation"
+                 if "anchors" in s else
+                 "with --depth the map's geometry is far better (ACE-G on held-out synthetic "
+                 "rooms: 3-D error 0.46 -> 0.10 m, MODEL_CARD.md 'Map geometry')"))
     print(f"wrote {result.path} ({result.file_size / 1024:.0f} KiB): {result.method} map of "
           f"{result.frames} images, encoder {result.encoder}, {result.patches} patches, "
           f"{result.iterations} iterations in {result.seconds['total']:.0f} s")
-    print(f"training: loss {s.get('loss', float('nan')):.3g}, "
-          f"{100 * s.get('in10', 0):.0f}% of patches within 10 px, "
-          f"median reprojection error {s.get('median_px', float('nan')):.1f} px")
+    if "anchors" in s:
+        print(f"anchors: {s['anchors']} ({s['cells']:.0f}% of the patch cells had a 3-D point)")
+    else:
+        print(f"training: loss {s.get('loss', float('nan')):.3g}, "
+              f"{100 * s.get('in10', 0):.0f}% of patches within 10 px, "
+              f"median reprojection error {s.get('median_px', float('nan')):.1f} px")
     if "triangulated" in s:
         t = s["triangulated"]
         print(f"triangulation: {t['points']} keypoints with a 3-D point, depth for {t['cells']:.0f}% "

@@ -41,7 +41,10 @@ def add_arguments(parser) -> None:
         "steps": "training steps (one scene each)",
         "anchors": "anchors drawn per step from the scene's mapping images",
         "queries": "query patches per step",
-        "sigma": "metres: width of the Gaussian target over 3-D distance",
+        "sigma": "metres: width of the Gaussian target over 3-D distance (nce: the radius "
+                 "within which anchors are positives)",
+        "loss": "gaussian (attention should follow a Gaussian of 3-D distance) or nce (all "
+                "anchors within --sigma are positives)",
         "lr": "peak learning rate (AdamW, cosine decay to a tenth)",
         "weight_decay": "AdamW weight decay",
         "eval_every": "steps between evaluations and checkpoints",
@@ -49,6 +52,7 @@ def add_arguments(parser) -> None:
     for f in fields(MetricConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
                             default=getattr(defaults, f.name),
+                            choices=("gaussian", "nce") if f.name == "loss" else None,
                             help=f"{helps[f.name]} (default: %(default)s)")
     parser.add_argument("--held-out", type=int, default=4,
                         help="scenes kept out of training and scored (default: %(default)s)")

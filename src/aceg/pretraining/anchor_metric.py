@@ -49,12 +49,20 @@ LOG_NAME = "log.csv"
 @dataclass(frozen=True)
 class MetricConfig:
     """Settings of anchor-metric pre-training (module docstring). ``lr``: AdamW peak rate,
-    cosine decay to a tenth over ``steps``."""
+    cosine decay to a tenth over ``steps``. ``loss``: "gaussian" (the target of the module
+    docstring) or "nce" (every anchor within ``sigma`` of the query's point is a positive
+    and the loss is minus the log of the attention they get together: no preference among
+    nearby anchors, only against far ones)."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("gaussian", "nce"):
+            raise ValueError(f"unknown metric loss {self.loss!r}: gaussian or nce")
 
     steps: int = 2000
     anchors: int = 4096
     queries: int = 1024
     sigma: float = 0.05
+    loss: str = "gaussian"
     lr: float = 1e-3
     weight_decay: float = 1e-4
     eval_every: int = 250
@@ -92,17 +100,24 @@ def scene_batch(sf: SceneFeatures, config: MetricConfig, generator: torch.Genera
 
 
 def metric_loss(model: AnchorRegressor, a_feat: torch.Tensor, a_pts: torch.Tensor,
-                q_feat: torch.Tensor, q_pts: torch.Tensor, sigma: float) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy of the queries' attention over the anchors against the 3-D Gaussian
-    target (module docstring); statistics: ``ce``, ``top1_10cm`` (share of queries whose
-    most similar anchor is within 10 cm), ``with_target`` (share of queries kept)."""
+                q_feat: torch.Tensor, q_pts: torch.Tensor, sigma: float,
+                loss: str = "gaussian") -> tuple[torch.Tensor, dict]:
+    """The queries' attention over the anchors scored against the 3-D target
+    (:class:`MetricConfig` ``loss``); statistics: ``ce`` (the loss), ``top1_10cm`` (share of
+    queries whose most similar anchor is within 10 cm), ``with_target`` (share of queries
+    kept)."""
     dist = torch.cdist(q_pts, a_pts)  # (Q, A) metres
-    has_target = (dist < 3 * sigma).any(1)
+    reach = 3 * sigma if loss == "gaussian" else sigma
+    has_target = (dist < reach).any(1)
     logits = model.embed(q_feat) @ model.embed(a_feat).T / model.log_temperature.exp()
-    target = torch.where(dist < 3 * sigma, -0.5 * (dist / sigma) ** 2, torch.full_like(dist, -torch.inf))
-    target = torch.softmax(target[has_target], dim=1)
     logp = torch.log_softmax(logits[has_target], dim=1)
-    ce = -(target * torch.where(target > 0, logp, torch.zeros_like(logp))).sum(1).mean()
+    near = dist[has_target] < reach
+    if loss == "gaussian":
+        target = torch.softmax(torch.where(near, -0.5 * (dist[has_target] / sigma) ** 2,
+                                           torch.full_like(logp, -torch.inf)), dim=1)
+        ce = -(target * torch.where(near, logp, torch.zeros_like(logp))).sum(1).mean()
+    else:
+        ce = -torch.logsumexp(torch.where(near, logp, torch.full_like(logp, -torch.inf)), dim=1).mean()
     with torch.no_grad():
         nearest = dist.gather(1, logits.argmax(1, keepdim=True)).squeeze(1)
         stats = {"ce": float(ce), "top1_10cm": float((nearest[has_target] < 0.10).float().mean()),
@@ -118,7 +133,7 @@ def evaluate(model: AnchorRegressor, scenes: list[SceneFeatures], config: Metric
     with torch.no_grad():
         for sf in scenes:
             for _ in range(repeats):
-                _, stats = metric_loss(model, *scene_batch(sf, config, gen), config.sigma)
+                _, stats = metric_loss(model, *scene_batch(sf, config, gen), config.sigma, config.loss)
                 for k, v in stats.items():
                     acc.setdefault(k, []).append(v)
     return {k: sum(v) / len(v) for k, v in acc.items()}
@@ -216,7 +231,7 @@ def train_metric(model: AnchorRegressor, train: list[SceneFeatures], held_out: l
     for step in tqdm(range(first, config.steps + 1), desc="anchor metric", disable=not progress,
                      initial=first - 1, total=config.steps):
         sf = train[int(torch.randint(len(train), (1,), generator=gen))]
-        loss, stats = metric_loss(model, *scene_batch(sf, config, gen), config.sigma)
+        loss, stats = metric_loss(model, *scene_batch(sf, config, gen), config.sigma, config.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
