@@ -105,13 +105,15 @@ def _room(seed: int) -> SceneFeatures:
     return SceneFeatures(f"room{seed}", np.zeros(3), {"mapping": split(), "query_light": split()}, 8)
 
 
-def test_metric_pretraining_improves_held_out_retrieval(tmp_path):
+@pytest.mark.parametrize("loss", ["gaussian", "nce"])
+def test_metric_pretraining_improves_held_out_retrieval(tmp_path, loss):
     """Query pre-training makes held-out queries pick anchors at their own point more often
     (a ranking, which the temperature alone cannot change) and lowers the cross-entropy."""
     rooms = [_room(i) for i in range(6)]
     torch.manual_seed(0)
     model = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=32))
-    config = MetricConfig(steps=300, anchors=256, queries=128, sigma=0.05, lr=1e-2, eval_every=50)
+    config = MetricConfig(steps=300, anchors=256, queries=128, sigma=0.05, lr=1e-2, eval_every=50,
+                          loss=loss)
     before = evaluate(model, rooms[4:], config)
     rows = train_metric(model, rooms[:4], rooms[4:], config, tmp_path / "run", progress=False)
     after = evaluate(model, rooms[4:], config)

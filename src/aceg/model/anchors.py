@@ -18,8 +18,8 @@ poses determine (triangulated keypoints, or a depth map when the scene has one).
   cosine similarity shrinks (Lowe's ratio test in another guise: a patch that two anchors
   fit about equally well is an ambiguous correspondence). It is a ranking for the
   localizer's filter (:func:`aceg.localization.localizer.confident_mask`), on the log-pixel
-  scale of the transformer's, not a calibrated one. On held-out scenes 0-3 (exact-geometry
-  probe, ``benchmarks/retrieval_probe.py``) keeping the 75 % of largest margins gave
+  scale of the transformer's, not a calibrated one. On held-out scenes 0-3 (triangulated
+  anchors, ``benchmarks/retrieval_probe.py --geometry triangulated --k 1``) keeping the 75 % of largest margins gave
   61.7 / 63.3 % within 10 cm / 10 deg on query_same / query_light, the 75 % of highest
   similarity 56.7 / 60.0 %, no filter 60.0 / 58.3 % (60 images per split).
 
@@ -27,8 +27,9 @@ The scene-agnostic weights are the embedding: a residual MLP on the unit-length 
 feature, whose last layer starts at zero (the identity: raw-descriptor attention), and
 the temperature. Query pre-training (:mod:`aceg.pretraining.anchor_metric`) trains them
 across scenes so that a patch seen in other light or from another viewpoint attends to
-the anchors at its own surface point. Mapping builds the code from the mapping images
-(:func:`aceg.mapping.mapper.map_scene`).
+the anchors at its own surface point; so far that has made localization worse, and the
+shipped weights are the identity (MODEL_CARD.md, section 1.3). Mapping builds the code
+from the mapping images (:func:`aceg.mapping.mapper.map_scene`).
 
 The code holds, per anchor, an embedded descriptor and a point: a sparse descriptor map,
 like a structure-based method's, read through attention; its size grows with the number
