@@ -41,6 +41,21 @@ def test_fresh_model_reads_the_nearest_anchor_point():
         model.make_code(feats[:0], points[:0])
 
 
+def test_queries_beyond_the_budget_are_not_read():
+    """Past ``max_queries`` patches an evenly spaced subset is read (the same answers as
+    alone) and the others come back NaN, which the localizer drops."""
+    torch.manual_seed(1)
+    model = AnchorRegressor(AnchorConfig(feature_dim=8, hidden=16, max_queries=10))
+    code = model.make_code(torch.randn(30, 8), torch.randn(30, 3))
+    feats = torch.randn(25, 8)
+    coords, log_unc = model(feats, code)
+    read = torch.isfinite(coords).all(1)
+    assert int(read.sum()) == 10 and read[0] and read[-1]
+    alone, alone_unc = model(feats[read], code)
+    assert torch.equal(coords[read], alone) and torch.equal(log_unc[read], alone_unc)
+    assert (log_unc[~read] == LOG_UNC_MAX).all()
+
+
 def test_soft_top_k_interpolates_between_anchors():
     model = AnchorRegressor(AnchorConfig(feature_dim=4, hidden=8, top_k=2, temperature=1e3))
     feats = torch.eye(4)

@@ -66,6 +66,11 @@ class AnchorConfig:
             4,096 / 8,192 / 16,384 / all (25-31 k) anchors localized 93 / 93 / 97 / 97 % of
             query_same and 90 / 93 / 93 / 93 % of query_light within 10 cm / 10 deg.
         chunk: query patches per similarity block (bounds memory: chunk x N floats).
+        max_queries: patches of one call that are read at most: beyond that, an evenly
+            spaced subset (in the order given, i.e. raster order for an image) and NaN
+            coordinates for the others, which the localizer drops. Bounds the query time:
+            a 480x640 image has 4,800 patches, and each costs N x C multiply-adds; RANSAC
+            needs far fewer correspondences.
     """
 
     feature_dim: int = 64
@@ -74,13 +79,14 @@ class AnchorConfig:
     temperature: float = 0.05
     max_anchors: int = 12288
     chunk: int = 1024
+    max_queries: int = 2048
     kind: str = ANCHOR_KIND
 
     def __post_init__(self) -> None:
         if self.kind != ANCHOR_KIND:
             raise ValueError(f"AnchorConfig kind must be {ANCHOR_KIND!r}")
-        if self.top_k < 1 or self.max_anchors < 1 or self.chunk < 1:
-            raise ValueError("top_k, max_anchors and chunk must be positive")
+        if min(self.top_k, self.max_anchors, self.chunk, self.max_queries) < 1:
+            raise ValueError("top_k, max_anchors, chunk and max_queries must be positive")
 
     @property
     def code_width(self) -> int:
@@ -99,7 +105,7 @@ class AnchorConfig:
     def identity_dict(self) -> dict:
         """Fields hashed into the identity: the ones that change what a map means."""
         d = asdict(self)
-        del d["chunk"]  # memory only
+        del d["chunk"], d["max_queries"]  # cost only: maps stay valid
         return d
 
     @classmethod
@@ -160,6 +166,14 @@ class AnchorRegressor(nn.Module):
         if not self.config.accepts_code(tuple(code.shape)):
             raise ValueError(f"map code of shape {tuple(code.shape)}, this anchor model reads "
                              f"{self.config.code_description()}")
+        P = features.shape[0]
+        if P > self.config.max_queries:
+            pick = torch.linspace(0, P - 1, self.config.max_queries, device=features.device).round().long()
+            some, unc = self(features[pick], code)
+            coords = torch.full((P, 3), float("nan"), dtype=some.dtype, device=some.device)
+            log_unc = torch.full((P,), LOG_UNC_MAX, dtype=unc.dtype, device=unc.device)
+            coords[pick], log_unc[pick] = some, unc
+            return coords, log_unc
         keys, points = code[:, : self.config.feature_dim], code[:, self.config.feature_dim:]
         sims, index = self.attend(self.embed(features), keys)
         margin = sims[:, 0] - sims[:, 1] if sims.shape[1] > 1 else torch.ones_like(sims[:, 0])
