@@ -40,6 +40,7 @@ from aceg.errors import file_error
 from aceg.io import atomic_path
 from aceg.model.anchors import AnchorRegressor
 from aceg.pretraining.feature_store import MAPPING_SPLIT, SceneFeatures, SplitFeatures
+from aceg.pretraining.trainer import load_optimizer, optimizer_tensors
 
 #: Files of a run's output folder.
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -142,12 +143,10 @@ def evaluate(model: AnchorRegressor, scenes: list[SceneFeatures], config: Metric
 def _save_checkpoint(path: Path, model, opt, sched, gen, step: int, rows: list[dict],
                      config: MetricConfig, scenes: list[str]) -> None:
     tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    opt_state = opt.state_dict()
-    for idx, st in opt_state["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).clone()
+    opt_tensors, param_groups = optimizer_tensors(opt)
+    tensors.update(opt_tensors)
     tensors["generator"] = gen.get_state()
-    meta = {"step": step, "rows": rows, "param_groups": opt_state["param_groups"],
+    meta = {"step": step, "rows": rows, "param_groups": param_groups,
             "scheduler": sched.state_dict(), "config": asdict(config), "scenes": scenes}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"aceg_anchor_metric": json.dumps(meta)})
@@ -169,12 +168,7 @@ def _load_checkpoint(path: Path, model, opt, sched, gen, config: MetricConfig,
     if meta["scenes"] != scenes:
         raise file_error(path, "checkpoint was made with another list of scenes: cannot resume")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict = {"state": {}, "param_groups": meta["param_groups"]}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            opt_state["state"].setdefault(int(idx), {})[name] = v
-    opt.load_state_dict(opt_state)
+    load_optimizer(opt, tensors, meta["param_groups"])
     sched.load_state_dict(meta["scheduler"])
     gen.set_state(tensors["generator"])
     return int(meta["step"]), meta["rows"]

@@ -205,6 +205,26 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """An optimizer's state as safetensors-ready tensors (``opt.<param index>.<name>``) and
+    its JSON-ready ``param_groups`` (for a checkpoint's metadata)."""
+    state = optimizer.state_dict()
+    tensors = {f"opt.{idx}.{k}": torch.as_tensor(v).clone()
+               for idx, st in state["state"].items() for k, v in st.items()}
+    return tensors, state["param_groups"]
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                   param_groups: list) -> None:
+    """Restore what :func:`optimizer_tensors` saved (other keys of ``tensors`` are ignored)."""
+    state: dict = {"state": {}, "param_groups": param_groups}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state["state"].setdefault(int(idx), {})[name] = v
+    optimizer.load_state_dict(state)
+
 def init_distributed() -> tuple[int, int]:
     """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU)."""
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
@@ -508,13 +528,11 @@ class Pretrainer:
             dist.barrier()
         if self.rank == 0:
             tensors = {f"model.{k}": v.detach().clone() for k, v in self.model.state_dict().items()}
-            opt_state = self.optimizer.state_dict()
-            for idx, st in opt_state["state"].items():
-                for k, v in st.items():
-                    tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).clone()
+            opt_tensors, param_groups = optimizer_tensors(self.optimizer)
+            tensors.update(opt_tensors)
             meta = {
                 "step": self.step, "world_size": self.world, "config": asdict(self.cfg),
-                "param_groups": opt_state["param_groups"], "scenes": self.all_scenes,
+                "param_groups": param_groups, "scenes": self.all_scenes,
                 "python_random": repr(random.getstate()), "numpy_random": "unused",
             }
             with atomic_path(self.out / CHECKPOINT_NAME) as tmp:
@@ -574,12 +592,7 @@ class Pretrainer:
             raise file_error(path, "checkpoint was made with another list of scenes")
         step = int(meta["step"])
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        opt_state: dict = {"state": {}, "param_groups": meta["param_groups"]}
-        for k, v in tensors.items():
-            if k.startswith("opt."):
-                _, idx, name = k.split(".", 2)
-                opt_state["state"].setdefault(int(idx), {})[name] = v
-        self.optimizer.load_state_dict(opt_state)
+        load_optimizer(self.optimizer, tensors, meta["param_groups"])
         pool_path = self._pool_path(self.rank, step)
         if not pool_path.is_file():
             raise file_error(pool_path, f"pool state of step {step} missing: cannot resume")
