@@ -148,11 +148,12 @@ class AnchorRegressor(nn.Module):
             keys = self.embed(features.to(self.log_temperature.device))
         return torch.cat([keys, points.float().to(keys.device)], dim=1)
 
-    def attend(self, queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def attend(self, queries: torch.Tensor, keys: torch.Tensor, k: int | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosine similarities (P, k) and indices (P, k) of each query's k best anchors,
-        best first, k = max(``top_k``, 2) (the second feeds the uncertainty) but at most N;
-        computed ``chunk`` queries at a time."""
-        k = min(max(self.config.top_k, 2), keys.shape[0])
+        best first, k = max(``top_k``, 2) by default (the second feeds the uncertainty) but
+        at most N; computed ``chunk`` queries at a time."""
+        k = min(k if k is not None else max(self.config.top_k, 2), keys.shape[0])
         sims, index = [], []
         for start in range(0, queries.shape[0], self.config.chunk):
             s, i = (queries[start: start + self.config.chunk] @ keys.T).topk(k, dim=1)
