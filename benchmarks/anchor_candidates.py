@@ -7,7 +7,7 @@ ground-truth scene coordinate from the rendered depth.
         /work/data/candidates/pretrain 0 1 2 --k 16
 
 One file per room, ``<OUT>/scene_NNNN.safetensors``, with per split (prefix ``<split>.``):
-``sims`` (P, K) float16 cosine of the K best anchors, best first; ``points`` (P, K, 3)
+``sims`` (P, K) float32 cosine of the K best anchors, best first; ``points`` (P, K, 3)
 float32 their scene coordinates (centred world frame, metres); ``target`` (P, 3) float32
 and ``valid`` (P,) bool, the ground truth; ``pixels`` (P, 2) float32 patch centres and
 ``frame`` (P,) int64 index into ``K`` (F, 3, 3) / ``world_to_cam`` (F, 4, 4) (centred
@@ -49,7 +49,7 @@ def room_candidates(root: Path, model: AnchorRegressor, enc, k: int, splits=SPLI
         q = build_buffer(read_scene(root / sp), enc, short, 1, None, None, True, 0, centre=buffer.centre)
         with torch.no_grad():
             sims, index = model.attend(model.embed(q.features), keys, k)
-        out |= {f"{sp}.sims": sims.half(), f"{sp}.points": points[index].contiguous(),
+        out |= {f"{sp}.sims": sims, f"{sp}.points": points[index].contiguous(),
                 f"{sp}.target": q.target, f"{sp}.valid": q.target_valid, f"{sp}.pixels": q.pixels,
                 f"{sp}.frame": q.frame, f"{sp}.K": q.K, f"{sp}.world_to_cam": q.world_to_cam}
     return out
