@@ -71,6 +71,14 @@ class AnchorConfig:
             coordinates for the others, which the localizer drops. Bounds the query time:
             a 480x640 image has 4,800 patches, and each costs N x C multiply-adds; RANSAC
             needs far fewer correspondences.
+        readout: how a patch's coordinate is read from its most similar anchors:
+            "nearest" (the softmax over ``top_k``; with ``top_k`` 1 the best anchor's point,
+            uncertainty from the best/second-best margin) or "learned" (a
+            :class:`CandidateReadout` scores the ``candidates`` most similar anchors from
+            their similarities and how their points agree, and the patch takes the point of
+            the best-scored one, uncertainty from its probability).
+        candidates: anchors the learned read-out considers per patch (K).
+        readout_hidden: hidden width of the learned read-out's MLP.
     """
 
     feature_dim: int = 64
@@ -80,13 +88,20 @@ class AnchorConfig:
     max_anchors: int = 12288
     chunk: int = 1024
     max_queries: int = 2048
+    readout: str = "nearest"
+    candidates: int = 16
+    readout_hidden: int = 64
     kind: str = ANCHOR_KIND
 
     def __post_init__(self) -> None:
         if self.kind != ANCHOR_KIND:
             raise ValueError(f"AnchorConfig kind must be {ANCHOR_KIND!r}")
-        if min(self.top_k, self.max_anchors, self.chunk, self.max_queries) < 1:
-            raise ValueError("top_k, max_anchors, chunk and max_queries must be positive")
+        if min(self.top_k, self.max_anchors, self.chunk, self.max_queries, self.readout_hidden) < 1:
+            raise ValueError("top_k, max_anchors, chunk, max_queries and readout_hidden must be positive")
+        if self.readout not in ("nearest", "learned"):
+            raise ValueError(f"AnchorConfig readout must be 'nearest' or 'learned', got {self.readout!r}")
+        if self.candidates < 2:
+            raise ValueError("AnchorConfig candidates must be at least 2")
 
     @property
     def code_width(self) -> int:
@@ -114,6 +129,57 @@ class AnchorConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+class CandidateReadout(nn.Module):
+    """Learned read-out of a query patch's K most similar anchors.
+
+    ``forward(sims (P, K), points (P, K, 3)) -> logits (P, K + 1)``: a score per candidate
+    and, last, a "none of them" score; a softmax over the K + 1 is the probability that
+    each candidate's point is the patch's surface point (within the radius it was trained
+    with) or that none is. ``sims`` are cosine similarities, best first; ``points`` the
+    candidates' scene coordinates in metres (any common frame: only their differences are
+    used). Each candidate is described by :meth:`candidate_features` (its similarity, its
+    gap to the best, its rank, and how many of the other candidates, weighted by
+    similarity or not, put their point near its point at three radii), scored by a
+    shared MLP; the "none" score reads the max-pooled hidden features. Scene-agnostic:
+    trained across rooms on query patches (:mod:`aceg.pretraining.anchor_readout`).
+    """
+
+    #: Radii (metres) at which candidates' points count as agreeing.
+    SUPPORT_SIGMAS = (0.05, 0.15, 0.5)
+    #: Similarity scale of the weights of the weighted support.
+    SUPPORT_SIM_SCALE = 0.02
+    N_FEATURES = 6 + 2 * len(SUPPORT_SIGMAS)
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(self.N_FEATURES, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU())
+        self.score = nn.Linear(hidden, 1)
+        self.none = nn.Linear(hidden, 1)
+
+    @classmethod
+    def candidate_features(cls, sims: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """(P, K) similarities (best first), (P, K, 3) points -> (P, K, N_FEATURES)."""
+        P, K = sims.shape
+        best = sims[:, :1]
+        rank = torch.linspace(0.0, 1.0, K, device=sims.device).expand(P, K)
+        margin = (sims[:, :1] - sims[:, 1:2]).expand(P, K) if K > 1 else torch.ones_like(sims)
+        d2 = (points[:, :, None, :] - points[:, None, :, :]).square().sum(-1)  # (P, K, K)
+        others = 1.0 - torch.eye(K, device=sims.device)
+        w = torch.exp((sims - best) / cls.SUPPORT_SIM_SCALE)[:, None, :] * others  # (P, 1->K, K)
+        feats = [sims, best - sims, rank, margin, best.expand(P, K),
+                 (d2[:, :, 0] + 1e-4).sqrt().log()]
+        for sigma in cls.SUPPORT_SIGMAS:
+            g = torch.exp(-d2 / (2 * sigma * sigma)) * others
+            feats.append((w * g).sum(-1) / w.sum(-1).clamp_min(1e-6))
+            feats.append(g.sum(-1) / max(K - 1, 1))
+        return torch.stack(feats, dim=-1)
+
+    def forward(self, sims: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        h = self.mlp(self.candidate_features(sims.float(), points.float()))  # (P, K, H)
+        return torch.cat([self.score(h).squeeze(-1), self.none(h.amax(dim=1))], dim=1)
+
+
 class AnchorRegressor(nn.Module):
     """Anchor model (module docstring).
 
@@ -129,6 +195,7 @@ class AnchorRegressor(nn.Module):
         nn.init.zeros_(self.residual[2].weight)
         nn.init.zeros_(self.residual[2].bias)
         self.log_temperature = nn.Parameter(torch.tensor([math.log(config.temperature)]))  # (1,)
+        self.readout = CandidateReadout(config.readout_hidden) if config.readout == "learned" else None
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """(P, C) encoder features (any dtype) -> (P, C) float32 unit-length keys/queries."""
@@ -176,6 +243,14 @@ class AnchorRegressor(nn.Module):
             coords[pick], log_unc[pick] = some, unc
             return coords, log_unc
         keys, points = code[:, : self.config.feature_dim], code[:, self.config.feature_dim:]
+        if self.readout is not None:
+            sims, index = self.attend(self.embed(features), keys, self.config.candidates)
+            cand = points[index]  # (P, K, 3)
+            prob = torch.softmax(self.readout(sims, cand), dim=1)[:, :-1]  # (P, K)
+            p_best, j = prob.max(dim=1)
+            coords = cand.gather(1, j[:, None, None].expand(-1, 1, 3)).squeeze(1)
+            log_unc = LOG_UNC_MAX - (LOG_UNC_MAX - LOG_UNC_MIN) * p_best
+            return coords, log_unc
         sims, index = self.attend(self.embed(features), keys)
         margin = sims[:, 0] - sims[:, 1] if sims.shape[1] > 1 else torch.ones_like(sims[:, 0])
         k = min(self.config.top_k, sims.shape[1])

@@ -25,26 +25,26 @@ scenes the same way, plus the share of queries whose most similar anchor lies wi
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
-from aceg.errors import file_error
-from aceg.io import atomic_path
 from aceg.model.anchors import AnchorRegressor
 from aceg.pretraining.feature_store import MAPPING_SPLIT, SceneFeatures, SplitFeatures
-from aceg.pretraining.trainer import load_optimizer, optimizer_tensors
+from aceg.pretraining.run_state import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    load_run_state,
+    save_run_state,
+    write_log,
+)
 
 #: Files of a run's output folder.
-CHECKPOINT_NAME = "checkpoint.safetensors"
-LOG_NAME = "log.csv"
+#: Metadata key of this loop's checkpoints.
+RUN_KEY = "aceg_anchor_metric"
 
 
 @dataclass(frozen=True)
@@ -140,40 +140,6 @@ def evaluate(model: AnchorRegressor, scenes: list[SceneFeatures], config: Metric
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
-def _save_checkpoint(path: Path, model, opt, sched, gen, step: int, rows: list[dict],
-                     config: MetricConfig, scenes: list[str]) -> None:
-    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    opt_tensors, param_groups = optimizer_tensors(opt)
-    tensors.update(opt_tensors)
-    tensors["generator"] = gen.get_state()
-    meta = {"step": step, "rows": rows, "param_groups": param_groups,
-            "scheduler": sched.state_dict(), "config": asdict(config), "scenes": scenes}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"aceg_anchor_metric": json.dumps(meta)})
-
-
-def _load_checkpoint(path: Path, model, opt, sched, gen, config: MetricConfig,
-                     scenes: list[str]) -> tuple[int, list[dict]]:
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {})["aceg_anchor_metric"])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:
-        raise file_error(path, f"cannot read checkpoint ({exc.__class__.__name__}: {exc})") from None
-    saved = meta["config"]
-    for key, value in asdict(config).items():
-        if key not in ("steps", "eval_every") and saved.get(key) != value:
-            raise file_error(path, f"checkpoint has {key}={saved.get(key)!r}, this run {value!r}: "
-                                   "cannot resume")
-    if meta["scenes"] != scenes:
-        raise file_error(path, "checkpoint was made with another list of scenes: cannot resume")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    load_optimizer(opt, tensors, meta["param_groups"])
-    sched.load_state_dict(meta["scheduler"])
-    gen.set_state(tensors["generator"])
-    return int(meta["step"]), meta["rows"]
-
-
 def train_metric(model: AnchorRegressor, train: list[SceneFeatures], held_out: list[SceneFeatures],
                  config: MetricConfig, out_dir: Path | None = None, seed: int = 0,
                  progress: bool = True) -> list[dict]:
@@ -197,7 +163,7 @@ def train_metric(model: AnchorRegressor, train: list[SceneFeatures], held_out: l
     if checkpoint is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         if checkpoint.is_file():
-            step, rows = _load_checkpoint(checkpoint, model, opt, sched, gen, config, names)
+            step, rows = load_run_state(checkpoint, RUN_KEY, model, opt, sched, gen, asdict(config), names)
             first = step + 1
     t0 = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
 
@@ -209,12 +175,8 @@ def train_metric(model: AnchorRegressor, train: list[SceneFeatures], held_out: l
             row.update({f"heldout_{k}": round(v, 4) for k, v in evaluate(model, held_out, config).items()})
         rows.append(row)
         if checkpoint is not None:
-            keys = list(dict.fromkeys(k for r in rows for k in r))
-            with atomic_path(Path(out_dir) / LOG_NAME) as tmp, open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=keys)
-                w.writeheader()
-                w.writerows(rows)
-            _save_checkpoint(checkpoint, model, opt, sched, gen, step, rows, config, names)
+            write_log(Path(out_dir) / LOG_NAME, rows)
+            save_run_state(checkpoint, RUN_KEY, model, opt, sched, gen, step, rows, asdict(config), names)
         if progress:
             tqdm.write(" ".join(f"{k}={v}" for k, v in row.items()))
 
