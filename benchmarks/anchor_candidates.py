@@ -6,8 +6,8 @@ ground-truth scene coordinate from the rendered depth.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anchor_candidates.py /work/data/pretrain \
         /work/data/candidates/pretrain 0 1 2 --k 16
 
-One file per room, ``<OUT>/scene_NNNN.safetensors``, holding
-:func:`aceg.pretraining.anchor_readout.room_candidates`. It also prints how often the
+One file per room, ``<OUT>/NNNN-scene_NNNN.safetensors`` (the cache of ``aceg
+pretrain-readout``: :func:`aceg.pretraining.anchor_readout.cached_room_candidates`). It also prints how often the
 best anchor, and any of the K best, lies within 10 cm of the ground truth: the headroom
 of a learned read-out (:mod:`aceg.model.anchors`, ``readout``) over the nearest anchor.
 """
@@ -18,12 +18,12 @@ import argparse
 import time
 from pathlib import Path
 
-from safetensors.torch import save_file
+from safetensors.torch import load_file
 
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor
-from aceg.pretraining.anchor_readout import QUERY_SPLITS, room_candidates
+from aceg.pretraining.anchor_readout import QUERY_SPLITS, cached_room_candidates
 
 
 def main() -> None:
@@ -41,14 +41,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for s in args.scenes:
-        path = out / f"scene_{s:04d}.safetensors"
-        if path.exists():
-            continue
         t0 = time.perf_counter()
-        tensors = room_candidates(Path(args.root) / f"scene_{s:04d}", model, enc, args.k)
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
-        tmp.replace(path)
+        path = cached_room_candidates(Path(args.root) / f"scene_{s:04d}", out, s, model, enc, args.k)
+        tensors = load_file(str(path))
         line = [f"scene {s}: {time.perf_counter() - t0:.0f} s"]
         for sp in QUERY_SPLITS:
             v = tensors[f"{sp}.valid"]

@@ -118,3 +118,34 @@ def test_readout_pretraining_resumes_exactly(tmp_path):
     assert (tmp_path / "b" / "log.csv").read_text().count("\n") == 5  # header + 0, 10, 20, 30
     with pytest.raises(AcegError, match="cannot resume"):
         train_readout(resumed, train, held, out_dir=tmp_path / "b", **(settings | {"batch": 32}))
+
+
+def test_cli_pretrain_readout_then_map_and_localize(tmp_path):
+    """`aceg pretrain-readout` over tiny synthetic scenes writes an anchor regressor with a
+    learned read-out that `aceg map` and `aceg localize` take; re-running it resumes at the
+    end and writes the same model; a transformer file is refused as --init."""
+    from aceg.cli.main import main
+    from aceg.data.synthetic import generate_scene
+    from aceg.model.map_file import WEIGHTS_DIR
+
+    for i in range(3):
+        generate_scene(tmp_path / "data" / f"scene_{i}", 400 + i, frames_mapping=8, frames_query=2,
+                       height=96, width=128, splits=("mapping", "query_light"), contact_sheet=False)
+    out = tmp_path / "run"
+    args = ["pretrain-readout", str(tmp_path / "data"), str(out), "--steps", "4", "--batch", "64",
+            "--eval-every", "2", "--held-out", "1", "--candidates", "4", "--hidden", "8"]
+    assert main(args) == 0
+    reg = load_regressor(out / "regressor.safetensors")
+    assert reg.model.config.readout == "learned" and reg.model.config.candidates == 4
+    assert (out / "log.csv").read_text().count("\n") == 4  # header + steps 0, 2, 4
+    assert main(args) == 0
+    assert load_regressor(out / "regressor.safetensors").identity == reg.identity
+    scene = tmp_path / "data" / "scene_0"
+    assert main(["map", str(scene / "mapping"), str(tmp_path / "s.map"),
+                 "--regressor", str(out / "regressor.safetensors")]) == 0
+    assert main(["localize", str(tmp_path / "s.map"), str(scene / "query_light"),
+                 "--out", str(tmp_path / "poses.txt"), "--regressor", str(out / "regressor.safetensors")]) == 0
+    lines = (tmp_path / "poses.txt").read_text().strip().splitlines()
+    assert len([ln for ln in lines if not ln.startswith("#") or "not localized" in ln]) == 2
+    assert main(["pretrain-readout", str(tmp_path / "data"), str(tmp_path / "x"), "--held-out", "1",
+                 "--init", str(WEIGHTS_DIR / "transformer-xfeat.safetensors")]) != 0

@@ -24,10 +24,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from aceg.data.readers import read_scene
+from aceg.errors import AcegError
+from aceg.io import atomic_path
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import anchor_code
 from aceg.mapping.triangulation import triangulated_depth_maps
@@ -55,7 +58,8 @@ def room_candidates(root: Path, model: AnchorRegressor, encoder, k: int,
     first; ``points`` (P, K, 3) their scene coordinates (centred world frame, metres);
     ``target`` (P, 3) and ``valid`` (P,) the ground truth from the split's depth maps;
     ``pixels`` (P, 2), ``frame`` (P,), ``K`` (F, 3, 3) and ``world_to_cam`` (F, 4, 4)
-    (centred world -> camera, OpenCV axes) of the prepared query images."""
+    (centred world -> camera, OpenCV axes) of the prepared query images. Splits the room
+    does not have are skipped; the ones it has need depth maps."""
     mapping = read_scene(root / "mapping")
     short = mapping.working_short_side(480)
     depth_maps, _ = triangulated_depth_maps(mapping, short, encoder.stride, progress=False)
@@ -63,7 +67,7 @@ def room_candidates(root: Path, model: AnchorRegressor, encoder, k: int,
     code, _ = anchor_code(model, buffer, torch.Generator().manual_seed(0))
     keys, points = code[:, : model.config.feature_dim], code[:, model.config.feature_dim:]
     out: dict[str, torch.Tensor] = {}
-    for sp in splits:
+    for sp in [sp for sp in splits if (root / sp).is_dir()]:
         q = build_buffer(read_scene(root / sp), encoder, short, 1, None, None, True, 0,
                          centre=buffer.centre)
         with torch.no_grad():
@@ -92,10 +96,16 @@ class Candidates:
         parts: list[tuple[torch.Tensor, ...]] = []
         for path in paths:
             t = load_file(str(path))
-            for sp in splits:
+            for sp in [sp for sp in splits if f"{sp}.valid" in t]:
                 v = t[f"{sp}.valid"]
                 parts.append((t[f"{sp}.sims"][v].float(), t[f"{sp}.points"][v], t[f"{sp}.target"][v]))
+        if not parts:
+            raise ValueError(f"no query split in {', '.join(map(str, paths))}")
         return cls(*(torch.cat(x) for x in zip(*parts, strict=True)))
+
+    def __post_init__(self) -> None:
+        if not self.sims.shape[0]:
+            raise ValueError("no query patch with ground truth")
 
     def subset(self, index: torch.Tensor) -> Candidates:
         return Candidates(self.sims[index], self.points[index], self.target[index])
@@ -218,3 +228,25 @@ def train_readout(readout: CandidateReadout, train: Candidates, held_out: Candid
             record(step, sum(window) / len(window))
             window = []
     return rows
+
+
+def cached_room_candidates(root: Path, cache_dir: Path, index: int, model: AnchorRegressor, encoder,
+                           k: int) -> Path:
+    """:func:`room_candidates` of ``root`` in ``cache_dir/NNNN-<name>.safetensors``
+    (written atomically), reused when it was made from the same folder with the same
+    embedding and K; returns its path."""
+    path = Path(cache_dir) / f"{index:04d}-{root.name}.safetensors"
+    stamp = {"root": str(Path(root).resolve()), "embedding": model.identity(), "k": str(k)}
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                if (fh.metadata() or {}) == stamp:
+                    return path
+        except Exception:  # unreadable (e.g. cut short): compute again
+            pass
+    tensors = room_candidates(Path(root), model, encoder, k)
+    if not tensors:
+        raise AcegError(f"{root}: no query split ({', '.join(QUERY_SPLITS)}) to pre-train on")
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=stamp)
+    return path
