@@ -3,7 +3,7 @@ encoding pass shared by every variant), then localize their query splits with ea
 anchor regressor and anchor budget, through the real map file and localizer.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/anchor_probe.py /work/data/heldout 0 1 \
-        --regressor A.safetensors B.safetensors --max-anchors 8192 16384
+        --regressor A.safetensors B.safetensors --max-anchors 8192 16384 [--keep 0.5 0.75]
 
 Prints, per variant and split, the % of query images within 10 cm / 10 deg (and 5 cm /
 5 deg) over all scenes, with the median anchors kept and the map size.
@@ -21,7 +21,7 @@ import torch
 
 from aceg.data.readers import read_scene
 from aceg.evaluation.metrics import pose_errors
-from aceg.localization.localizer import Localizer
+from aceg.localization.localizer import KEEP_QUANTILE, Localizer
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import anchor_code
 from aceg.mapping.triangulation import triangulated_depth_maps
@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--regressor", nargs="+", required=True, help="anchor regressor files")
     ap.add_argument("--max-anchors", nargs="+", type=int, default=[16384])
     ap.add_argument("--splits", nargs="+", default=list(SPLITS))
+    ap.add_argument("--keep", nargs="+", type=float, default=[KEEP_QUANTILE],
+                    help="localizer keep quantiles to compare (default: the localizer's)")
     args = ap.parse_args()
     enc = get_encoder("xfeat")
     variants = {}
@@ -68,21 +70,22 @@ def main() -> None:
                                regressor_config=model.config, stats=stats)
                 map_path = Path(tmp) / "probe.map"
                 sizes.setdefault(key, []).append(save_map(map_path, data))
-                loc = Localizer(map_path, regressor=model)
-                for sp, scene in queries.items():
-                    for frame in scene.frames:
-                        res = loc.localize_frame(frame)
-                        good5 = good10 = False
-                        if res.cam_to_world is not None:
-                            r, t = pose_errors(res.cam_to_world, frame.cam_to_world)
-                            good5, good10 = t <= 0.05 and r <= 5, t <= 0.10 and r <= 10
-                        hits.setdefault((key, sp), []).append((good5, good10))
+                for keep in args.keep:
+                    loc = Localizer(map_path, regressor=model, keep_quantile=keep)
+                    for sp, scene in queries.items():
+                        for frame in scene.frames:
+                            res = loc.localize_frame(frame)
+                            good5 = good10 = False
+                            if res.cam_to_world is not None:
+                                r, t = pose_errors(res.cam_to_world, frame.cam_to_world)
+                                good5, good10 = t <= 0.05 and r <= 5, t <= 0.10 and r <= 10
+                            hits.setdefault((key, keep, sp), []).append((good5, good10))
                 print(f"scene {s} {key}: {stats['anchors']} anchors "
                       f"({stats['cells']} % of cells with a point)", flush=True)
-    print("variant (regressor, max anchors) | split | 10cm/10deg | 5cm/5deg | images | map MB")
-    for (key, sp), v in hits.items():
+    print("variant (regressor, max anchors, keep) | split | 10cm/10deg | 5cm/5deg | images | map MB")
+    for (key, keep, sp), v in hits.items():
         a = np.asarray(v)
-        print(f"{key[0]} {key[1]} | {sp} | {100 * a[:, 1].mean():.1f} % | {100 * a[:, 0].mean():.1f} % | "
+        print(f"{key[0]} {key[1]} {keep} | {sp} | {100 * a[:, 1].mean():.1f} % | {100 * a[:, 0].mean():.1f} % | "
               f"{len(a)} | {np.median(sizes[key]) / 1e6:.2f}")
 
 

@@ -23,9 +23,15 @@ poses determine (triangulated keypoints, or a depth map when the scene has one).
   61.7 / 63.3 % within 10 cm / 10 deg on query_same / query_light, the 75 % of highest
   similarity 56.7 / 60.0 %, no filter 60.0 / 58.3 % (60 images per split).
 
+- Learned read-out (``AnchorConfig.readout = "learned"``): instead of the nearest anchor,
+  a :class:`CandidateReadout` scores the patch's K most similar anchors (and "none of
+  them") from their similarities and from how their points agree, and the patch takes the
+  best-scored candidate's point; ``log_unc`` falls as that candidate's probability rises.
+  It is trained across scenes on query patches (:mod:`aceg.pretraining.anchor_readout`).
+
 The scene-agnostic weights are the embedding: a residual MLP on the unit-length encoder
-feature, whose last layer starts at zero (the identity: raw-descriptor attention), and
-the temperature. Query pre-training (:mod:`aceg.pretraining.anchor_metric`) trains them
+feature, whose last layer starts at zero (the identity: raw-descriptor attention), the
+temperature, and the learned read-out when there is one. Query pre-training (:mod:`aceg.pretraining.anchor_metric`) trains them
 across scenes so that a patch seen in other light or from another viewpoint attends to
 the anchors at its own surface point; so far that has made localization worse, and the
 shipped weights are the identity (MODEL_CARD.md, section 1.3). Mapping builds the code
