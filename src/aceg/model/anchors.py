@@ -96,7 +96,7 @@ class AnchorConfig:
     max_queries: int = 2048
     readout: str = "nearest"
     candidates: int = 16
-    readout_hidden: int = 64
+    readout_hidden: int = 32
     kind: str = ANCHOR_KIND
 
     def __post_init__(self) -> None:
@@ -170,16 +170,18 @@ class CandidateReadout(nn.Module):
         best = sims[:, :1]
         rank = torch.linspace(0.0, 1.0, K, device=sims.device).expand(P, K)
         margin = (sims[:, :1] - sims[:, 1:2]).expand(P, K) if K > 1 else torch.ones_like(sims)
-        d2 = (points[:, :, None, :] - points[:, None, :, :]).square().sum(-1)  # (P, K, K)
-        others = 1.0 - torch.eye(K, device=sims.device)
-        w = torch.exp((sims - best) / cls.SUPPORT_SIM_SCALE)[:, None, :] * others  # (P, 1->K, K)
-        feats = [sims, best - sims, rank, margin, best.expand(P, K),
-                 (d2[:, :, 0] + 1e-4).sqrt().log()]
-        for sigma in cls.SUPPORT_SIGMAS:
-            g = torch.exp(-d2 / (2 * sigma * sigma)) * others
-            feats.append((w * g).sum(-1) / w.sum(-1).clamp_min(1e-6))
-            feats.append(g.sum(-1) / max(K - 1, 1))
-        return torch.stack(feats, dim=-1)
+        d2 = torch.cdist(points, points).square()  # (P, K, K)
+        d2.diagonal(dim1=1, dim2=2).fill_(float("inf"))  # a candidate does not support itself
+        inv = torch.tensor([-0.5 / (sg * sg) for sg in cls.SUPPORT_SIGMAS], device=sims.device)
+        g = torch.exp((d2[..., None] * inv).clamp_min(-30.0))  # (P, K, K, S); no denormals
+        w = torch.exp((sims - best) / cls.SUPPORT_SIM_SCALE)  # (P, K)
+        w_others = w.sum(1, keepdim=True) - w  # (P, K): total weight of the other candidates
+        weighted = torch.einsum("pjis,pi->pjs", g, w) / w_others.clamp_min(1e-6)[..., None]
+        count = g.sum(2) / max(K - 1, 1)  # (P, K, S)
+        first = torch.stack([sims, best - sims, rank, margin, best.expand(P, K),
+                             (d2[:, :, 0].clamp_max(1e4) * (rank > 0) + 1e-4).sqrt().log()], dim=-1)
+        return torch.cat([first, weighted, count], dim=-1)
+
 
     def forward(self, sims: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         h = self.mlp(self.candidate_features(sims.float(), points.float()))  # (P, K, H)
