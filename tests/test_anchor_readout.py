@@ -149,3 +149,14 @@ def test_cli_pretrain_readout_then_map_and_localize(tmp_path):
     assert len([ln for ln in lines if not ln.startswith("#") or "not localized" in ln]) == 2
     assert main(["pretrain-readout", str(tmp_path / "data"), str(tmp_path / "x"), "--held-out", "1",
                  "--init", str(WEIGHTS_DIR / "transformer-xfeat.safetensors")]) != 0
+
+
+def test_identity_of_models_without_readout_is_unchanged():
+    """Adding the learned read-out's settings must not change the identity of models
+    without it, so that maps made before stay valid: the identity-embedding model made by
+    MODEL_CARD.md's command (seed 0) keeps the identity named there."""
+    torch.manual_seed(0)
+    nearest = AnchorRegressor()
+    assert nearest.identity() == "260ec8b694722b01"
+    assert "readout" not in nearest.config.identity_dict()
+    assert "readout" in AnchorConfig(readout="learned").identity_dict()

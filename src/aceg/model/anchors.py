@@ -127,6 +127,8 @@ class AnchorConfig:
         """Fields hashed into the identity: the ones that change what a map means."""
         d = asdict(self)
         del d["chunk"], d["max_queries"]  # cost only: maps stay valid
+        if self.readout == "nearest":  # as before the learned read-out existed
+            del d["readout"], d["candidates"], d["readout_hidden"]
         return d
 
     @classmethod
