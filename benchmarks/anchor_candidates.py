@@ -4,7 +4,7 @@ query splits, store the ``--k`` most similar anchors (cosine, point) with the pa
 ground-truth scene coordinate from the rendered depth.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anchor_candidates.py /work/data/pretrain \
-        /work/data/candidates/pretrain 0 1 2 --k 16
+        /work/data/candidates/pretrain 0 1 2 --k 16 [--readout A.safetensors ...]
 
 One file per room, ``<OUT>/NNNN-scene_NNNN.safetensors`` (the cache of ``aceg
 pretrain-readout``: :func:`aceg.pretraining.anchor_readout.cached_room_candidates`). It also prints how often the
@@ -23,7 +23,12 @@ from safetensors.torch import load_file
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor
-from aceg.pretraining.anchor_readout import QUERY_SPLITS, cached_room_candidates
+from aceg.pretraining.anchor_readout import (
+    QUERY_SPLITS,
+    Candidates,
+    cached_room_candidates,
+    readout_metrics,
+)
 
 
 def main() -> None:
@@ -32,7 +37,12 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("scenes", nargs="+", type=int)
     ap.add_argument("--k", type=int, default=16, help="candidates per patch")
-    ap.add_argument("--regressor", default="src/aceg/weights/regressor-xfeat.safetensors")
+    ap.add_argument("--regressor", default="src/aceg/weights/regressor-xfeat.safetensors",
+                    help="anchor regressor whose embedding maps the rooms")
+    ap.add_argument("--readout", nargs="*", default=[], metavar="FILE",
+                    help="anchor regressors with a learned read-out: print, per split over all "
+                         "the rooms, the %% of patches whose chosen point is within 10 cm (all / "
+                         "the 75 %% most certain) for the nearest anchor and for each read-out")
     args = ap.parse_args()
     model = load_regressor(args.regressor).model.eval()
     if not isinstance(model, AnchorRegressor):
@@ -40,6 +50,7 @@ def main() -> None:
     enc = get_encoder("xfeat")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    paths = []
     for s in args.scenes:
         t0 = time.perf_counter()
         path = cached_room_candidates(Path(args.root) / f"scene_{s:04d}", out, s, model, enc, args.k)
@@ -51,6 +62,15 @@ def main() -> None:
             line.append(f"{sp} best {100 * (d[:, 0] < 0.1).float().mean():.1f} % "
                         f"any-of-{args.k} {100 * (d < 0.1).any(1).float().mean():.1f} %")
         print(" | ".join(line), flush=True)
+        paths.append(path)
+    if args.readout:
+        readouts = {"nearest": None} | {f: load_regressor(f).model.readout for f in args.readout}
+        print("read-out | split | chosen within 10 cm: all / 75 % most certain | any candidate")
+        for sp in QUERY_SPLITS:
+            data = Candidates.load(paths, [sp])
+            for name, readout in readouts.items():
+                m = readout_metrics(readout, data, 0.10)
+                print(f"{name} | {sp} | {m['chosen']} / {m['kept']} % | {m['any']} %")
 
 
 if __name__ == "__main__":

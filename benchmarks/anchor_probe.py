@@ -3,7 +3,7 @@ encoding pass shared by every variant), then localize their query splits with ea
 anchor regressor and anchor budget, through the real map file and localizer.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/anchor_probe.py /work/data/heldout 0 1 \
-        --regressor A.safetensors B.safetensors --max-anchors 8192 16384 [--keep 0.5 0.75]
+        --regressor A.safetensors B.safetensors --max-anchors 8192 16384 [--max-queries 1024 2048] [--keep 0.5 0.75]
 
 Prints, per variant and split, the % of query images within 10 cm / 10 deg (and 5 cm /
 5 deg) over all scenes, with the median anchors kept and the map size.
@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("scenes", nargs="+", type=int)
     ap.add_argument("--regressor", nargs="+", required=True, help="anchor regressor files")
     ap.add_argument("--max-anchors", nargs="+", type=int, default=[16384])
+    ap.add_argument("--max-queries", nargs="+", type=int, default=[0],
+                    help="patches read per image to compare (default: the regressor's own)")
     ap.add_argument("--splits", nargs="+", default=list(SPLITS))
     ap.add_argument("--keep", nargs="+", type=float, default=[KEEP_QUANTILE],
                     help="localizer keep quantiles to compare (default: the localizer's)")
@@ -49,9 +51,11 @@ def main() -> None:
         if not isinstance(base, AnchorRegressor):
             raise SystemExit(f"{path}: not an anchor regressor")
         for n in args.max_anchors:
-            model = AnchorRegressor(replace(base.config, max_anchors=n))
-            model.load_state_dict(base.state_dict())
-            variants[(Path(path).stem, n)] = model.eval()
+            for q in args.max_queries:
+                model = AnchorRegressor(replace(base.config, max_anchors=n,
+                                                max_queries=q or base.config.max_queries))
+                model.load_state_dict(base.state_dict())
+                variants[(Path(path).stem, n, model.config.max_queries)] = model.eval()
     hits: dict = {}
     sizes: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,10 +86,10 @@ def main() -> None:
                             hits.setdefault((key, keep, sp), []).append((good5, good10))
                 print(f"scene {s} {key}: {stats['anchors']} anchors "
                       f"({stats['cells']} % of cells with a point)", flush=True)
-    print("variant (regressor, max anchors, keep) | split | 10cm/10deg | 5cm/5deg | images | map MB")
+    print("variant (regressor, max anchors, max queries, keep) | split | 10cm/10deg | 5cm/5deg | images | map MB")
     for (key, keep, sp), v in hits.items():
         a = np.asarray(v)
-        print(f"{key[0]} {key[1]} {keep} | {sp} | {100 * a[:, 1].mean():.1f} % | {100 * a[:, 0].mean():.1f} % | "
+        print(f"{key[0]} {key[1]} {key[2]} {keep} | {sp} | {100 * a[:, 1].mean():.1f} % | {100 * a[:, 0].mean():.1f} % | "
               f"{len(a)} | {np.median(sizes[key]) / 1e6:.2f}")
 
 
