@@ -1,6 +1,6 @@
 """Speed and size of the core pipeline on 2 CPU threads.
 
-    .venv/bin/python benchmarks/core_speed.py [--images 200] [--queries 20] [--skip-mapping]
+    .venv/bin/python benchmarks/core_speed.py [--images 200] [--queries 20] [--skip-mapping] [--regressor F ...]
     .venv/bin/python benchmarks/core_speed.py --skip-query --images 200 --triangulate
 
 Prints:
@@ -36,7 +36,7 @@ from aceg.localization.localizer import KEEP_QUANTILE, Localizer  # noqa: E402
 from aceg.mapping.mapper import map_scene  # noqa: E402
 from aceg.model.anchors import AnchorRegressor  # noqa: E402
 from aceg.model.encoder import get_encoder  # noqa: E402
-from aceg.model.map_file import default_regressor  # noqa: E402
+from aceg.model.map_file import default_regressor, load_regressor  # noqa: E402
 from planar_scenes import corner_scene  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def ms(values) -> str:
     return f"{1000 * float(np.median(values)):6.1f} ms"
 
 
-def query_speed(root: Path, n_queries: int) -> None:
+def query_speed(root: Path, n_queries: int, others: list[str]) -> None:
     scene = corner_scene(root / "q", n=12 + n_queries, size=(640, 480), seed=5)
     mapping, queries = scene.subset(range(12)), scene.subset(range(12, 12 + n_queries))
     ace_map = root / "q.map"
@@ -58,6 +58,11 @@ def query_speed(root: Path, n_queries: int) -> None:
         code = reg.model.make_code(torch.randn(n, 64, generator=gen), torch.randn(n, 3, generator=gen))
     else:
         code = reg.model.init_code(gen)
+    extra = {p: load_regressor(p).model.eval() for p in others}
+    if any(not isinstance(m, type(reg.model)) or m.config.code_width != reg.model.config.code_width
+           for m in extra.values()):
+        raise SystemExit("--regressor files must be of the shipped model's kind and code width")
+    t_extra: dict[str, list[float]] = {p: [] for p in others}
     t_prep, t_enc, t_reg, t_head, t_ransac, t_total, inl = [], [], [], [], [], [], []
     for i, f in enumerate(list(queries) * 2):
         t0 = time.perf_counter()
@@ -76,6 +81,12 @@ def query_speed(root: Path, n_queries: int) -> None:
         pixels = enc.centres(*feats.shape[1:]).astype(np.float64)
         r = loc.solve_pnp(pixels[keep], world[keep], prep.intrinsics, 640, 480)
         t5 = time.perf_counter()
+        for p, m in extra.items():
+            t6 = time.perf_counter()
+            with torch.inference_mode():
+                m(flat, code)
+            if i >= len(queries):
+                t_extra[p].append(time.perf_counter() - t6)
         if i < len(queries):  # first round warms up
             continue
         t_prep.append(t1 - t0)
@@ -93,6 +104,9 @@ def query_speed(root: Path, n_queries: int) -> None:
     print(f"  ACE head (512 wide)    {ms(t_head)}")
     print(f"  RANSAC-PnP + refine    {ms(t_ransac)}  (median {np.median(inl):.0f} inliers)")
     print(f"  ACE-G total            {ms(t_total)}  (prepare + encoder + regressor + RANSAC)")
+    for p, t in t_extra.items():
+        total = [a - b + c for a, b, c in zip(t_total, t_reg, t, strict=True)]
+        print(f"  with {p}: regressor {ms(t)}, total {ms(total)}  (config {extra[p].config})")
 
 
 def mapping_speed(root: Path, n_images: int, triangulate: bool = False) -> None:
@@ -124,12 +138,15 @@ def main() -> None:
     ap.add_argument("--skip-mapping", action="store_true")
     ap.add_argument("--skip-query", action="store_true")
     ap.add_argument("--triangulate", action="store_true", help="map with aceg map --triangulate")
+    ap.add_argument("--regressor", nargs="*", default=[], metavar="FILE",
+                    help="also time these regressors (same kind as the shipped one) on the same "
+                         "images and code, and the total with each")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_query:
-            query_speed(Path(tmp), args.queries)
+            query_speed(Path(tmp), args.queries, args.regressor)
         if not args.skip_mapping:
             mapping_speed(Path(tmp), args.images, args.triangulate)
 
