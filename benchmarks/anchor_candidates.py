@@ -39,9 +39,10 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=16, help="candidates per patch")
     ap.add_argument("--regressor", default="src/aceg/weights/regressor-xfeat.safetensors",
                     help="anchor regressor whose embedding maps the rooms")
+    ap.add_argument("--radius", type=float, default=0.10, help="metres (default: %(default)s)")
     ap.add_argument("--readout", nargs="*", default=[], metavar="FILE",
                     help="anchor regressors with a learned read-out: print, per split over all "
-                         "the rooms, the %% of patches whose chosen point is within 10 cm (all / "
+                         "the rooms, the %% of patches whose chosen point is within --radius (all / "
                          "the 75 %% most certain) for the nearest anchor and for each read-out")
     args = ap.parse_args()
     model = load_regressor(args.regressor).model.eval()
@@ -65,11 +66,11 @@ def main() -> None:
         paths.append(path)
     if args.readout:
         readouts = {"nearest": None} | {f: load_regressor(f).model.readout for f in args.readout}
-        print("read-out | split | chosen within 10 cm: all / 75 % most certain | any candidate")
+        print(f"read-out | split | chosen within {args.radius} m: all / 75 % most certain | any candidate")
         for sp in QUERY_SPLITS:
             data = Candidates.load(paths, [sp])
             for name, readout in readouts.items():
-                m = readout_metrics(readout, data, 0.10)
+                m = readout_metrics(readout, data, args.radius)
                 print(f"{name} | {sp} | {m['chosen']} / {m['kept']} % | {m['any']} %")
 
 
