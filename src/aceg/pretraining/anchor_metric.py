@@ -25,7 +25,6 @@ scenes the same way, plus the share of queries whose most similar anchor lies wi
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,13 +33,7 @@ from tqdm import tqdm
 
 from aceg.model.anchors import AnchorRegressor
 from aceg.pretraining.feature_store import MAPPING_SPLIT, SceneFeatures, SplitFeatures
-from aceg.pretraining.run_state import (
-    CHECKPOINT_NAME,
-    LOG_NAME,
-    load_run_state,
-    save_run_state,
-    write_log,
-)
+from aceg.pretraining.run_state import start_run
 
 #: Files of a run's output folder.
 #: Metadata key of this loop's checkpoints.
@@ -153,39 +146,25 @@ def train_metric(model: AnchorRegressor, train: list[SceneFeatures], held_out: l
     """
     if not train:
         raise ValueError("no training scenes")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps, eta_min=config.lr / 10)
-    names = [sf.name for sf in train]
-    rows: list[dict] = []
-    first = 1
-    checkpoint = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
-    if checkpoint is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        if checkpoint.is_file():
-            step, rows = load_run_state(checkpoint, RUN_KEY, model, opt, sched, gen, asdict(config), names)
-            first = step + 1
-    t0 = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
+    run = start_run(model, asdict(config), out_dir, RUN_KEY, [sf.name for sf in train], seed)
+    gen, opt, sched = run.gen, run.opt, run.sched
 
     def record(step: int, train_stats: dict) -> None:
-        row = {"step": step, "seconds": round(time.perf_counter() - t0, 1),
+        row = {"step": step, "seconds": run.seconds(),
                "temperature": round(float(model.log_temperature.detach().exp()), 4),
                **{f"train_{k}": round(v, 4) for k, v in train_stats.items()}}
         if held_out:
             row.update({f"heldout_{k}": round(v, 4) for k, v in evaluate(model, held_out, config).items()})
-        rows.append(row)
-        if checkpoint is not None:
-            write_log(Path(out_dir) / LOG_NAME, rows)
-            save_run_state(checkpoint, RUN_KEY, model, opt, sched, gen, step, rows, asdict(config), names)
+        run.record(model, step, row)
         if progress:
             tqdm.write(" ".join(f"{k}={v}" for k, v in row.items()))
 
     model.train()
-    if not rows:
+    if not run.rows:
         record(0, {})
     window: dict[str, list[float]] = {}
-    for step in tqdm(range(first, config.steps + 1), desc="anchor metric", disable=not progress,
-                     initial=first - 1, total=config.steps):
+    for step in tqdm(range(run.first, config.steps + 1), desc="anchor metric", disable=not progress,
+                     initial=run.first - 1, total=config.steps):
         sf = train[int(torch.randint(len(train), (1,), generator=gen))]
         loss, stats = metric_loss(model, *scene_batch(sf, config, gen), config.sigma, config.loss)
         opt.zero_grad(set_to_none=True)
@@ -198,4 +177,4 @@ def train_metric(model: AnchorRegressor, train: list[SceneFeatures], held_out: l
             record(step, {k: sum(v) / len(v) for k, v in window.items()})
             window = {}
     model.eval()
-    return rows
+    return run.rows

@@ -19,7 +19,6 @@ truth (all of them together), or to "none" when no candidate is.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -35,13 +34,7 @@ from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import anchor_code
 from aceg.mapping.triangulation import triangulated_depth_maps
 from aceg.model.anchors import AnchorRegressor, CandidateReadout
-from aceg.pretraining.run_state import (
-    CHECKPOINT_NAME,
-    LOG_NAME,
-    load_run_state,
-    save_run_state,
-    write_log,
-)
+from aceg.pretraining.run_state import start_run
 
 #: Metadata key of this loop's checkpoints.
 RUN_KEY = "aceg_anchor_readout"
@@ -182,52 +175,35 @@ def train_readout(readout: CandidateReadout, train: Candidates, held_out: Candid
     config = replace(config or ReadoutConfig(), **overrides)
     if len(train) == 0:
         raise ValueError("no training patches")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(readout.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps, eta_min=config.lr / 10)
-    scenes = list(scenes or [])
-    rows: list[dict] = []
-    first = 1
-    checkpoint = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
-    if checkpoint is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        if checkpoint.is_file():
-            step, rows = load_run_state(checkpoint, RUN_KEY, readout, opt, sched, gen,
-                                        asdict(config), scenes)
-            first = step + 1
-    t0 = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
+    run = start_run(readout, asdict(config), out_dir, RUN_KEY, list(scenes or []), seed)
 
     def record(step: int, train_loss: float | None) -> None:
-        row: dict = {"step": step, "seconds": round(time.perf_counter() - t0, 1)}
+        row: dict = {"step": step, "seconds": run.seconds()}
         if train_loss is not None:
             row["train_loss"] = round(train_loss, 4)
         with torch.no_grad():
             row["heldout_loss"] = round(float(readout_loss(readout, held_out, config.radius)), 4)
         row |= {f"heldout_{k}": v for k, v in readout_metrics(readout, held_out, config.radius).items()}
-        rows.append(row)
-        if checkpoint is not None:
-            write_log(Path(out_dir) / LOG_NAME, rows)
-            save_run_state(checkpoint, RUN_KEY, readout, opt, sched, gen, step, rows,
-                           asdict(config), scenes)
+        run.record(readout, step, row)
         if progress:
             tqdm.write(" ".join(f"{k}={v}" for k, v in row.items()))
 
-    if not rows:
+    if not run.rows:
         record(0, None)
     window: list[float] = []
-    for step in tqdm(range(first, config.steps + 1), desc="anchor read-out", disable=not progress,
-                     initial=first - 1, total=config.steps):
-        idx = torch.randint(len(train), (config.batch,), generator=gen)
+    for step in tqdm(range(run.first, config.steps + 1), desc="anchor read-out", disable=not progress,
+                     initial=run.first - 1, total=config.steps):
+        idx = torch.randint(len(train), (config.batch,), generator=run.gen)
         loss = readout_loss(readout, train.subset(idx), config.radius)
-        opt.zero_grad(set_to_none=True)
+        run.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        sched.step()
+        run.opt.step()
+        run.sched.step()
         window.append(float(loss.detach()))
         if step % config.eval_every == 0 or step == config.steps:
             record(step, sum(window) / len(window))
             window = []
-    return rows
+    return run.rows
 
 
 def cached_room_candidates(root: Path, cache_dir: Path, index: int, model: AnchorRegressor, encoder,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -73,3 +75,51 @@ def write_log(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+
+
+@dataclass
+class Run:
+    """A training loop's optimiser (AdamW), cosine schedule (down to lr / 10), generator,
+    evaluation rows and, with an output folder, its checkpoint and log; see :func:`start_run`."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator
+    key: str
+    settings: dict
+    scenes: list[str]
+    out_dir: Path | None
+    first: int = 1
+    rows: list[dict] = field(default_factory=list)
+    t0: float = 0.0
+
+    def seconds(self) -> float:
+        """Training time so far, across resumptions."""
+        return round(time.perf_counter() - self.t0, 1)
+
+    def record(self, model: nn.Module, step: int, row: dict) -> None:
+        """Append ``row``; with an output folder, rewrite the log and the checkpoint."""
+        self.rows.append(row)
+        if self.out_dir is not None:
+            write_log(self.out_dir / LOG_NAME, self.rows)
+            save_run_state(self.out_dir / CHECKPOINT_NAME, self.key, model, self.opt, self.sched,
+                           self.gen, step, self.rows, self.settings, self.scenes)
+
+
+def start_run(model: nn.Module, settings: dict, out_dir: Path | None, key: str, scenes: list[str],
+              seed: int) -> Run:
+    """Set up the optimisation of ``model`` with ``settings`` (which hold ``lr``,
+    ``weight_decay`` and ``steps``); resume from ``out_dir``'s checkpoint when there is one
+    (then ``first`` is the step after it and ``rows`` its evaluations)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings["steps"], eta_min=settings["lr"] / 10)
+    run = Run(opt, sched, gen, key, settings, list(scenes), None if out_dir is None else Path(out_dir))
+    if run.out_dir is not None:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = run.out_dir / CHECKPOINT_NAME
+        if checkpoint.is_file():
+            step, run.rows = load_run_state(checkpoint, key, model, opt, sched, gen, settings, run.scenes)
+            run.first = step + 1
+    run.t0 = time.perf_counter() - (run.rows[-1]["seconds"] if run.rows else 0.0)
+    return run
