@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--max-queries", nargs="+", type=int, default=[0],
                     help="patches read per image to compare (default: the regressor's own)")
     ap.add_argument("--splits", nargs="+", default=list(SPLITS))
+    ap.add_argument("--depth", action="store_true",
+                    help="anchor points from the mapping frames' depth maps (aceg map --depth) "
+                         "instead of triangulation")
     ap.add_argument("--keep", nargs="+", type=float, default=[KEEP_QUANTILE],
                     help="localizer keep quantiles to compare (default: the localizer's)")
     args = ap.parse_args()
@@ -63,8 +66,11 @@ def main() -> None:
             root = Path(args.root) / f"scene_{s:04d}"
             mapping = read_scene(root / "mapping")
             short = mapping.working_short_side(480)
-            depth_maps, _ = triangulated_depth_maps(mapping, short, enc.stride, progress=False)
-            buffer = build_buffer(mapping, enc, short, 1, None, None, False, 0, depth_maps=depth_maps)
+            if args.depth:  # the mapping frames' own depth maps, as `aceg map --depth`
+                buffer = build_buffer(mapping, enc, short, 1, None, None, True, 0)
+            else:
+                depth_maps, _ = triangulated_depth_maps(mapping, short, enc.stride, progress=False)
+                buffer = build_buffer(mapping, enc, short, 1, None, None, False, 0, depth_maps=depth_maps)
             queries = {sp: read_scene(root / sp) for sp in args.splits}
             for key, model in variants.items():
                 code, stats = anchor_code(model, buffer, torch.Generator().manual_seed(0))
