@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from aceg.evaluation.metrics import pose_errors
 from aceg.localization.localizer import KEEP_QUANTILE, Localizer
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import anchor_code
-from aceg.mapping.triangulation import triangulated_depth_maps
+from aceg.mapping.triangulation import TRIANGULATION_CONFIG, triangulated_depth_maps
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import MapData, load_regressor, save_map
@@ -41,6 +42,8 @@ def main() -> None:
     ap.add_argument("--max-queries", nargs="+", type=int, default=[0],
                     help="patches read per image to compare (default: the regressor's own)")
     ap.add_argument("--splits", nargs="+", default=list(SPLITS))
+    ap.add_argument("--keypoints", type=int, default=0,
+                    help="keypoints per image of the triangulation (default: aceg map's)")
     ap.add_argument("--depth", action="store_true",
                     help="anchor points from the mapping frames' depth maps (aceg map --depth) "
                          "instead of triangulation")
@@ -69,7 +72,12 @@ def main() -> None:
             if args.depth:  # the mapping frames' own depth maps, as `aceg map --depth`
                 buffer = build_buffer(mapping, enc, short, 1, None, None, True, 0)
             else:
-                depth_maps, _ = triangulated_depth_maps(mapping, short, enc.stride, progress=False)
+                config = replace(TRIANGULATION_CONFIG, max_keypoints=args.keypoints or
+                                 TRIANGULATION_CONFIG.max_keypoints)
+                t0 = time.perf_counter()
+                depth_maps, _ = triangulated_depth_maps(mapping, short, enc.stride, config, progress=False)
+                print(f"scene {s}: triangulated with {config.max_keypoints} keypoints per image in "
+                      f"{time.perf_counter() - t0:.1f} s", flush=True)
                 buffer = build_buffer(mapping, enc, short, 1, None, None, False, 0, depth_maps=depth_maps)
             queries = {sp: read_scene(root / sp) for sp in args.splits}
             for key, model in variants.items():
