@@ -74,8 +74,9 @@ class AnchorConfig:
             query_same and 90 / 93 / 93 / 93 % of query_light within 10 cm / 10 deg.
         chunk: query patches per similarity block (chunk x N floats). Small blocks stay in
             the CPU's cache between the product and the top-k: 2,048 queries against 12,288
-            anchors on one thread took 221 ms in blocks of 1,024 and 93 ms in blocks of 256
-            (a throw-away timing beside another job; 512: 103, 128: 99, 64: 103 ms).
+            anchors on one idle thread took 204-219 ms in blocks of 1,024, 119-134 ms in
+            blocks of 256 and 123-138 ms in blocks of 128 (a throw-away timing, three
+            repetitions; on two threads the blocks made no clear difference).
         max_queries: patches of one call that are read at most: beyond that, an evenly
             spaced subset (in the order given, i.e. raster order for an image) and NaN
             coordinates for the others, which the localizer drops. Bounds the query time:
@@ -187,7 +188,6 @@ class CandidateReadout(nn.Module):
         first = torch.stack([sims, best - sims, rank, margin, best.expand(P, K),
                              (d2[:, :, 0].clamp_max(1e4) * (rank > 0) + 1e-4).sqrt().log()], dim=-1)
         return torch.cat([first, weighted, count], dim=-1)
-
 
     def forward(self, sims: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         h = self.mlp(self.candidate_features(sims.float(), points.float()))  # (P, K, H)
