@@ -90,6 +90,13 @@ class AnchorConfig:
             the best-scored one, uncertainty from its probability).
         candidates: anchors the learned read-out considers per patch (K).
         readout_hidden: hidden width of the learned read-out's MLP.
+        search: how a patch finds its most similar anchors: "exact" (against every anchor)
+            or "lists" (an inverted file: the anchors are grouped once per code by
+            spherical k-means into lists of about ``list_size``, and a patch searches only
+            the ``lists_probed`` lists whose centroids are most similar to it; approximate,
+            and used only when the code has more than 4 lists' worth of anchors). Cost
+            only, like ``chunk``: maps stay valid.
+        list_size, lists_probed: see ``search``.
     """
 
     feature_dim: int = 64
@@ -102,6 +109,9 @@ class AnchorConfig:
     readout: str = "nearest"
     candidates: int = 16
     readout_hidden: int = 32
+    search: str = "exact"
+    list_size: int = 128
+    lists_probed: int = 12
     kind: str = ANCHOR_KIND
 
     def __post_init__(self) -> None:
@@ -113,6 +123,10 @@ class AnchorConfig:
             raise ValueError(f"AnchorConfig readout must be 'nearest' or 'learned', got {self.readout!r}")
         if self.candidates < 2:
             raise ValueError("AnchorConfig candidates must be at least 2")
+        if self.search not in ("exact", "lists"):
+            raise ValueError(f"AnchorConfig search must be 'exact' or 'lists', got {self.search!r}")
+        if min(self.list_size, self.lists_probed) < 1:
+            raise ValueError("AnchorConfig list_size and lists_probed must be positive")
 
     @property
     def code_width(self) -> int:
@@ -131,7 +145,8 @@ class AnchorConfig:
     def identity_dict(self) -> dict:
         """Fields hashed into the identity: the ones that change what a map means."""
         d = asdict(self)
-        del d["chunk"], d["max_queries"]  # cost only: maps stay valid
+        for cost_only in ("chunk", "max_queries", "search", "list_size", "lists_probed"):
+            del d[cost_only]  # maps stay valid
         if self.readout == "nearest":  # as before the learned read-out existed
             del d["readout"], d["candidates"], d["readout_hidden"]
         return d
@@ -140,6 +155,67 @@ class AnchorConfig:
     def from_dict(cls, d: dict) -> AnchorConfig:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class AnchorLists:
+    """Inverted file over a code's anchor keys (``AnchorConfig.search = "lists"``).
+
+    ``centroids`` (L, C) unit-length list centres; ``order`` (N,) anchor indices grouped by
+    list; ``bounds`` (L + 1,) offsets of each list in ``order``; ``keys`` (N, C) the keys in
+    ``order``'s order (contiguous, so that a list's keys are one slice).
+    """
+
+    centroids: torch.Tensor
+    order: torch.Tensor
+    bounds: torch.Tensor
+    keys: torch.Tensor
+
+    @classmethod
+    def build(cls, keys: torch.Tensor, n_lists: int, iterations: int = 8, seed: int = 0) -> AnchorLists:
+        """Spherical k-means of the (N, C) unit ``keys`` into ``n_lists`` lists (seeded,
+        so the same code always gets the same lists)."""
+        keys = keys.float()
+        gen = torch.Generator().manual_seed(seed)
+        centroids = keys[torch.randperm(keys.shape[0], generator=gen)[:n_lists].to(keys.device)]
+        for _ in range(iterations):
+            assign = (keys @ centroids.T).argmax(dim=1)
+            sums = torch.zeros_like(centroids).index_add_(0, assign, keys)
+            filled = sums.norm(dim=1) > 0  # an empty list keeps its centre
+            centroids = torch.where(filled[:, None], F.normalize(sums, dim=1), centroids)
+        assign = (keys @ centroids.T).argmax(dim=1)
+        order = torch.argsort(assign, stable=True)
+        counts = torch.bincount(assign, minlength=n_lists)
+        bounds = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return cls(centroids, order, bounds, keys[order].contiguous())
+
+    def search(self, queries: torch.Tensor, k: int, probed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Similarities (P, k) and anchor indices (P, k) of each of the (P, C) ``queries``'
+        k best anchors among its ``probed`` nearest lists, best first (similarity -1 and the
+        best anchor's index where fewer than k anchors were searched)."""
+        P = queries.shape[0]
+        probe = (queries @ self.centroids.T).topk(min(probed, self.centroids.shape[0]), dim=1).indices
+        best_s = queries.new_full((P, k), float("-inf"))
+        best_i = torch.zeros((P, k), dtype=torch.long, device=queries.device)
+        flat = probe.reshape(-1)
+        by_list = torch.argsort(flat, stable=True)
+        query_of = by_list // probe.shape[1]  # queries grouped by the list they probe
+        starts = torch.cat([flat.new_zeros(1), torch.bincount(flat, minlength=len(self.bounds) - 1).cumsum(0)])
+        bounds, starts_l = self.bounds.tolist(), starts.tolist()
+        for lst in range(len(bounds) - 1):
+            lo, hi = bounds[lst], bounds[lst + 1]
+            if hi == lo or starts_l[lst] == starts_l[lst + 1]:
+                continue
+            q = query_of[starts_l[lst]: starts_l[lst + 1]]
+            s, i = (queries[q] @ self.keys[lo:hi].T).topk(min(k, hi - lo), dim=1)
+            merged_s = torch.cat([best_s[q], s], dim=1)
+            merged_i = torch.cat([best_i[q], self.order[lo + i]], dim=1)
+            top_s, top = merged_s.topk(k, dim=1)
+            best_s[q], best_i[q] = top_s, merged_i.gather(1, top)
+        missing = torch.isinf(best_s)
+        best_s = best_s.masked_fill(missing, -1.0)
+        best_i = torch.where(missing, best_i[:, :1].expand(-1, k), best_i)
+        return best_s, best_i
 
 
 class CandidateReadout(nn.Module):
@@ -210,6 +286,7 @@ class AnchorRegressor(nn.Module):
         nn.init.zeros_(self.residual[2].bias)
         self.log_temperature = nn.Parameter(torch.tensor([math.log(config.temperature)]))  # (1,)
         self.readout = CandidateReadout(config.readout_hidden) if config.readout == "learned" else None
+        self._lists_cache: list[tuple[torch.Tensor, int, AnchorLists]] = []  # see anchor_lists
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """(P, C) encoder features (any dtype) -> (P, C) float32 unit-length keys/queries."""
@@ -230,11 +307,13 @@ class AnchorRegressor(nn.Module):
         return torch.cat([keys, points.float().to(keys.device)], dim=1)
 
     def attend(self, queries: torch.Tensor, keys: torch.Tensor, k: int | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               lists: AnchorLists | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosine similarities (P, k) and indices (P, k) of each query's k best anchors,
         best first, k = max(``top_k``, 2) by default (the second feeds the uncertainty) but
-        at most N; computed ``chunk`` queries at a time."""
+        at most N; computed ``chunk`` queries at a time, or searched in ``lists``."""
         k = min(k if k is not None else max(self.config.top_k, 2), keys.shape[0])
+        if lists is not None:
+            return lists.search(queries, k, self.config.lists_probed)
         sims, index = [], []
         for start in range(0, queries.shape[0], self.config.chunk):
             s, i = (queries[start: start + self.config.chunk] @ keys.T).topk(k, dim=1)
@@ -257,21 +336,39 @@ class AnchorRegressor(nn.Module):
             coords[pick], log_unc[pick] = some, unc
             return coords, log_unc
         keys, points = code[:, : self.config.feature_dim], code[:, self.config.feature_dim:]
+        lists = self.anchor_lists(code)
         if self.readout is not None:
-            sims, index = self.attend(self.embed(features), keys, self.config.candidates)
+            sims, index = self.attend(self.embed(features), keys, self.config.candidates, lists)
             cand = points[index]  # (P, K, 3)
             prob = torch.softmax(self.readout(sims, cand), dim=1)[:, :-1]  # (P, K)
             p_best, j = prob.max(dim=1)
             coords = cand.gather(1, j[:, None, None].expand(-1, 1, 3)).squeeze(1)
             log_unc = LOG_UNC_MAX - (LOG_UNC_MAX - LOG_UNC_MIN) * p_best
             return coords, log_unc
-        sims, index = self.attend(self.embed(features), keys)
+        sims, index = self.attend(self.embed(features), keys, lists=lists)
         margin = sims[:, 0] - sims[:, 1] if sims.shape[1] > 1 else torch.ones_like(sims[:, 0])
         k = min(self.config.top_k, sims.shape[1])
         weights = torch.softmax(sims[:, :k] / self.log_temperature.exp(), dim=1)
         coords = (weights[..., None] * points[index[:, :k]]).sum(1)
         log_unc = LOG_UNC_MAX - (LOG_UNC_MAX - LOG_UNC_MIN) * margin.clamp(0.0, 1.0)
         return coords, log_unc
+
+    def anchor_lists(self, code: torch.Tensor) -> AnchorLists | None:
+        """The inverted file of ``code`` with ``search`` "lists" (None with "exact" or when
+        the code has at most 4 lists' worth of anchors), built on first use and kept for
+        the last few codes seen (a localizer reads one code again and again): the cache
+        holds the code itself and its version counter, so an edited or new code is never
+        served stale lists."""
+        n = code.shape[0]
+        if self.config.search != "lists" or n <= 4 * self.config.list_size:
+            return None
+        for cached, version, lists in self._lists_cache:
+            if cached is code and version == code._version:
+                return lists
+        keys = code[:, : self.config.feature_dim]
+        lists = AnchorLists.build(keys, max(1, round(n / self.config.list_size)))
+        self._lists_cache = [(code, code._version, lists)] + self._lists_cache[:3]
+        return lists
 
     def identity(self) -> str:
         """Content hash of the configuration and weights (16 hex digits)."""
