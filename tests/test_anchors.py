@@ -209,7 +209,7 @@ def test_list_search_matches_exact_search_and_caches_per_code():
     torch.manual_seed(5)
     centres = F.normalize(torch.randn(40, 16), dim=1)
     feats = F.normalize(centres.repeat(30, 1) + 0.3 * torch.randn(1200, 16), dim=1)
-    exact = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))
+    exact = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8, search="exact"))
     code = exact.make_code(feats, torch.randn(1200, 3))
     queries = feats[:300] + 0.05 * torch.randn(300, 16)
     every = AnchorRegressor(replace(exact.config, search="lists", list_size=50, lists_probed=24))
