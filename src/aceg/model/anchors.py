@@ -360,9 +360,9 @@ class AnchorRegressor(nn.Module):
     def anchor_lists(self, code: torch.Tensor) -> AnchorLists | None:
         """The inverted file of ``code`` with ``search`` "lists" (None with "exact" or when
         the code has at most 4 lists' worth of anchors), built on first use and kept for
-        the last few codes seen (a localizer reads one code again and again): the cache
-        holds the code itself and its version counter, so an edited or new code is never
-        served stale lists."""
+        the last 8 codes seen (a localizer reads one code again and again; a service
+        switches between a few maps). The cache holds the code itself and its version
+        counter, so an edited or new code is never served stale lists."""
         n = code.shape[0]
         if self.config.search != "lists" or n <= 4 * self.config.list_size:
             return None
@@ -371,7 +371,7 @@ class AnchorRegressor(nn.Module):
                 return lists
         keys = code[:, : self.config.feature_dim]
         lists = AnchorLists.build(keys, max(1, round(n / self.config.list_size)))
-        self._lists_cache = [(code, code._version, lists)] + self._lists_cache[:3]
+        self._lists_cache = [(code, code._version, lists)] + self._lists_cache[:7]
         return lists
 
     def identity(self) -> str:
