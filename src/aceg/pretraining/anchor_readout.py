@@ -181,8 +181,12 @@ def train_readout(readout: CandidateReadout, train: Candidates, held_out: Candid
         row: dict = {"step": step, "seconds": run.seconds()}
         if train_loss is not None:
             row["train_loss"] = round(train_loss, 4)
-        with torch.no_grad():
-            row["heldout_loss"] = round(float(readout_loss(readout, held_out, config.radius)), 4)
+        with torch.no_grad():  # in blocks: the features of all held-out patches are large
+            n, chunk = len(held_out), 65536
+            total = sum(float(readout_loss(readout, held_out.subset(torch.arange(s, min(s + chunk, n))),
+                                           config.radius)) * (min(s + chunk, n) - s)
+                        for s in range(0, n, chunk))
+            row["heldout_loss"] = round(total / n, 4)
         row |= {f"heldout_{k}": v for k, v in readout_metrics(readout, held_out, config.radius).items()}
         run.record(readout, step, row)
         if progress:
