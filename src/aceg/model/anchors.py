@@ -99,7 +99,9 @@ class AnchorConfig:
             code, 16 probed: a sixth of the anchors) a 480x640 query's regressor time fell
             from 76.6 to 51.4 ms on 2 threads, and held-out synthetic scenes 0-7 localized
             96.7 / 93.3 / 31.7 % of query_same / query_light / query_view against the exact
-            search's 97.5 / 93.3 / 32.5 % (120 images each; BENCHMARKS.md).
+            search's 97.5 / 93.3 / 32.5 % (120 images each), the real sets 66.7 / 73.3 %
+            against 70.0 / 73.3 % (30 each; the pipeline is deterministic, so this is the
+            search's cost; BENCHMARKS.md).
         list_size, lists_probed: see ``search``.
     """
 
