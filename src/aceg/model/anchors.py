@@ -35,7 +35,7 @@ temperature, and the learned read-out when there is one. Query pre-training
 (:mod:`aceg.pretraining.anchor_metric`) trains the embedding across scenes so that a patch
 seen in other light or from another viewpoint attends to the anchors at its own surface
 point; so far that has made localization worse, and the shipped weights are the identity
-(MODEL_CARD.md, section 1.3); a pre-trained read-out did not move poses either (section
+(MODEL_CARD.md, section 1.3); a pre-trained read-out did not improve poses either (section
 1.4). Mapping builds the code from the mapping images (:func:`aceg.mapping.mapper.map_scene`).
 
 The code holds, per anchor, an embedded descriptor and a point: a sparse descriptor map,
