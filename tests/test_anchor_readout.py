@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from aceg.errors import AcegError
 from aceg.model.anchors import AnchorConfig, AnchorRegressor, CandidateReadout
@@ -81,7 +80,6 @@ def test_candidate_features_do_not_depend_on_the_frame():
     b = CandidateReadout.candidate_features(c.sims, c.points + torch.tensor([10.0, -3.0, 2.0]))
     assert a.shape == (50, 5, CandidateReadout.N_FEATURES)
     assert torch.allclose(a, b, atol=1e-4)
-    assert F.mse_loss(a, b) < 1e-8
 
 
 class _Interrupted(Candidates):

@@ -35,7 +35,6 @@ from aceg.model.anchors import AnchorRegressor
 from aceg.pretraining.feature_store import MAPPING_SPLIT, SceneFeatures, SplitFeatures
 from aceg.pretraining.run_state import start_run
 
-#: Files of a run's output folder.
 #: Metadata key of this loop's checkpoints.
 RUN_KEY = "aceg_anchor_metric"
 

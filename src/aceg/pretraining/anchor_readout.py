@@ -92,13 +92,9 @@ class Candidates:
             for sp in [sp for sp in splits if f"{sp}.valid" in t]:
                 v = t[f"{sp}.valid"]
                 parts.append((t[f"{sp}.sims"][v].float(), t[f"{sp}.points"][v], t[f"{sp}.target"][v]))
-        if not parts:
-            raise ValueError(f"no query split in {', '.join(map(str, paths))}")
+        if not parts or not sum(len(p[0]) for p in parts):
+            raise AcegError(f"no query patch with ground truth (depth) in {', '.join(map(str, paths))}")
         return cls(*(torch.cat(x) for x in zip(*parts, strict=True)))
-
-    def __post_init__(self) -> None:
-        if not self.sims.shape[0]:
-            raise ValueError("no query patch with ground truth")
 
     def subset(self, index: torch.Tensor) -> Candidates:
         return Candidates(self.sims[index], self.points[index], self.target[index])
