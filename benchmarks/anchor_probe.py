@@ -12,6 +12,7 @@ Prints, per variant and split, the % of query images within 10 cm / 10 deg (and 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import replace
@@ -20,17 +21,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aceg.data.images import prepare_image
 from aceg.data.readers import read_scene
 from aceg.evaluation.metrics import pose_errors
 from aceg.localization.localizer import KEEP_QUANTILE, Localizer
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import anchor_code
-from aceg.mapping.triangulation import TRIANGULATION_CONFIG, triangulated_depth_maps
+from aceg.mapping.triangulation import (
+    TRIANGULATION_CONFIG,
+    densify_cell_depth,
+    triangulated_depth_maps,
+)
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import MapData, load_regressor, save_map
 
 SPLITS = ("query_same", "query_light", "query_view")
+
+
+def triangulated(mapping, short: int, stride: int, keypoints: int, cache: Path | None) -> list[np.ndarray]:
+    """The scene's triangulated depth maps as `aceg map` makes them (``keypoints`` per image,
+    0 for aceg map's), read from / written to ``cache`` (.npz) when given."""
+    if cache is not None and cache.exists():
+        data = np.load(cache)
+        return [data[str(i)] for i in range(len(mapping.frames))]
+    config = replace(TRIANGULATION_CONFIG, max_keypoints=keypoints or TRIANGULATION_CONFIG.max_keypoints)
+    t0 = time.perf_counter()
+    maps, _ = triangulated_depth_maps(mapping, short, stride, config, progress=False)
+    print(f"{mapping.name}: triangulated with {config.max_keypoints} keypoints per image in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cache, **{str(i): m for i, m in enumerate(maps)})
+    return maps
 
 
 def main() -> None:
@@ -46,7 +69,16 @@ def main() -> None:
                     help="keypoints per image of the triangulation (default: aceg map's)")
     ap.add_argument("--depth", action="store_true",
                     help="anchor points from the mapping frames' depth maps (aceg map --depth) "
-                         "instead of triangulation")
+                         "instead of triangulation (same as --points depth)")
+    ap.add_argument("--points", default="triangulated",
+                    choices=["triangulated", "depth", "depth-on-triangulated", "densified"],
+                    help="anchor points: triangulated (aceg map), the depth maps' (aceg map --depth), "
+                         "the depth maps' at the triangulated cells only (coverage of triangulation, "
+                         "accuracy of depth), or triangulated and densified (densify_cell_depth)")
+    ap.add_argument("--densify", type=json.loads, default={},
+                    help="keyword arguments of densify_cell_depth, as JSON")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="folder caching each scene's triangulated depth maps (.npz; default keypoints only)")
     ap.add_argument("--keep", nargs="+", type=float, default=[KEEP_QUANTILE],
                     help="localizer keep quantiles to compare (default: the localizer's)")
     args = ap.parse_args()
@@ -69,15 +101,19 @@ def main() -> None:
             root = Path(args.root) / f"scene_{s:04d}"
             mapping = read_scene(root / "mapping")
             short = mapping.working_short_side(480)
-            if args.depth:  # the mapping frames' own depth maps, as `aceg map --depth`
+            points = "depth" if args.depth else args.points
+            if points == "depth":  # the mapping frames' own depth maps, as `aceg map --depth`
                 buffer = build_buffer(mapping, enc, short, 1, None, None, True, 0)
             else:
-                config = replace(TRIANGULATION_CONFIG, max_keypoints=args.keypoints or
-                                 TRIANGULATION_CONFIG.max_keypoints)
-                t0 = time.perf_counter()
-                depth_maps, _ = triangulated_depth_maps(mapping, short, enc.stride, config, progress=False)
-                print(f"scene {s}: triangulated with {config.max_keypoints} keypoints per image in "
-                      f"{time.perf_counter() - t0:.1f} s", flush=True)
+                depth_maps = triangulated(mapping, short, enc.stride, args.keypoints,
+                                          args.cache / f"{root.name}.npz" if args.cache and not args.keypoints else None)
+                if points == "depth-on-triangulated":
+                    truth = [prepare_image(f.image_path, f.intrinsics, short, multiple_of=enc.stride,
+                                           depth_path=f.depth_path).depth for f in mapping.frames]
+                    depth_maps = [np.where(m > 0, t[: m.shape[0], : m.shape[1]], 0.0).astype(np.float32)
+                                  for m, t in zip(depth_maps, truth, strict=True)]
+                elif points == "densified":
+                    depth_maps = [densify_cell_depth(m, enc.stride, **args.densify) for m in depth_maps]
                 buffer = build_buffer(mapping, enc, short, 1, None, None, False, 0, depth_maps=depth_maps)
             queries = {sp: read_scene(root / sp) for sp in args.splits}
             for key, model in variants.items():

@@ -84,3 +84,52 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
     stats = {"points": fmap.num_points, "cells": round(100.0 * cells / max(total, 1), 1),
              "seconds": round(fmap.stats["mapping_seconds"], 1)}
     return maps, stats
+
+
+def densify_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neighbours: int = 4,
+                       max_residual: float = 0.02) -> np.ndarray:
+    """Fill the empty patch cells of a sparse per-cell depth map from their neighbours.
+
+    ``depth``: (H, W) metres, one value per ``stride`` cell or 0 (as
+    :func:`keypoint_depth_map` makes it). An empty cell with at least ``min_neighbours``
+    cells holding a depth within ``radius`` cells fits a plane to them in *inverse* depth
+    over the cell grid (a 3-D plane has inverse depth affine in the image), by least
+    squares. The cell takes the plane's depth when the fit explains its neighbours (RMS
+    residual at most ``max_residual`` of their mean inverse depth: one surface, not an
+    edge between two) and the value lies within the neighbours' range (interpolation, never
+    extrapolation). Returns a new (H, W) map; cells that held a depth keep it.
+    """
+    h, w = depth.shape
+    rows, cols = (h - 1) // stride + 1, (w - 1) // stride + 1
+    centre = depth[np.minimum(np.arange(rows) * stride + stride // 2, h - 1)][
+        :, np.minimum(np.arange(cols) * stride + stride // 2, w - 1)]
+    known = centre > 0
+    inv = np.where(known, 1.0 / np.where(known, centre, 1.0), 0.0).astype(np.float64)
+    k = 2 * radius + 1
+    pad_known = np.pad(known.astype(np.float64), radius)
+    pad_inv = np.pad(inv, radius)
+    win_known = np.lib.stride_tricks.sliding_window_view(pad_known, (k, k))  # (rows, cols, k, k)
+    win_inv = np.lib.stride_tricks.sliding_window_view(pad_inv, (k, k))
+    dy, dx = np.mgrid[-radius: radius + 1, -radius: radius + 1].astype(np.float64)
+    basis = np.stack([dx, dy, np.ones_like(dx)])  # (3, k, k): the plane's unknowns a, b, c
+    ata = np.einsum("ijab,pab,qab->ijpq", win_known, basis, basis)
+    aty = np.einsum("ijab,pab,ijab->ijp", win_known, basis, win_inv)
+    count = win_known.sum((2, 3))
+    todo = (~known) & (count >= min_neighbours)
+    todo &= np.abs(np.linalg.det(ata)) > 1e-6  # neighbours not all on one line
+    out = depth.copy()
+    if not todo.any():
+        return out
+    coef = np.linalg.solve(ata[todo], aty[todo][..., None])[..., 0]  # (M, 3)
+    wk, wi = win_known[todo], win_inv[todo]
+    fit = np.einsum("mp,pab->mab", coef, basis)
+    n = count[todo]
+    rms = np.sqrt((wk * (fit - wi) ** 2).sum((1, 2)) / n)
+    mean_inv = (wk * wi).sum((1, 2)) / n
+    lo = np.where(wk > 0, wi, np.inf).min((1, 2))
+    hi = np.where(wk > 0, wi, -np.inf).max((1, 2))
+    value = coef[:, 2]
+    ok = (rms <= max_residual * mean_inv) & (value >= lo) & (value <= hi) & (value > 0)
+    for (r, c), v in zip(np.argwhere(todo)[ok], value[ok], strict=True):
+        out[r * stride: (r + 1) * stride, c * stride: (c + 1) * stride] = 1.0 / v
+    return out
