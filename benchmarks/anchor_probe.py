@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from densify_probe import cached_triangulation
 
 from aceg.data.images import prepare_image
 from aceg.data.readers import read_scene
@@ -27,33 +27,12 @@ from aceg.evaluation.metrics import pose_errors
 from aceg.localization.localizer import KEEP_QUANTILE, Localizer
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import anchor_code
-from aceg.mapping.triangulation import (
-    TRIANGULATION_CONFIG,
-    densify_cell_depth,
-    triangulated_depth_maps,
-)
+from aceg.mapping.triangulation import densify_cell_depth
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import MapData, load_regressor, save_map
 
 SPLITS = ("query_same", "query_light", "query_view")
-
-
-def triangulated(mapping, short: int, stride: int, keypoints: int, cache: Path | None) -> list[np.ndarray]:
-    """The scene's triangulated depth maps as `aceg map` makes them (``keypoints`` per image,
-    0 for aceg map's), read from / written to ``cache`` (.npz) when given."""
-    if cache is not None and cache.exists():
-        data = np.load(cache)
-        return [data[str(i)] for i in range(len(mapping.frames))]
-    config = replace(TRIANGULATION_CONFIG, max_keypoints=keypoints or TRIANGULATION_CONFIG.max_keypoints)
-    t0 = time.perf_counter()
-    maps, _ = triangulated_depth_maps(mapping, short, stride, config, progress=False)
-    print(f"{mapping.name}: triangulated with {config.max_keypoints} keypoints per image in "
-          f"{time.perf_counter() - t0:.1f} s", flush=True)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache, **{str(i): m for i, m in enumerate(maps)})
-    return maps
 
 
 def main() -> None:
@@ -78,7 +57,9 @@ def main() -> None:
     ap.add_argument("--densify", type=json.loads, default={},
                     help="keyword arguments of densify_cell_depth, as JSON")
     ap.add_argument("--cache", type=Path, default=None,
-                    help="folder caching each scene's triangulated depth maps (.npz; default keypoints only)")
+                    help="folder caching each scene's triangulated depth maps (.npz)")
+    ap.add_argument("--triangulation", type=json.loads, default={},
+                    help="fields of the triangulation's configuration to change, as JSON")
     ap.add_argument("--keep", nargs="+", type=float, default=[KEEP_QUANTILE],
                     help="localizer keep quantiles to compare (default: the localizer's)")
     args = ap.parse_args()
@@ -105,8 +86,9 @@ def main() -> None:
             if points == "depth":  # the mapping frames' own depth maps, as `aceg map --depth`
                 buffer = build_buffer(mapping, enc, short, 1, None, None, True, 0)
             else:
-                depth_maps = triangulated(mapping, short, enc.stride, args.keypoints,
-                                          args.cache / f"{root.name}.npz" if args.cache and not args.keypoints else None)
+                overrides = dict(args.triangulation, **({"max_keypoints": args.keypoints} if args.keypoints else {}))
+                depth_maps = cached_triangulation(mapping, short, enc.stride, overrides,
+                                                  args.cache / root.name if args.cache else None)
                 if points == "depth-on-triangulated":
                     truth = [prepare_image(f.image_path, f.intrinsics, short, multiple_of=enc.stride,
                                            depth_path=f.depth_path).depth for f in mapping.frames]

@@ -13,31 +13,52 @@ cell centre. Prints, per setting, the % of cells with a depth and, of those, the
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from aceg.data.images import prepare_image
 from aceg.data.readers import read_scene
-from aceg.mapping.triangulation import densify_cell_depth, triangulated_depth_maps
+from aceg.mapping.triangulation import (
+    TRIANGULATION_CONFIG,
+    densify_cell_depth,
+    triangulated_depth_maps,
+)
 from aceg.model.encoder import get_encoder
 
 
-def sparse_maps(root: Path, cache: Path | None, stride: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def sparse_maps(root: Path, cache: Path | None, stride: int, overrides: dict,
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(triangulated maps, true depth maps) of a scene's mapping split, both in the
     prepared images' pixels; the triangulated ones cached as .npz when ``cache`` is given."""
     scene = read_scene(root / "mapping")
     short = scene.working_short_side(480)
     truth = [prepare_image(f.image_path, f.intrinsics, short, multiple_of=stride,
                            depth_path=f.depth_path).depth for f in scene.frames]
-    path = cache / f"{root.name}.npz" if cache is not None else None
+    return cached_triangulation(scene, short, stride, overrides, cache / root.name if cache else None), truth
+
+
+def cached_triangulation(scene, short: int, stride: int, overrides: dict, stem: Path | None,
+                         ) -> list[np.ndarray]:
+    """The scene's triangulated depth maps with ``TRIANGULATION_CONFIG`` changed by
+    ``overrides``; cached in ``stem`` + a suffix naming the overrides + .npz when given."""
+    suffix = "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
+    path = stem.with_name(f"{stem.name}{suffix}.npz") if stem is not None else None
     if path is not None and path.exists():
         data = np.load(path)
-        return [data[str(i)] for i in range(len(scene.frames))], truth
-    maps, _ = triangulated_depth_maps(scene, short, stride, progress=False)
+        return [data[str(i)] for i in range(len(scene.frames))]
+    t0 = time.perf_counter()
+    maps, stats = triangulated_depth_maps(scene, short, stride, replace(TRIANGULATION_CONFIG, **overrides),
+                                          progress=False)
+    print(f"{stem.name if stem else scene.name}{suffix}: triangulated in {time.perf_counter() - t0:.1f} s "
+          f"({stats['points']} points)", flush=True)
     if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, **{str(i): m for i, m in enumerate(maps)})
-    return maps, truth
+    return maps
 
 
 def score(maps: list[np.ndarray], truth: list[np.ndarray], stride: int) -> str:
@@ -59,13 +80,15 @@ def main() -> None:
     ap.add_argument("root")
     ap.add_argument("scenes", nargs="+", type=int)
     ap.add_argument("--cache", type=Path, default=None, help="folder caching the triangulated maps")
+    ap.add_argument("--triangulation", type=json.loads, default={},
+                    help="fields of TRIANGULATION_CONFIG to change, as JSON (e.g. '{\"triangulation\": \"tracks\"}')")
     ap.add_argument("--radius", nargs="+", type=int, default=[2])
     ap.add_argument("--min-neighbours", nargs="+", type=int, default=[4])
     ap.add_argument("--max-residual", nargs="+", type=float, default=[0.02])
     ap.add_argument("--passes", nargs="+", type=int, default=[1])
     args = ap.parse_args()
     stride = get_encoder("xfeat").stride
-    pairs = [sparse_maps(Path(args.root) / f"scene_{s:04d}", args.cache, stride) for s in args.scenes]
+    pairs = [sparse_maps(Path(args.root) / f"scene_{s:04d}", args.cache, stride, args.triangulation) for s in args.scenes]
     maps = [m for p in pairs for m in p[0]]
     truth = [t for p in pairs for t in p[1]]
     print(f"triangulated              | {score(maps, truth, stride)}")

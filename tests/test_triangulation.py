@@ -9,7 +9,8 @@ from aceg.cli.main import main
 from aceg.errors import AcegError
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import map_scene
-from aceg.mapping.triangulation import keypoint_depth_map, triangulated_depth_maps
+from aceg.baselines.feature_matching import track_labels, triangulate_tracks
+from aceg.mapping.triangulation import densify_cell_depth, keypoint_depth_map, triangulated_depth_maps
 from aceg.model.ace_head import AceHeadConfig
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_map
@@ -25,6 +26,84 @@ def test_keypoint_depth_map_fills_cells_with_the_median():
     assert np.all(depth[:8, 8:16] == 5.0)
     assert np.all(depth[8:, :] == 0) and np.all(depth[:8, 16:] == 0)  # NaN keypoint: nothing
     assert keypoint_depth_map(np.zeros((0, 2)), np.zeros(0), 16, 24, 8).max() == 0
+
+
+def test_track_labels_are_connected_components():
+    links = np.array([[0, 3], [3, 5], [5, 7], [1, 2], [8, 6]])
+    labels = track_labels(10, links)
+    assert labels.tolist() == [0, 1, 1, 0, 4, 0, 6, 0, 6, 9]
+    chain = np.c_[np.arange(99, 0, -1), np.arange(98, -1, -1)]  # one long chain, listed backwards
+    assert np.all(track_labels(100, chain) == 0)
+    assert track_labels(3, np.zeros((0, 2), np.int64)).tolist() == [0, 1, 2]
+
+
+def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Camera-to-world (OpenCV axes: x right, y down, z forward) at ``centre`` facing ``target``."""
+    z = (target - centre) / np.linalg.norm(target - centre)
+    x = np.cross([0.0, -1.0, 0.0], z)
+    x /= np.linalg.norm(x)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.c_[x, np.cross(z, x), z]
+    c2w[:3, 3] = centre
+    return c2w
+
+
+def test_tracks_triangulate_from_all_views():
+    """Matches chained over a row of cameras give each point from its widest views: more
+    accurate than any neighbouring pair, bad views are dropped, ambiguous tracks refused."""
+    rng = np.random.default_rng(0)
+    K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
+    world = rng.uniform([-1, -1, 4], [1, 1, 5], (200, 3))
+    c2ws = [_look_at(np.array([0.1 * i, 0, 0]), np.array([0.0, 0, 4.5])) for i in range(8)]
+    projections = [K @ np.linalg.inv(c)[:3] for c in c2ws]
+    keypoints = []
+    for P in projections:
+        h = np.c_[world, np.ones(len(world))] @ P.T
+        keypoints.append(h[:, :2] / h[:, 2:] + rng.normal(0, 0.3, (len(world), 2)))
+    keypoints[3][7] += [40.0, 0.0]  # point 7 is mismatched in image 3
+    ids = np.arange(len(world))
+    edges = [(i, i + 1, np.c_[ids, ids]) for i in range(7)]  # neighbouring images only
+    edges.append((0, 5, np.array([[11, 12]])))  # links points 11 and 12 into one track: ambiguous
+    centres = np.stack([c[:3, 3] for c in c2ws])
+    points = triangulate_tracks([len(world)] * 8, keypoints, edges, projections, centres, 2.0, 1.0)
+    assert len(points) == 8 and all(p.shape == (200, 3) for p in points)
+    assert np.isnan(points[0][11]).all() and np.isnan(points[5][12]).all()
+    good = np.setdiff1d(ids, [11, 12])
+    error = np.linalg.norm(points[0][good] - world[good], axis=1)
+    assert np.isfinite(error).all() and np.median(error) < 0.05
+    assert np.allclose(points[4][good], points[0][good])  # one point per track, in every view
+    assert np.isnan(points[3][7]).all() and np.linalg.norm(points[0][7] - world[7]) < 0.05
+    # the same noise triangulated from one neighbouring pair alone is far worse
+    pair = triangulate_tracks([len(world)] * 2, keypoints[:2], [(0, 1, np.c_[good, good])],
+                              projections[:2], centres[:2], 2.0, 0.1)
+    assert np.median(np.linalg.norm(pair[0][good] - world[good], axis=1)) > 3 * np.median(error)
+    # the cameras' rays meet at under 10 deg: every track is refused at 15 deg
+    narrow = triangulate_tracks([len(world)] * 8, keypoints, edges, projections, centres, 2.0, 15.0)
+    assert all(np.isnan(p).all() for p in narrow)
+
+
+def test_densify_fills_planes_not_edges():
+    """Empty cells between cells on one plane get the plane's depth; cells between two
+    surfaces at different depths, or beyond the known ones, stay empty."""
+    s, rows, cols = 8, 10, 12
+    v, u = np.mgrid[0: rows * s, 0: cols * s] + 0.5
+    plane = 1.0 / (0.25 + 0.0005 * u + 0.0003 * v)  # a 3-D plane: inverse depth affine in the image
+    sparse = np.zeros_like(plane, dtype=np.float32)
+    for r in range(0, rows, 2):
+        for c in range(0, cols, 2):
+            sparse[r * s: (r + 1) * s, c * s: (c + 1) * s] = plane[r * s + 4, c * s + 4]
+    dense = densify_cell_depth(sparse, s, radius=2, min_neighbours=3, max_residual=0.02)
+    centre = dense[4::s, 4::s]
+    assert (centre[:-1, :-1] > 0).all()  # every cell inside the known ones filled
+    assert np.allclose(centre[:-1, :-1], plane[4::s, 4::s][:-1, :-1], rtol=1e-3)
+    known = sparse > 0
+    assert np.array_equal(dense[known], sparse[known])
+    assert (centre[-1] == 0).all() and (centre[:, -1] == 0).all()  # last row, column: extrapolation
+    step = sparse.copy()
+    step[:, 6 * s:] *= 2.0  # a depth edge between columns 5 and 6
+    centre = densify_cell_depth(step, s, radius=2, min_neighbours=3, max_residual=0.02)[4::s, 4::s]
+    assert (centre[1:-1, 5] == 0).all() and (centre[1:-1:2, 3] > 0).all()
+    assert densify_cell_depth(np.zeros((16, 16), np.float32), s).max() == 0
 
 
 def test_triangulated_depth_matches_the_true_depth(tmp_path):

@@ -54,6 +54,10 @@ class FeatureMatchingConfig:
     retrieval_k: int = 5
     match_min_confidence: float = 0.1
     triangulation_neighbours: int = 3
+    #: "pairs": each matched pair of images triangulates its own point and a keypoint takes
+    #: the median of its pairs' points; "tracks": matches are chained into tracks across
+    #: images and each track is triangulated from all its views at once (wider baselines).
+    triangulation: str = "pairs"
     triangulation_max_error_px: float = 3.0
     min_triangulation_angle_deg: float = 1.0
     ransac_max_error_px: float = 8.0
@@ -268,13 +272,16 @@ def build_feature_map(
 
 
 def _triangulate_all(scene, extracted, intrinsics, features, config, progress) -> list[np.ndarray]:
+    """(N_i, 3) world points (NaN where none) per image's keypoints, by ``config.triangulation``."""
+    if config.triangulation not in ("pairs", "tracks"):
+        raise ValueError(f"unknown triangulation {config.triangulation!r}: 'pairs' or 'tracks'")
     centres = scene.camera_centres()
     axes = np.stack([f.cam_to_world[:3, 2] for f in scene.frames])
     neighbours = _neighbours(centres, axes, config.triangulation_neighbours)
-    estimates: list[list[list[np.ndarray]]] = [[[] for _ in f.keypoints] for f in extracted]
     pairs = sorted({(min(i, j), max(i, j)) for i, ns in enumerate(neighbours) for j in ns})
     projections = [_projection(k, f.cam_to_world) for k, f in zip(intrinsics, scene.frames, strict=True)]
-    min_cos = np.cos(np.radians(config.min_triangulation_angle_deg))
+    estimates: list[list[list[np.ndarray]]] = [[[] for _ in f.keypoints] for f in extracted]
+    edges: list[tuple[int, int, np.ndarray]] = []
     for i, j in tqdm(pairs, desc="feature map: triangulation", disable=not progress):
         matches = features.match(extracted[i], extracted[j], config.match_min_confidence)
         if len(matches) == 0:
@@ -286,17 +293,21 @@ def _triangulate_all(scene, extracted, intrinsics, features, config, progress) -
             X = (X[:3] / X[3]).T
         err_i, z_i = _reprojection_error(projections[i], X, uv_i)
         err_j, z_j = _reprojection_error(projections[j], X, uv_j)
-        ray_i = X - centres[i]
-        ray_j = X - centres[j]
-        cos = np.sum(ray_i * ray_j, 1) / (np.linalg.norm(ray_i, axis=1) * np.linalg.norm(ray_j, axis=1) + 1e-12)
-        good = (
-            np.isfinite(X).all(1) & (z_i > 0) & (z_j > 0)
-            & (err_i < config.triangulation_max_error_px) & (err_j < config.triangulation_max_error_px)
-            & (cos < min_cos)
-        )
+        consistent = (np.isfinite(X).all(1) & (z_i > 0) & (z_j > 0)
+                      & (err_i < config.triangulation_max_error_px)
+                      & (err_j < config.triangulation_max_error_px))
+        if config.triangulation == "tracks":
+            edges.append((i, j, matches[consistent]))
+            continue
+        wide = _ray_angle_cos(X, centres[i], centres[j]) < np.cos(np.radians(config.min_triangulation_angle_deg))
+        good = consistent & wide
         for (a, b), x in zip(matches[good], X[good], strict=True):
             estimates[i][a].append(x)
             estimates[j][b].append(x)
+    if config.triangulation == "tracks":
+        return triangulate_tracks([len(f.keypoints) for f in extracted],
+                                  [f.keypoints for f in extracted], edges, projections, centres,
+                                  config.triangulation_max_error_px, config.min_triangulation_angle_deg)
     points = []
     for per_image in estimates:
         world = np.full((len(per_image), 3), np.nan)
@@ -304,6 +315,111 @@ def _triangulate_all(scene, extracted, intrinsics, features, config, progress) -
             if xs:
                 world[k] = np.median(np.stack(xs), axis=0)
         points.append(world)
+    return points
+
+
+def _ray_angle_cos(X: np.ndarray, centre_a: np.ndarray, centre_b: np.ndarray) -> np.ndarray:
+    """(N,) cosine of the angle at the points X (N, 3) between the rays to two camera centres."""
+    ray_a, ray_b = X - centre_a, X - centre_b
+    return np.sum(ray_a * ray_b, 1) / (np.linalg.norm(ray_a, axis=1) * np.linalg.norm(ray_b, axis=1) + 1e-12)
+
+
+def track_labels(num_nodes: int, links: np.ndarray) -> np.ndarray:
+    """Connected components of an undirected graph: (num_nodes,) label per node, the
+    smallest node index of its component. ``links``: (E, 2) node index pairs."""
+    labels = np.arange(num_nodes)
+    if len(links) == 0:
+        return labels
+    a, b = links[:, 0], links[:, 1]
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        before = labels.copy()
+        np.minimum.at(labels, a, low)
+        np.minimum.at(labels, b, low)
+        labels = labels[labels]  # jump to the label's label: halves the remaining hops
+        if np.array_equal(labels, before):
+            return labels
+
+
+def _multiview_dlt(P: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """(T, 3) points from T tracks of n views each: P (T, n, 3, 4), uv (T, n, 2) pixels.
+    Linear triangulation: the null vector of the stacked u P_3 - P_1, v P_3 - P_2 rows."""
+    rows = np.concatenate([uv[..., 0:1] * P[:, :, 2] - P[:, :, 0],
+                           uv[..., 1:2] * P[:, :, 2] - P[:, :, 1]], axis=1)  # (T, 2n, 4)
+    rows = rows / np.maximum(np.linalg.norm(rows, axis=2, keepdims=True), 1e-12)
+    X = np.linalg.svd(rows)[2][:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return X[:, :3] / X[:, 3:4]
+
+
+def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
+                       edges: list[tuple[int, int, np.ndarray]], projections: list[np.ndarray],
+                       centres: np.ndarray, max_error_px: float, min_angle_deg: float) -> list[np.ndarray]:
+    """Chain pairwise matches into tracks and triangulate each from all its views.
+
+    ``edges``: (image i, image j, (M, 2) keypoint index pairs) of matches already checked
+    pairwise; ``keypoints[i]``: (N_i, 2) pixels; ``projections[i]``: 3x4 K [R|t] of the
+    world-to-camera pose; ``centres``: (I, 3) camera centres in the world frame. A track
+    that holds two keypoints of one image is ambiguous and dropped. Each track's point is
+    the multi-view linear triangulation of its views. While some view reprojects worse than
+    ``max_error_px`` (or lies behind its camera), the worst view leaves the track and the
+    rest is triangulated again; the point is kept when every remaining view (at least two)
+    agrees and the widest angle between two of its rays is at least ``min_angle_deg``. Returns per image (N_i, 3) world points, NaN where none.
+    """
+    offsets = np.r_[0, np.cumsum(num_keypoints)]
+    image_of = np.repeat(np.arange(len(num_keypoints)), num_keypoints)
+    links = [np.c_[offsets[i] + m[:, 0], offsets[j] + m[:, 1]] for i, j, m in edges if len(m)]
+    links = np.concatenate(links) if links else np.zeros((0, 2), np.int64)
+    labels = track_labels(int(offsets[-1]), links)
+    points = [np.full((n, 3), np.nan) for n in num_keypoints]
+    linked = np.zeros(int(offsets[-1]), bool)
+    linked[links.ravel()] = True
+    nodes = np.flatnonzero(linked)
+    order = nodes[np.argsort(labels[nodes], kind="stable")]
+    lab = labels[order]
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+    tracks = np.split(order, starts[1:])
+    P_all = np.stack(projections)
+    uv_all = np.concatenate(keypoints).astype(np.float64)
+    min_cos = np.cos(np.radians(min_angle_deg))
+
+    def views_fit(views: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """(T, n) whether each view of tracks ``views`` (T, n) sees X (T, 3) within the error."""
+        h = np.einsum("tnij,tj->tni", P_all[image_of[views]], np.c_[X, np.ones(len(X))])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = np.linalg.norm(h[..., :2] / h[..., 2:3] - uv_all[views], axis=2)
+        return np.isfinite(err) & (err < max_error_px) & (h[..., 2] > 0)
+
+    def accept(views: np.ndarray, X: np.ndarray) -> None:
+        """Keep the points of tracks ``views`` (T, n) whose rays are wide enough apart."""
+        rays = X[:, None] - centres[image_of[views]]
+        rays /= np.maximum(np.linalg.norm(rays, axis=2, keepdims=True), 1e-12)
+        wide = np.einsum("tad,tbd->tab", rays, rays).min((1, 2)) < min_cos
+        for t, x in zip(views[wide], X[wide], strict=True):
+            for node in t:
+                points[image_of[node]][node - offsets[image_of[node]]] = x
+
+    by_size: dict[int, list[np.ndarray]] = {}
+    for t in tracks:
+        if len(t) >= 2 and len(np.unique(image_of[t])) == len(t):
+            by_size.setdefault(len(t), []).append(t)
+    for group in by_size.values():
+        views = np.stack(group)  # (T, n) node indices
+        X = _multiview_dlt(P_all[image_of[views]], uv_all[views])
+        fit = views_fit(views, X) & np.isfinite(X).all(1, keepdims=True)
+        whole = fit.all(1)
+        accept(views[whole], X[whole])
+        for k in np.flatnonzero(~whole):  # drop the worst view until the rest agree
+            sub = views[k]
+            while len(sub) > 2:
+                h = P_all[image_of[sub]] @ np.r_[X[k], 1.0]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    err = np.linalg.norm(h[:, :2] / h[:, 2:] - uv_all[sub], axis=1)
+                sub = np.delete(sub, np.argmax(np.where(np.isfinite(err) & (h[:, 2] > 0), err, np.inf)))
+                X[k] = _multiview_dlt(P_all[image_of[sub]][None], uv_all[sub][None])[0]
+                if np.isfinite(X[k]).all() and views_fit(sub[None], X[k][None]).all():
+                    accept(sub[None], X[k][None])
+                    break
     return points
 
 

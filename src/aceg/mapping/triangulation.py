@@ -87,7 +87,7 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
 
 
 def densify_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neighbours: int = 4,
-                       max_residual: float = 0.02) -> np.ndarray:
+                       max_residual: float = 0.05, max_ratio: float = 1.25) -> np.ndarray:
     """Fill the empty patch cells of a sparse per-cell depth map from their neighbours.
 
     ``depth``: (H, W) metres, one value per ``stride`` cell or 0 (as
@@ -95,9 +95,11 @@ def densify_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neig
     cells holding a depth within ``radius`` cells fits a plane to them in *inverse* depth
     over the cell grid (a 3-D plane has inverse depth affine in the image), by least
     squares. The cell takes the plane's depth when the fit explains its neighbours (RMS
-    residual at most ``max_residual`` of their mean inverse depth: one surface, not an
-    edge between two) and the value lies within the neighbours' range (interpolation, never
-    extrapolation). Returns a new (H, W) map; cells that held a depth keep it.
+    residual at most ``max_residual`` of their mean inverse depth, and the farthest
+    neighbour at most ``max_ratio`` times as far as the nearest: one surface, not an edge
+    between two, which two lines of neighbours would fit exactly) and the value lies within
+    the neighbours' range (interpolation, never extrapolation). Returns a new (H, W) map;
+    cells that held a depth keep it.
     """
     h, w = depth.shape
     rows, cols = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -129,7 +131,7 @@ def densify_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neig
     lo = np.where(wk > 0, wi, np.inf).min((1, 2))
     hi = np.where(wk > 0, wi, -np.inf).max((1, 2))
     value = coef[:, 2]
-    ok = (rms <= max_residual * mean_inv) & (value >= lo) & (value <= hi) & (value > 0)
+    ok = (rms <= max_residual * mean_inv) & (hi <= max_ratio * lo) & (value >= lo) & (value <= hi) & (value > 0)
     for (r, c), v in zip(np.argwhere(todo)[ok], value[ok], strict=True):
         out[r * stride: (r + 1) * stride, c * stride: (c + 1) * stride] = 1.0 / v
     return out
