@@ -359,9 +359,10 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
 
     ``edges``: (image i, image j, (M, 2) keypoint index pairs) of matches already checked
     pairwise; ``keypoints[i]``: (N_i, 2) pixels; ``projections[i]``: 3x4 K [R|t] of the
-    world-to-camera pose; ``centres``: (I, 3) camera centres in the world frame. A track
-    that holds two keypoints of one image is ambiguous and dropped. Each track's point is
-    the multi-view linear triangulation of its views. While some view reprojects worse than
+    world-to-camera pose; ``centres``: (I, 3) camera centres in the world frame. Each
+    track's point is the multi-view linear triangulation of its views. A track that holds
+    two keypoints of one image is ambiguous (a wrong match joined two points): each of its
+    keypoints is triangulated instead from itself and its direct matches (its star). While some view reprojects worse than
     ``max_error_px`` (or lies behind its camera), the worst view leaves the track and the
     rest is triangulated again; the point is kept when every remaining view (at least two)
     agrees and the widest angle between two of its rays is at least ``min_angle_deg``. Returns per image (N_i, 3) world points, NaN where none.
@@ -369,9 +370,11 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
     offsets = np.r_[0, np.cumsum(num_keypoints)]
     image_of = np.repeat(np.arange(len(num_keypoints)), num_keypoints)
     links = [np.c_[offsets[i] + m[:, 0], offsets[j] + m[:, 1]] for i, j, m in edges if len(m)]
-    links = np.concatenate(links) if links else np.zeros((0, 2), np.int64)
-    labels = track_labels(int(offsets[-1]), links)
     points = [np.full((n, 3), np.nan) for n in num_keypoints]
+    if not links:
+        return points
+    links = np.concatenate(links)
+    labels = track_labels(int(offsets[-1]), links)
     linked = np.zeros(int(offsets[-1]), bool)
     linked[links.ravel()] = True
     nodes = np.flatnonzero(linked)
@@ -390,36 +393,55 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
             err = np.linalg.norm(h[..., :2] / h[..., 2:3] - uv_all[views], axis=2)
         return np.isfinite(err) & (err < max_error_px) & (h[..., 2] > 0)
 
-    def accept(views: np.ndarray, X: np.ndarray) -> None:
-        """Keep the points of tracks ``views`` (T, n) whose rays are wide enough apart."""
+    def accept(views: np.ndarray, X: np.ndarray, first_only: bool) -> None:
+        """Keep the points of tracks ``views`` (T, n) whose rays are wide enough apart, for
+        every view's keypoint (a track) or the first view's only (a star)."""
         rays = X[:, None] - centres[image_of[views]]
         rays /= np.maximum(np.linalg.norm(rays, axis=2, keepdims=True), 1e-12)
         wide = np.einsum("tad,tbd->tab", rays, rays).min((1, 2)) < min_cos
         for t, x in zip(views[wide], X[wide], strict=True):
-            for node in t:
+            for node in t[:1] if first_only else t:
                 points[image_of[node]][node - offsets[image_of[node]]] = x
 
-    by_size: dict[int, list[np.ndarray]] = {}
-    for t in tracks:
-        if len(t) >= 2 and len(np.unique(image_of[t])) == len(t):
+    def solve(groups: list[np.ndarray], first_only: bool) -> None:
+        """Triangulate and keep view lists (any lengths >= 2) as :func:`accept` keeps them."""
+        by_size: dict[int, list[np.ndarray]] = {}
+        for t in groups:
             by_size.setdefault(len(t), []).append(t)
-    for group in by_size.values():
-        views = np.stack(group)  # (T, n) node indices
-        X = _multiview_dlt(P_all[image_of[views]], uv_all[views])
-        fit = views_fit(views, X) & np.isfinite(X).all(1, keepdims=True)
-        whole = fit.all(1)
-        accept(views[whole], X[whole])
-        for k in np.flatnonzero(~whole):  # drop the worst view until the rest agree
-            sub = views[k]
-            while len(sub) > 2:
-                h = P_all[image_of[sub]] @ np.r_[X[k], 1.0]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    err = np.linalg.norm(h[:, :2] / h[:, 2:] - uv_all[sub], axis=1)
-                sub = np.delete(sub, np.argmax(np.where(np.isfinite(err) & (h[:, 2] > 0), err, np.inf)))
-                X[k] = _multiview_dlt(P_all[image_of[sub]][None], uv_all[sub][None])[0]
-                if np.isfinite(X[k]).all() and views_fit(sub[None], X[k][None]).all():
-                    accept(sub[None], X[k][None])
-                    break
+        for group in by_size.values():
+            views = np.stack(group)  # (T, n) node indices
+            X = _multiview_dlt(P_all[image_of[views]], uv_all[views])
+            whole = views_fit(views, X).all(1)
+            accept(views[whole], X[whole], first_only)
+            for k in np.flatnonzero(~whole):  # drop the worst view until the rest agree
+                sub = views[k]
+                while len(sub) > 2:
+                    h = P_all[image_of[sub]] @ np.r_[X[k], 1.0]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        err = np.linalg.norm(h[:, :2] / h[:, 2:] - uv_all[sub], axis=1)
+                    err = np.where(np.isfinite(err) & (h[:, 2] > 0), err, np.inf)
+                    if first_only:
+                        err[0] = -1.0  # a star keeps its centre
+                    sub = np.delete(sub, np.argmax(err))
+                    X[k] = _multiview_dlt(P_all[image_of[sub]][None], uv_all[sub][None])[0]
+                    if views_fit(sub[None], X[k][None]).all():
+                        accept(sub[None], X[k][None], first_only)
+                        break
+
+    clean, ambiguous = [], []
+    for t in tracks:
+        (clean if len(np.unique(image_of[t])) == len(t) else ambiguous).append(t)
+    solve(clean, first_only=False)
+    # A keypoint of an ambiguous track takes the point of its star: itself and its direct
+    # matches, one keypoint per other image.
+    if ambiguous:
+        centre_nodes = np.concatenate(ambiguous)
+        both = np.r_[links, links[:, ::-1]]
+        both = both[np.isin(both[:, 0], centre_nodes)]
+        both = both[np.argsort(both[:, 0], kind="stable")]
+        starts = np.flatnonzero(np.r_[True, both[1:, 0] != both[:-1, 0]])
+        solve([np.r_[both[a, 0], both[a:b, 1]] for a, b in zip(starts, np.r_[starts[1:], len(both)], strict=True)],
+              first_only=True)
     return points
 
 
