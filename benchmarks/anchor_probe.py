@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from densify_probe import cached_triangulation
+from triangulation_probe import cached_triangulation
 
 from aceg.data.images import prepare_image
 from aceg.data.readers import read_scene
@@ -27,7 +27,7 @@ from aceg.evaluation.metrics import pose_errors
 from aceg.localization.localizer import KEEP_QUANTILE, Localizer
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import anchor_code
-from aceg.mapping.triangulation import densify_cell_depth
+from aceg.mapping.triangulation import refine_cell_depth
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import MapData, load_regressor, save_map
@@ -50,12 +50,12 @@ def main() -> None:
                     help="anchor points from the mapping frames' depth maps (aceg map --depth) "
                          "instead of triangulation (same as --points depth)")
     ap.add_argument("--points", default="triangulated",
-                    choices=["triangulated", "depth", "depth-on-triangulated", "densified"],
+                    choices=["triangulated", "depth", "depth-on-triangulated", "refined"],
                     help="anchor points: triangulated (aceg map), the depth maps' (aceg map --depth), "
                          "the depth maps' at the triangulated cells only (coverage of triangulation, "
-                         "accuracy of depth), or triangulated and densified (densify_cell_depth)")
-    ap.add_argument("--densify", type=json.loads, default={},
-                    help="keyword arguments of densify_cell_depth, as JSON")
+                         "accuracy of depth), or triangulated and refined (refine_cell_depth)")
+    ap.add_argument("--refine", type=json.loads, default={},
+                    help="keyword arguments of refine_cell_depth, as JSON")
     ap.add_argument("--cache", type=Path, default=None,
                     help="folder caching each scene's triangulated depth maps (.npz)")
     ap.add_argument("--triangulation", type=json.loads, default={},
@@ -94,8 +94,8 @@ def main() -> None:
                                            depth_path=f.depth_path).depth for f in mapping.frames]
                     depth_maps = [np.where(m > 0, t[: m.shape[0], : m.shape[1]], 0.0).astype(np.float32)
                                   for m, t in zip(depth_maps, truth, strict=True)]
-                elif points == "densified":
-                    depth_maps = [densify_cell_depth(m, enc.stride, **args.densify) for m in depth_maps]
+                elif points == "refined":
+                    depth_maps = [refine_cell_depth(m, enc.stride, **args.refine) for m in depth_maps]
                 buffer = build_buffer(mapping, enc, short, 1, None, None, False, 0, depth_maps=depth_maps)
             queries = {sp: read_scene(root / sp) for sp in args.splits}
             for key, model in variants.items():

@@ -86,52 +86,59 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
     return maps, stats
 
 
-def densify_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neighbours: int = 4,
-                       max_residual: float = 0.05, max_ratio: float = 1.25) -> np.ndarray:
-    """Fill the empty patch cells of a sparse per-cell depth map from their neighbours.
+def refine_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neighbours: int = 4,
+                      max_residual: float = 0.05, max_ratio: float = 1.25, smooth: bool = True,
+                      fill: bool = True, robust_iterations: int = 2) -> np.ndarray:
+    """Denoise and fill a sparse per-cell depth map with local planes.
 
     ``depth``: (H, W) metres, one value per ``stride`` cell or 0 (as
-    :func:`keypoint_depth_map` makes it). An empty cell with at least ``min_neighbours``
-    cells holding a depth within ``radius`` cells fits a plane to them in *inverse* depth
-    over the cell grid (a 3-D plane has inverse depth affine in the image), by least
-    squares. The cell takes the plane's depth when the fit explains its neighbours (RMS
-    residual at most ``max_residual`` of their mean inverse depth, and the farthest
-    neighbour at most ``max_ratio`` times as far as the nearest: one surface, not an edge
-    between two, which two lines of neighbours would fit exactly) and the value lies within
-    the neighbours' range (interpolation, never extrapolation). Returns a new (H, W) map;
-    cells that held a depth keep it.
+    :func:`keypoint_depth_map` makes it). Around every cell, the cells holding a depth
+    within ``radius`` cells (at least ``min_neighbours``, not all on one line) get a plane
+    fitted in *inverse* depth over the cell grid (a 3-D plane has inverse depth affine in
+    the image), by least squares re-weighted ``robust_iterations`` times so that cells off
+    the plane count less. The plane is trusted when it explains its cells (weighted RMS
+    residual at most ``max_residual`` of its inverse depth) and the farthest of them is at
+    most ``max_ratio`` times as far as the nearest (one surface, not an edge between two,
+    which two lines of cells would fit exactly). Then a cell with a depth takes the plane's
+    (``smooth``: triangulation noise averages out over the neighbours), and an empty cell
+    takes it when it lies within the neighbours' range (``fill``; interpolation, never
+    extrapolation). Returns a new (H, W) map.
     """
     h, w = depth.shape
     rows, cols = (h - 1) // stride + 1, (w - 1) // stride + 1
     centre = depth[np.minimum(np.arange(rows) * stride + stride // 2, h - 1)][
         :, np.minimum(np.arange(cols) * stride + stride // 2, w - 1)]
     known = centre > 0
+    out = depth.copy()
+    if known.sum() < 3:
+        return out
     inv = np.where(known, 1.0 / np.where(known, centre, 1.0), 0.0).astype(np.float64)
     k = 2 * radius + 1
-    pad_known = np.pad(known.astype(np.float64), radius)
-    pad_inv = np.pad(inv, radius)
-    win_known = np.lib.stride_tricks.sliding_window_view(pad_known, (k, k))  # (rows, cols, k, k)
-    win_inv = np.lib.stride_tricks.sliding_window_view(pad_inv, (k, k))
-    dy, dx = np.mgrid[-radius: radius + 1, -radius: radius + 1].astype(np.float64)
-    basis = np.stack([dx, dy, np.ones_like(dx)])  # (3, k, k): the plane's unknowns a, b, c
-    ata = np.einsum("ijab,pab,qab->ijpq", win_known, basis, basis)
-    aty = np.einsum("ijab,pab,ijab->ijp", win_known, basis, win_inv)
+    win_known = np.lib.stride_tricks.sliding_window_view(np.pad(known.astype(np.float64), radius), (k, k))
+    win_inv = np.lib.stride_tricks.sliding_window_view(np.pad(inv, radius), (k, k))
     count = win_known.sum((2, 3))
-    todo = (~known) & (count >= min_neighbours)
-    todo &= np.abs(np.linalg.det(ata)) > 1e-6  # neighbours not all on one line
-    out = depth.copy()
+    todo = (count >= min_neighbours) & ((known & smooth) | (~known & fill))
     if not todo.any():
         return out
-    coef = np.linalg.solve(ata[todo], aty[todo][..., None])[..., 0]  # (M, 3)
-    wk, wi = win_known[todo], win_inv[todo]
-    fit = np.einsum("mp,pab->mab", coef, basis)
-    n = count[todo]
-    rms = np.sqrt((wk * (fit - wi) ** 2).sum((1, 2)) / n)
-    mean_inv = (wk * wi).sum((1, 2)) / n
+    wk, wi = win_known[todo], win_inv[todo]  # (M, k, k)
+    dy, dx = np.mgrid[-radius: radius + 1, -radius: radius + 1].astype(np.float64)
+    basis = np.stack([dx, dy, np.ones_like(dx)])  # (3, k, k): the plane's unknowns a, b, c
+    spread = np.einsum("mab,pab,qab->mpq", wk, basis, basis)
+    solvable = np.abs(np.linalg.det(spread)) > 1e-6  # the cells not all on one line
+    weight = wk
+    for _ in range(robust_iterations + 1):
+        ata = np.einsum("mab,pab,qab->mpq", weight, basis, basis) + 1e-9 * np.eye(3)
+        aty = np.einsum("mab,pab,mab->mp", weight, basis, wi)
+        coef = np.linalg.solve(ata, aty[..., None])[..., 0]  # (M, 3)
+        residual = np.abs(np.einsum("mp,pab->mab", coef, basis) - wi) * wk
+        scale = 0.02 * np.abs(coef[:, 2])[:, None, None]  # Huber-like: full weight within 2 %
+        weight = wk * np.minimum(1.0, scale / np.maximum(residual, 1e-12))
+    value = coef[:, 2]
+    rms = np.sqrt((weight * residual ** 2).sum((1, 2)) / np.maximum(weight.sum((1, 2)), 1e-12))
     lo = np.where(wk > 0, wi, np.inf).min((1, 2))
     hi = np.where(wk > 0, wi, -np.inf).max((1, 2))
-    value = coef[:, 2]
-    ok = (rms <= max_residual * mean_inv) & (hi <= max_ratio * lo) & (value >= lo) & (value <= hi) & (value > 0)
+    ok = solvable & (value > 0) & (rms <= max_residual * value) & (hi <= max_ratio * lo)
+    ok &= known[todo] | ((value >= lo) & (value <= hi))
     for (r, c), v in zip(np.argwhere(todo)[ok], value[ok], strict=True):
         out[r * stride: (r + 1) * stride, c * stride: (c + 1) * stride] = 1.0 / v
     return out

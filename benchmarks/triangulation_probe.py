@@ -1,9 +1,10 @@
-"""Densified triangulation probe: how many patch cells of the mapping images get a depth,
-and how right it is, for the sparse triangulated depth maps of `aceg map` and for the same
-maps densified by :func:`aceg.mapping.triangulation.densify_cell_depth` with each setting.
+"""Triangulation probe: how many patch cells of the mapping images get a depth, and how
+right it is, for the triangulated depth maps of `aceg map` (any triangulation settings) and
+for the same maps refined by :func:`aceg.mapping.triangulation.refine_cell_depth`.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/densify_probe.py /work/data/heldout 0 1 \
-        --cache /work/data/tri-cache --radius 1 2 3
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/triangulation_probe.py /work/data/heldout 0 1 \
+        --cache /work/data/tri-cache --triangulation '{"triangulation": "pairs"}' \
+        --refine '{"fill": false}' '{"smooth": false}' '{}'
 
 Scenes need depth maps (synthetic ones have them): the truth is the rendered depth at each
 cell centre. Prints, per setting, the % of cells with a depth and, of those, the % within
@@ -24,7 +25,7 @@ from aceg.data.images import prepare_image
 from aceg.data.readers import read_scene
 from aceg.mapping.triangulation import (
     TRIANGULATION_CONFIG,
-    densify_cell_depth,
+    refine_cell_depth,
     triangulated_depth_maps,
 )
 from aceg.model.encoder import get_encoder
@@ -82,25 +83,17 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None, help="folder caching the triangulated maps")
     ap.add_argument("--triangulation", type=json.loads, default={},
                     help="fields of TRIANGULATION_CONFIG to change, as JSON (e.g. '{\"triangulation\": \"tracks\"}')")
-    ap.add_argument("--radius", nargs="+", type=int, default=[2])
-    ap.add_argument("--min-neighbours", nargs="+", type=int, default=[4])
-    ap.add_argument("--max-residual", nargs="+", type=float, default=[0.02])
-    ap.add_argument("--passes", nargs="+", type=int, default=[1])
+    ap.add_argument("--refine", nargs="*", type=json.loads, default=[],
+                    help="keyword arguments of refine_cell_depth to compare, one JSON object each")
     args = ap.parse_args()
     stride = get_encoder("xfeat").stride
     pairs = [sparse_maps(Path(args.root) / f"scene_{s:04d}", args.cache, stride, args.triangulation) for s in args.scenes]
     maps = [m for p in pairs for m in p[0]]
     truth = [t for p in pairs for t in p[1]]
-    print(f"triangulated              | {score(maps, truth, stride)}")
-    for r in args.radius:
-        for n in args.min_neighbours:
-            for res in args.max_residual:
-                for passes in args.passes:
-                    dense = maps
-                    for _ in range(passes):
-                        dense = [densify_cell_depth(m, stride, r, n, res) for m in dense]
-                    print(f"r {r} n {n} res {res} x{passes} | {score(dense, truth, stride)}", flush=True)
-
+    print(f"triangulated | {score(maps, truth, stride)}")
+    for kwargs in args.refine:
+        refined = [refine_cell_depth(m, stride, **kwargs) for m in maps]
+        print(f"refined {json.dumps(kwargs)} | {score(refined, truth, stride)}", flush=True)
 
 if __name__ == "__main__":
     main()
