@@ -54,6 +54,8 @@ class FeatureMatchingConfig:
     retrieval_k: int = 5
     match_min_confidence: float = 0.1
     triangulation_neighbours: int = 3
+    #: match each image with its nearest cameras of ranks 0, step, 2 step, ... (wider baselines)
+    triangulation_neighbour_step: int = 1
     #: "pairs": each matched pair of images triangulates its own point and a keypoint takes
     #: the median of its pairs' points; "tracks": matches are chained into tracks across
     #: images and each track is triangulated from all its views at once (wider baselines).
@@ -201,14 +203,15 @@ def _reprojection_error(P: np.ndarray, X: np.ndarray, uv: np.ndarray) -> tuple[n
     return err, depth
 
 
-def _neighbours(centres: np.ndarray, axes: np.ndarray, k: int) -> list[list[int]]:
-    """For each camera, the k nearest other cameras whose optical axes differ by < 75 deg."""
+def _neighbours(centres: np.ndarray, axes: np.ndarray, k: int, step: int = 1) -> list[list[int]]:
+    """For each camera, k other cameras whose optical axes differ by < 75 deg: the nearest,
+    the ``step``-th nearest after it, and so on (ranks 0, step, 2 step, ...)."""
     d = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
     cos = axes @ axes.T
     d[cos < np.cos(np.radians(75))] = np.inf
     np.fill_diagonal(d, np.inf)
     order = np.argsort(d, axis=1)
-    return [[int(j) for j in order[i, :k] if np.isfinite(d[i, j])] for i in range(len(centres))]
+    return [[int(j) for j in order[i, : k * step: step] if np.isfinite(d[i, j])] for i in range(len(centres))]
 
 
 def build_feature_map(
@@ -277,7 +280,7 @@ def _triangulate_all(scene, extracted, intrinsics, features, config, progress) -
         raise ValueError(f"unknown triangulation {config.triangulation!r}: 'pairs' or 'tracks'")
     centres = scene.camera_centres()
     axes = np.stack([f.cam_to_world[:3, 2] for f in scene.frames])
-    neighbours = _neighbours(centres, axes, config.triangulation_neighbours)
+    neighbours = _neighbours(centres, axes, config.triangulation_neighbours, config.triangulation_neighbour_step)
     pairs = sorted({(min(i, j), max(i, j)) for i, ns in enumerate(neighbours) for j in ns})
     projections = [_projection(k, f.cam_to_world) for k, f in zip(intrinsics, scene.frames, strict=True)]
     estimates: list[list[list[np.ndarray]]] = [[[] for _ in f.keypoints] for f in extracted]
@@ -361,8 +364,9 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
     pairwise; ``keypoints[i]``: (N_i, 2) pixels; ``projections[i]``: 3x4 K [R|t] of the
     world-to-camera pose; ``centres``: (I, 3) camera centres in the world frame. Each
     track's point is the multi-view linear triangulation of its views. A track that holds
-    two keypoints of one image is ambiguous (a wrong match joined two points): each of its
-    keypoints is triangulated instead from itself and its direct matches (its star). While some view reprojects worse than
+    two keypoints of one image is ambiguous (a wrong match joined two points) and dropped:
+    triangulating its keypoints from their direct matches instead gave more points but
+    worse poses (MODEL_CARD.md, 1.6). While some view reprojects worse than
     ``max_error_px`` (or lies behind its camera), the worst view leaves the track and the
     rest is triangulated again; the point is kept when every remaining view (at least two)
     agrees and the widest angle between two of its rays is at least ``min_angle_deg``. Returns per image (N_i, 3) world points, NaN where none.
@@ -393,18 +397,17 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
             err = np.linalg.norm(h[..., :2] / h[..., 2:3] - uv_all[views], axis=2)
         return np.isfinite(err) & (err < max_error_px) & (h[..., 2] > 0)
 
-    def accept(views: np.ndarray, X: np.ndarray, first_only: bool) -> None:
-        """Keep the points of tracks ``views`` (T, n) whose rays are wide enough apart, for
-        every view's keypoint (a track) or the first view's only (a star)."""
+    def accept(views: np.ndarray, X: np.ndarray) -> None:
+        """Keep the points of tracks ``views`` (T, n) whose rays are wide enough apart."""
         rays = X[:, None] - centres[image_of[views]]
         rays /= np.maximum(np.linalg.norm(rays, axis=2, keepdims=True), 1e-12)
         wide = np.einsum("tad,tbd->tab", rays, rays).min((1, 2)) < min_cos
         for t, x in zip(views[wide], X[wide], strict=True):
-            for node in t[:1] if first_only else t:
+            for node in t:
                 points[image_of[node]][node - offsets[image_of[node]]] = x
 
-    def solve(groups: list[np.ndarray], first_only: bool) -> None:
-        """Triangulate and keep view lists (any lengths >= 2) as :func:`accept` keeps them."""
+    def solve(groups: list[np.ndarray]) -> None:
+        """Triangulate tracks (node index arrays of any lengths >= 2) and keep the good ones."""
         by_size: dict[int, list[np.ndarray]] = {}
         for t in groups:
             by_size.setdefault(len(t), []).append(t)
@@ -412,7 +415,7 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
             views = np.stack(group)  # (T, n) node indices
             X = _multiview_dlt(P_all[image_of[views]], uv_all[views])
             whole = views_fit(views, X).all(1)
-            accept(views[whole], X[whole], first_only)
+            accept(views[whole], X[whole])
             for k in np.flatnonzero(~whole):  # drop the worst view until the rest agree
                 sub = views[k]
                 while len(sub) > 2:
@@ -420,28 +423,13 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
                     with np.errstate(divide="ignore", invalid="ignore"):
                         err = np.linalg.norm(h[:, :2] / h[:, 2:] - uv_all[sub], axis=1)
                     err = np.where(np.isfinite(err) & (h[:, 2] > 0), err, np.inf)
-                    if first_only:
-                        err[0] = -1.0  # a star keeps its centre
                     sub = np.delete(sub, np.argmax(err))
                     X[k] = _multiview_dlt(P_all[image_of[sub]][None], uv_all[sub][None])[0]
                     if views_fit(sub[None], X[k][None]).all():
-                        accept(sub[None], X[k][None], first_only)
+                        accept(sub[None], X[k][None])
                         break
 
-    clean, ambiguous = [], []
-    for t in tracks:
-        (clean if len(np.unique(image_of[t])) == len(t) else ambiguous).append(t)
-    solve(clean, first_only=False)
-    # A keypoint of an ambiguous track takes the point of its star: itself and its direct
-    # matches, one keypoint per other image.
-    if ambiguous:
-        centre_nodes = np.concatenate(ambiguous)
-        both = np.r_[links, links[:, ::-1]]
-        both = both[np.isin(both[:, 0], centre_nodes)]
-        both = both[np.argsort(both[:, 0], kind="stable")]
-        starts = np.flatnonzero(np.r_[True, both[1:, 0] != both[:-1, 0]])
-        solve([np.r_[both[a, 0], both[a:b, 1]] for a, b in zip(starts, np.r_[starts[1:], len(both)], strict=True)],
-              first_only=True)
+    solve([t for t in tracks if len(np.unique(image_of[t])) == len(t)])
     return points
 
 
