@@ -50,10 +50,11 @@ def main() -> None:
                     help="anchor points from the mapping frames' depth maps (aceg map --depth) "
                          "instead of triangulation (same as --points depth)")
     ap.add_argument("--points", default="triangulated",
-                    choices=["triangulated", "depth", "depth-on-triangulated", "refined"],
-                    help="anchor points: triangulated (aceg map), the depth maps' (aceg map --depth), "
-                         "the depth maps' at the triangulated cells only (coverage of triangulation, "
-                         "accuracy of depth), or triangulated and refined (refine_cell_depth)")
+                    choices=["triangulated", "raw", "depth", "depth-on-triangulated", "refined"],
+                    help="anchor points: triangulated and refined as aceg map does, triangulated "
+                         "without refinement (raw), the depth maps' (aceg map --depth), the depth "
+                         "maps' at the raw triangulated cells only (coverage of triangulation, "
+                         "accuracy of depth), or triangulated and refined with --refine's settings")
     ap.add_argument("--refine", type=json.loads, default={},
                     help="keyword arguments of refine_cell_depth, as JSON")
     ap.add_argument("--cache", type=Path, default=None,
@@ -94,8 +95,9 @@ def main() -> None:
                                            depth_path=f.depth_path).depth for f in mapping.frames]
                     depth_maps = [np.where(m > 0, t[: m.shape[0], : m.shape[1]], 0.0).astype(np.float32)
                                   for m, t in zip(depth_maps, truth, strict=True)]
-                elif points == "refined":
-                    depth_maps = [refine_cell_depth(m, enc.stride, **args.refine) for m in depth_maps]
+                elif points in ("refined", "triangulated"):
+                    kwargs = args.refine if points == "refined" else {}
+                    depth_maps = [refine_cell_depth(m, enc.stride, **kwargs) for m in depth_maps]
                 buffer = build_buffer(mapping, enc, short, 1, None, None, False, 0, depth_maps=depth_maps)
             queries = {sp: read_scene(root / sp) for sp in args.splits}
             for key, model in variants.items():

@@ -53,7 +53,7 @@ def cached_triangulation(scene, short: int, stride: int, overrides: dict, stem: 
         return [data[str(i)] for i in range(len(scene.frames))]
     t0 = time.perf_counter()
     maps, stats = triangulated_depth_maps(scene, short, stride, replace(TRIANGULATION_CONFIG, **overrides),
-                                          progress=False)
+                                          progress=False, refine=False)
     print(f"{stem.name if stem else scene.name}{suffix}: triangulated in {time.perf_counter() - t0:.1f} s "
           f"({stats['points']} points)", flush=True)
     if path is not None:
