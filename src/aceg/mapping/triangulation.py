@@ -95,7 +95,7 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
 
 def refine_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neighbours: int = 4,
                       max_residual: float = 0.05, max_ratio: float = 1.25, smooth: bool = True,
-                      fill: bool = True, robust_iterations: int = 2) -> np.ndarray:
+                      fill: bool = False, robust_iterations: int = 2) -> np.ndarray:
     """Denoise and fill a sparse per-cell depth map with local planes.
 
     ``depth``: (H, W) metres, one value per ``stride`` cell or 0 (as
