@@ -98,7 +98,8 @@ def test_refine_fills_and_denoises_planes_not_edges():
     for r in range(0, rows, 2):
         for c in range(0, cols, 2):
             sparse[r * s: (r + 1) * s, c * s: (c + 1) * s] = plane[r * s + 4, c * s + 4]
-    filled = refine_cell_depth(sparse, s, radius=2, min_neighbours=3, max_residual=0.02, smooth=False)
+    filled = refine_cell_depth(sparse, s, radius=2, min_neighbours=3, max_residual=0.02, smooth=False,
+                               fill=True)
     centre = filled[4::s, 4::s]
     assert (centre[:-1, :-1] > 0).all()  # every cell inside the known ones filled
     assert np.allclose(centre[:-1, :-1], truth[:-1, :-1], rtol=1e-3)
@@ -107,16 +108,17 @@ def test_refine_fills_and_denoises_planes_not_edges():
     assert (centre[-1] == 0).all() and (centre[:, -1] == 0).all()  # last row, column: extrapolation
     step = sparse.copy()
     step[:, 6 * s:] *= 2.0  # a depth edge between columns 5 and 6
-    centre = refine_cell_depth(step, s, radius=2, min_neighbours=3, max_residual=0.02)[4::s, 4::s]
+    centre = refine_cell_depth(step, s, radius=2, min_neighbours=3, max_residual=0.02, fill=True)[4::s, 4::s]
     assert (centre[1:-1, 5] == 0).all() and (centre[1:-1:2, 3] > 0).all()
-    assert refine_cell_depth(np.zeros((16, 16), np.float32), s).max() == 0
-    # 3 % noise on a dense plane: smoothing takes most of it out, and filling leaves it be
+    assert refine_cell_depth(np.zeros((16, 16), np.float32), s, fill=True).max() == 0
+    # 3 % noise on a dense plane: smoothing (the default) takes most of it out; filling alone
+    # leaves it be
     rng = np.random.default_rng(0)
     noisy = (plane * np.kron(1 + 0.03 * rng.standard_normal((rows, cols)), np.ones((s, s)))).astype(np.float32)
     before = np.abs(noisy[4::s, 4::s] / truth - 1)[2:-2, 2:-2]
-    smoothed = refine_cell_depth(noisy, s, max_residual=0.1, fill=False)[4::s, 4::s]
+    smoothed = refine_cell_depth(noisy, s, max_residual=0.1)[4::s, 4::s]
     assert np.mean(np.abs(smoothed / truth - 1)[2:-2, 2:-2]) < 0.5 * np.mean(before)
-    assert np.array_equal(refine_cell_depth(noisy, s, smooth=False), noisy)
+    assert np.array_equal(refine_cell_depth(noisy, s, smooth=False, fill=True), noisy)
 
 
 def test_triangulated_depth_matches_the_true_depth(tmp_path):
