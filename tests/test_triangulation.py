@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -170,5 +172,11 @@ def test_cli_map_triangulate(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "triangulation:" in out and "keypoints with a 3-D point" in out
+    points = int(re.search(r"(\d+) keypoints with a 3-D point", out).group(1))
+    assert main(args + ["--keypoints", "64"]) == 0
+    few = int(re.search(r"(\d+) keypoints with a 3-D point", capsys.readouterr().out).group(1))
+    assert 0 < few < points
+    assert main(args + ["--keypoints", "3"]) != 0
+    assert "triangulation keypoints must be at least 16, got 3" in capsys.readouterr().err
     assert main(args + ["--depth"]) != 0
     assert "choose one source of depth" in capsys.readouterr().err

@@ -35,7 +35,7 @@ from aceg.errors import AcegError
 from aceg.mapping.buffer import DEFAULT_AUGMENT, AugmentConfig, TrainingBuffer, build_buffer
 from aceg.mapping.losses import DEFAULT_LOSS, LossConfig, batch_loss
 from aceg.mapping.schedule import one_cycle_adamw
-from aceg.mapping.triangulation import triangulated_depth_maps
+from aceg.mapping.triangulation import TRIANGULATION_CONFIG, triangulated_depth_maps
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import DEFAULT_ENCODER, get_encoder
@@ -139,6 +139,7 @@ def map_scene(
     regressor=None,
     use_depth: bool = False,
     triangulate: bool = False,
+    triangulation_keypoints: int | None = None,
     encoder: str | None = None,
     short_side: int | None = DEFAULT_SHORT_SIDE,
     iterations: int | None = None,
@@ -166,6 +167,8 @@ def map_scene(
         use_depth: add depth supervision (every frame needs a depth map).
         triangulate: add depth supervision from keypoints triangulated between the mapping
             images with their known poses (RGB only; not with ``use_depth``).
+        triangulation_keypoints: keypoints per image of the triangulation (default:
+            :data:`aceg.mapping.triangulation.TRIANGULATION_CONFIG`'s).
         encoder: encoder name (default: the regressor's for ACE-G, "xfeat" for ACE).
         short_side: working short side of the images in pixels, never above the smallest
             image's own short side (upsampling adds patches, not information); None: the
@@ -212,7 +215,12 @@ def map_scene(
         augment = None
     depth_maps, geometry = None, {}
     if triangulate:
-        depth_maps, geometry = triangulated_depth_maps(scene, short_side, enc.stride, progress=progress)
+        config = TRIANGULATION_CONFIG
+        if triangulation_keypoints is not None:
+            if triangulation_keypoints < 16:
+                raise AcegError(f"triangulation keypoints must be at least 16, got {triangulation_keypoints}")
+            config = replace(config, max_keypoints=triangulation_keypoints)
+        depth_maps, geometry = triangulated_depth_maps(scene, short_side, enc.stride, config, progress=progress)
         if geometry["points"] == 0:
             fix = ("the anchor model needs 3-D points: give depth maps (--depth) or map with the "
                    "transformer regressor" if anchors else "map without --triangulate")
