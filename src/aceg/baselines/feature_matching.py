@@ -369,7 +369,8 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
     worse poses (MODEL_CARD.md, 1.6). While some view reprojects worse than
     ``max_error_px`` (or lies behind its camera), the worst view leaves the track and the
     rest is triangulated again; the point is kept when every remaining view (at least two)
-    agrees and the widest angle between two of its rays is at least ``min_angle_deg``. Returns per image (N_i, 3) world points, NaN where none.
+    agrees and the widest angle between two of its rays is at least ``min_angle_deg``.
+    Returns per image (N_i, 3) world points, NaN where none.
     """
     offsets = np.r_[0, np.cumsum(num_keypoints)]
     image_of = np.repeat(np.arange(len(num_keypoints)), num_keypoints)
@@ -406,30 +407,26 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
             for node in t:
                 points[image_of[node]][node - offsets[image_of[node]]] = x
 
-    def solve(groups: list[np.ndarray]) -> None:
-        """Triangulate tracks (node index arrays of any lengths >= 2) and keep the good ones."""
-        by_size: dict[int, list[np.ndarray]] = {}
-        for t in groups:
+    by_size: dict[int, list[np.ndarray]] = {}  # unambiguous tracks by their number of views
+    for t in tracks:
+        if len(np.unique(image_of[t])) == len(t):
             by_size.setdefault(len(t), []).append(t)
-        for group in by_size.values():
-            views = np.stack(group)  # (T, n) node indices
-            X = _multiview_dlt(P_all[image_of[views]], uv_all[views])
-            whole = views_fit(views, X).all(1)
-            accept(views[whole], X[whole])
-            for k in np.flatnonzero(~whole):  # drop the worst view until the rest agree
-                sub = views[k]
-                while len(sub) > 2:
-                    h = P_all[image_of[sub]] @ np.r_[X[k], 1.0]
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        err = np.linalg.norm(h[:, :2] / h[:, 2:] - uv_all[sub], axis=1)
-                    err = np.where(np.isfinite(err) & (h[:, 2] > 0), err, np.inf)
-                    sub = np.delete(sub, np.argmax(err))
-                    X[k] = _multiview_dlt(P_all[image_of[sub]][None], uv_all[sub][None])[0]
-                    if views_fit(sub[None], X[k][None]).all():
-                        accept(sub[None], X[k][None])
-                        break
-
-    solve([t for t in tracks if len(np.unique(image_of[t])) == len(t)])
+    for group in by_size.values():
+        views = np.stack(group)  # (T, n) node indices
+        X = _multiview_dlt(P_all[image_of[views]], uv_all[views])
+        whole = views_fit(views, X).all(1)
+        accept(views[whole], X[whole])
+        for k in np.flatnonzero(~whole):  # drop the worst view until the rest agree
+            sub = views[k]
+            while len(sub) > 2:
+                h = P_all[image_of[sub]] @ np.r_[X[k], 1.0]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    err = np.linalg.norm(h[:, :2] / h[:, 2:] - uv_all[sub], axis=1)
+                sub = np.delete(sub, np.argmax(np.where(np.isfinite(err) & (h[:, 2] > 0), err, np.inf)))
+                X[k] = _multiview_dlt(P_all[image_of[sub]][None], uv_all[sub][None])[0]
+                if views_fit(sub[None], X[k][None]).all():
+                    accept(sub[None], X[k][None])
+                    break
     return points
 
 
