@@ -335,6 +335,12 @@ def test_pool_codes_fit_triangulated_depth(textured_scene: Path, tmp_path: Path,
     again = Pretrainer([textured_scene], tmp_path / "run", cfg, progress=False)
     assert torch.equal(torch.nan_to_num(again.scenes[0].splits[MAPPING_SPLIT].triangulated),
                        torch.nan_to_num(tri))
+    # ... unless the triangulation has changed since: then it triangulates again
+    monkeypatch.setattr("aceg.mapping.triangulation.TRIANGULATION_VERSION", "a later one")
+    with pytest.raises(AssertionError, match="triangulated again"):
+        Pretrainer([textured_scene], tmp_path / "run", cfg, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(feature_store, "triangulated_targets", fail)
     with pytest.raises(AcegError, match="pool_depth"):
         config(pool_depth="lidar")
     # a checkpoint is resumed only with its own pool depth

@@ -38,6 +38,10 @@ from aceg.data.scene import Scene
 TRIANGULATION_CONFIG = FeatureMatchingConfig(max_keypoints=1024, triangulation_max_error_px=1.5,
                                              min_triangulation_angle_deg=2.0, triangulation="tracks")
 
+#: Names what :func:`triangulated_depth_maps` computes by default; caches of its output
+#: (pre-training targets, read-out candidates) are made again when it differs.
+TRIANGULATION_VERSION = "tracks+planes/2026-12-03"
+
 
 def keypoint_depth_map(keypoints: np.ndarray, depths: np.ndarray, height: int, width: int,
                        stride: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from aceg.errors import AcegError
 from aceg.io import atomic_path
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import anchor_code
-from aceg.mapping.triangulation import triangulated_depth_maps
+from aceg.mapping.triangulation import TRIANGULATION_VERSION, triangulated_depth_maps
 from aceg.model.anchors import AnchorRegressor, CandidateReadout
 from aceg.pretraining.run_state import start_run
 
@@ -210,9 +210,10 @@ def cached_room_candidates(root: Path, cache_dir: Path, index: int, model: Ancho
                            k: int) -> Path:
     """:func:`room_candidates` of ``root`` in ``cache_dir/NNNN-<name>.safetensors``
     (written atomically), reused when it was made from the same folder with the same
-    embedding and K; returns its path."""
+    embedding, K and triangulation (:data:`TRIANGULATION_VERSION`); returns its path."""
     path = Path(cache_dir) / f"{index:04d}-{root.name}.safetensors"
-    stamp = {"root": str(Path(root).resolve()), "embedding": model.identity(), "k": str(k)}
+    stamp = {"root": str(Path(root).resolve()), "embedding": model.identity(), "k": str(k),
+             "triangulation": TRIANGULATION_VERSION}
     if path.is_file():
         try:
             with safe_open(str(path), framework="pt") as fh:

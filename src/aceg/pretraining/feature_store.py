@@ -249,8 +249,11 @@ def cached_triangulated_targets(root: Path, cache_dir: Path, sf: SceneFeatures, 
                                 short_side: int | None = None) -> None:
     """Attach triangulated mapping targets to ``sf`` (``splits["mapping"].triangulated``),
     read from ``cache_dir`` or computed (:func:`triangulated_targets`) and stored."""
+    from aceg.mapping.triangulation import TRIANGULATION_VERSION
+
     path = Path(cache_dir) / f"{_cache_stem(root)}.triangulated.safetensors"
     split = sf.splits[MAPPING_SPLIT]
+    meta: dict = {}
     if path.is_file():
         try:
             with safe_open(str(path), framework="pt") as fh:
@@ -262,9 +265,10 @@ def cached_triangulated_targets(root: Path, cache_dir: Path, sf: SceneFeatures, 
         if meta.get("encoder") != encoder_name or tuple(targets.shape[:3]) != tuple(split.features.shape[:3]):
             raise file_error(path, "triangulated targets do not match the scene's features: delete "
                              "the file and run again")
-    else:
+    if meta.get("triangulation") != TRIANGULATION_VERSION:  # none yet, or an older triangulation's
         targets = triangulated_targets(root, sf, short_side)
-        meta = {"version": STORE_VERSION, "encoder": encoder_name, "scene": sf.name}
+        meta = {"version": STORE_VERSION, "encoder": encoder_name, "scene": sf.name,
+                "triangulation": TRIANGULATION_VERSION}
         with atomic_path(path) as tmp:
             save_file({f"{MAPPING_SPLIT}.triangulated": targets.contiguous()}, str(tmp),
                       metadata={"aceg_triangulated": json.dumps(meta)})
