@@ -10,13 +10,14 @@ without depth: XFeat keypoints, LighterGlue matches with the nearest cameras, ch
 tracks across images, each track triangulated from all its views and kept when in front of
 them, reprojecting within a few pixels and seen under a minimum angle) and turns its 3-D
 points into one sparse depth map per image. Local planes fitted over the patch cells then
-denoise those depths and fill the empty cells between them (:func:`refine_cell_depth`).
+denoise those depths (:func:`refine_cell_depth`, which can also fill the empty cells
+between them; off by default).
 
 A depth map here is (H, W) float32 metres in the *prepared* image (working short side,
 the crop of :func:`aceg.data.images.prepare_image`), camera z along the OpenCV optical
 axis, 0 where unknown. Every encoder patch cell (``stride`` x ``stride`` pixels) that holds
-triangulated keypoints gets their median depth (then refined) over the whole cell, so a buffer patch whose
-centre falls in the cell (also after augmentation, which the buffer maps back to the
+triangulated keypoints gets their median depth (then refined) over the whole cell, so a
+buffer patch whose centre falls in the cell (also after augmentation, which the buffer maps back to the
 prepared image) reads that depth and is supervised in 3-D along its own ray
 (:func:`aceg.mapping.buffer.build_buffer` ``depth_maps``).
 """
@@ -72,7 +73,7 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
                             config: FeatureMatchingConfig = TRIANGULATION_CONFIG,
                             progress: bool = True, refine: bool = True) -> tuple[list[np.ndarray], dict]:
     """One sparse depth map per frame of ``scene`` (see module docstring) and statistics.
-    With ``refine`` each map is denoised and filled by :func:`refine_cell_depth`.
+    With ``refine`` each map is denoised by :func:`refine_cell_depth` (its defaults).
 
     ``short_side`` is the working short side the buffer prepares the images at; every frame
     needs a pose (:func:`aceg.mapping.mapper.check_mapping_scene`). Returns the maps, in
