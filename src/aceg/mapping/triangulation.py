@@ -17,9 +17,9 @@ A depth map here is (H, W) float32 metres in the *prepared* image (working short
 the crop of :func:`aceg.data.images.prepare_image`), camera z along the OpenCV optical
 axis, 0 where unknown. Every encoder patch cell (``stride`` x ``stride`` pixels) that holds
 triangulated keypoints gets their median depth (then refined) over the whole cell, so a
-buffer patch whose centre falls in the cell (also after augmentation, which the buffer maps back to the
-prepared image) reads that depth and is supervised in 3-D along its own ray
-(:func:`aceg.mapping.buffer.build_buffer` ``depth_maps``).
+buffer patch whose centre falls in the cell (also after augmentation, which the buffer
+maps back to the prepared image) reads that depth and is supervised in 3-D along its own
+ray (:func:`aceg.mapping.buffer.build_buffer` ``depth_maps``).
 """
 
 from __future__ import annotations
