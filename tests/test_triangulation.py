@@ -121,6 +121,14 @@ def test_refine_fills_and_denoises_planes_not_edges():
     smoothed = refine_cell_depth(noisy, s, max_residual=0.1)[4::s, 4::s]
     assert np.mean(np.abs(smoothed / truth - 1)[2:-2, 2:-2]) < 0.5 * np.mean(before)
     assert np.array_equal(refine_cell_depth(noisy, s, smooth=False, fill=True), noisy)
+    # without keep_unconfirmed a depth no plane confirms is dropped: a lone cell goes, the
+    # cells of a plane stay
+    lone = np.zeros_like(sparse)
+    lone[:s, :s] = 3.0
+    assert refine_cell_depth(lone, s, keep_unconfirmed=False).max() == 0
+    assert refine_cell_depth(lone, s).max() == 3.0
+    kept = refine_cell_depth(sparse, s, min_neighbours=3, smooth=False, keep_unconfirmed=False)
+    assert np.array_equal(kept[kept > 0], sparse[kept > 0]) and (kept > 0).mean() > 0.5 * (sparse > 0).mean()
 
 
 def test_triangulated_depth_matches_the_true_depth(tmp_path):

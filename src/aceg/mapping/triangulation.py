@@ -100,7 +100,8 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
 
 def refine_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neighbours: int = 4,
                       max_residual: float = 0.05, max_ratio: float = 1.25, smooth: bool = True,
-                      fill: bool = False, robust_iterations: int = 2) -> np.ndarray:
+                      fill: bool = False, robust_iterations: int = 2,
+                      keep_unconfirmed: bool = True) -> np.ndarray:
     """Denoise and fill a sparse per-cell depth map with local planes.
 
     ``depth``: (H, W) metres, one value per ``stride`` cell or 0 (as
@@ -114,7 +115,8 @@ def refine_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neigh
     which two lines of cells would fit exactly). Then a cell with a depth takes the plane's
     (``smooth``: triangulation noise averages out over the neighbours), and an empty cell
     takes it when it lies within the neighbours' range (``fill``; interpolation, never
-    extrapolation). Returns a new (H, W) map.
+    extrapolation). Without ``keep_unconfirmed`` a cell whose depth no trusted plane
+    confirms is emptied. Returns a new (H, W) map.
     """
     h, w = depth.shape
     rows, cols = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -123,15 +125,15 @@ def refine_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neigh
     known = centre > 0
     out = depth.copy()
     if known.sum() < 3:
-        return out
+        return out if keep_unconfirmed else np.zeros_like(out)
     inv = np.where(known, 1.0 / np.where(known, centre, 1.0), 0.0).astype(np.float64)
     k = 2 * radius + 1
     win_known = np.lib.stride_tricks.sliding_window_view(np.pad(known.astype(np.float64), radius), (k, k))
     win_inv = np.lib.stride_tricks.sliding_window_view(np.pad(inv, radius), (k, k))
     count = win_known.sum((2, 3))
-    todo = (count >= min_neighbours) & ((known & smooth) | (~known & fill))
+    todo = (count >= min_neighbours) & ((known & (smooth or not keep_unconfirmed)) | (~known & fill))
     if not todo.any():
-        return out
+        return out if keep_unconfirmed else np.zeros_like(out)
     wk, wi = win_known[todo], win_inv[todo]  # (M, k, k)
     dy, dx = np.mgrid[-radius: radius + 1, -radius: radius + 1].astype(np.float64)
     basis = np.stack([dx, dy, np.ones_like(dx)])  # (3, k, k): the plane's unknowns a, b, c
@@ -151,6 +153,12 @@ def refine_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neigh
     hi = np.where(wk > 0, wi, -np.inf).max((1, 2))
     ok = solvable & (value > 0) & (rms <= max_residual * value) & (hi <= max_ratio * lo)
     ok &= known[todo] | ((value >= lo) & (value <= hi))
+    if not keep_unconfirmed:
+        confirmed = np.zeros_like(known)
+        confirmed[todo] = ok
+        for r, c in np.argwhere(known & ~confirmed):
+            out[r * stride: (r + 1) * stride, c * stride: (c + 1) * stride] = 0.0
     for (r, c), v in zip(np.argwhere(todo)[ok], value[ok], strict=True):
-        out[r * stride: (r + 1) * stride, c * stride: (c + 1) * stride] = 1.0 / v
+        if smooth or not known[r, c]:
+            out[r * stride: (r + 1) * stride, c * stride: (c + 1) * stride] = 1.0 / v
     return out
