@@ -17,7 +17,9 @@ safetensors file, usually *.map).
 shipped one, or --regressor PATH; without trained weights a seeded random init is used,
 with a warning). The shipped regressor is the anchor model: its code holds the mapping
 patches whose 3-D points triangulate between the posed images (XFeat keypoints matched
-with LighterGlue; with --depth, the depth maps give the points), each with its embedded
+with LighterGlue, chained into tracks across the images, each triangulated from all its
+views, then denoised by local planes; with --depth, the depth maps give the points;
+--keypoints sets how many keypoints per image), each with its embedded
 descriptor; presets, --code-init and --triangulate do not apply to it. The map-code
 transformer (--regressor src/aceg/weights/transformer-xfeat.safetensors) optimises its
 code on the mapping patches instead (reprojection loss; presets apply). --method ace
