@@ -13,6 +13,9 @@ from aceg.errors import AcegError
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import map_scene
 from aceg.mapping.triangulation import (
+    SMALL_SCENE_IMAGES,
+    SMALL_SCENE_KEYPOINTS,
+    default_keypoints,
     keypoint_depth_map,
     refine_cell_depth,
     triangulated_depth_maps,
@@ -32,6 +35,11 @@ def test_keypoint_depth_map_fills_cells_with_the_median():
     assert np.all(depth[:8, 8:16] == 5.0)
     assert np.all(depth[8:, :] == 0) and np.all(depth[:8, 16:] == 0)  # NaN keypoint: nothing
     assert keypoint_depth_map(np.zeros((0, 2)), np.zeros(0), 16, 24, 8).max() == 0
+
+
+def test_small_scenes_get_more_keypoints():
+    assert default_keypoints(1) == default_keypoints(SMALL_SCENE_IMAGES) == SMALL_SCENE_KEYPOINTS == 2048
+    assert default_keypoints(SMALL_SCENE_IMAGES + 1) == default_keypoints(200) == 1024
 
 
 def test_track_labels_are_connected_components():
@@ -179,10 +187,11 @@ def test_cli_map_triangulate(tmp_path, capsys):
             "--preset", "fast", "--iterations", "5", "--batch-size", "256", "--triangulate"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "triangulation:" in out and "keypoints with a 3-D point" in out
+    assert "triangulation:" in out and "keypoints with a 3-D point of 2048 per image" in out  # small scene
     points = int(re.search(r"(\d+) keypoints with a 3-D point", out).group(1))
     assert main(args + ["--keypoints", "64"]) == 0
-    few = int(re.search(r"(\d+) keypoints with a 3-D point", capsys.readouterr().out).group(1))
+    out = capsys.readouterr().out
+    few = int(re.search(r"(\d+) keypoints with a 3-D point of 64 per image", out).group(1))
     assert 0 < few < points
     assert main(args + ["--keypoints", "3"]) != 0
     assert "triangulation keypoints must be at least 16, got 3" in capsys.readouterr().err

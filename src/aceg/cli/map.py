@@ -50,9 +50,11 @@ def add_arguments(parser) -> None:
                              "adds about 0.3 s per image on 2 CPU cores)")
     parser.add_argument("--keypoints", type=int, default=None, metavar="N",
                         help="keypoints per image for the triangulation (the anchor model's points, "
-                             "or --triangulate; default 1024). More help large outdoor scenes: "
-                             "castle-P30 localized 60-80 %% within 10 cm with 2048 against 10-30 %%, "
-                             "but mapping 200 images took 243 s against 100 s")
+                             "or --triangulate; default 2048 for scenes of up to 70 images, 1024 "
+                             "above, which keeps mapping 200 images at 100 s on 2 CPU cores: with "
+                             "2048 it took 243 s). Small scenes of large images need the anchors: "
+                             "castle-P30 (20 images) localized 60 %% within 10 cm with 2048 "
+                             "against 20 %% with 1024")
     parser.add_argument("--regressor", metavar="PATH", default=None,
                         help="ACE-G regressor checkpoint (.safetensors); default: shipped weights")
     parser.add_argument("--encoder", default=None,
@@ -125,6 +127,7 @@ def run(args) -> int:
               f"median reprojection error {s.get('median_px', float('nan')):.1f} px")
     if "triangulated" in s:
         t = s["triangulated"]
-        print(f"triangulation: {t['points']} keypoints with a 3-D point, depth for {t['cells']:.0f}% "
-              f"of the patch cells ({t['seconds']:.0f} s)")
+        per_image = f" of {t['keypoints']} per image" if "keypoints" in t else ""
+        print(f"triangulation: {t['points']} keypoints with a 3-D point{per_image}, depth for "
+              f"{t['cells']:.0f}% of the patch cells ({t['seconds']:.0f} s)")
     return 0

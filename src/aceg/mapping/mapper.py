@@ -168,7 +168,7 @@ def map_scene(
         triangulate: add depth supervision from keypoints triangulated between the mapping
             images with their known poses (RGB only; not with ``use_depth``).
         triangulation_keypoints: keypoints per image of the triangulation (default:
-            :data:`aceg.mapping.triangulation.TRIANGULATION_CONFIG`'s).
+            :func:`aceg.mapping.triangulation.default_keypoints` of the scene's size).
         encoder: encoder name (default: the regressor's for ACE-G, "xfeat" for ACE).
         short_side: working short side of the images in pixels, never above the smallest
             image's own short side (upsampling adds patches, not information); None: the
@@ -215,11 +215,11 @@ def map_scene(
         augment = None
     depth_maps, geometry = None, {}
     if triangulate:
-        config = TRIANGULATION_CONFIG
+        config = None  # the triangulation's default for the scene's size
         if triangulation_keypoints is not None:
             if triangulation_keypoints < 16:
                 raise AcegError(f"triangulation keypoints must be at least 16, got {triangulation_keypoints}")
-            config = replace(config, max_keypoints=triangulation_keypoints)
+            config = replace(TRIANGULATION_CONFIG, max_keypoints=triangulation_keypoints)
         depth_maps, geometry = triangulated_depth_maps(scene, short_side, enc.stride, config, progress=progress)
         if geometry["points"] == 0:
             fix = ("the anchor model needs 3-D points: give depth maps (--depth) or map with the "

@@ -39,9 +39,22 @@ from aceg.data.scene import Scene
 TRIANGULATION_CONFIG = FeatureMatchingConfig(max_keypoints=1024, triangulation_max_error_px=1.5,
                                              min_triangulation_angle_deg=2.0, triangulation="tracks")
 
+#: Small scenes get more keypoints per image: with few images the anchors would fall short
+#: (castle-P30, 20 images at short side 480: 10,316 of the 12,288 at 1,024 keypoints), and
+#: the matching stays within the work of 200 images at 1,024 (the mapping-time target) as
+#: long as there are at most 70 images, 2,048 keypoints costing 2.8x per matched pair
+#: (MODEL_CARD.md 1.6).
+SMALL_SCENE_IMAGES = 70
+SMALL_SCENE_KEYPOINTS = 2048
+
 #: Names what :func:`triangulated_depth_maps` computes by default; caches of its output
 #: (pre-training targets, read-out candidates) are made again when it differs.
-TRIANGULATION_VERSION = "tracks+planes/2026-12-03"
+TRIANGULATION_VERSION = "tracks+planes+small-scene-keypoints/2026-12-03"
+
+
+def default_keypoints(images: int) -> int:
+    """Keypoints per image the triangulation of a scene of ``images`` images uses by default."""
+    return SMALL_SCENE_KEYPOINTS if images <= SMALL_SCENE_IMAGES else TRIANGULATION_CONFIG.max_keypoints
 
 
 def keypoint_depth_map(keypoints: np.ndarray, depths: np.ndarray, height: int, width: int,
@@ -70,9 +83,10 @@ def keypoint_depth_map(keypoints: np.ndarray, depths: np.ndarray, height: int, w
 
 
 def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
-                            config: FeatureMatchingConfig = TRIANGULATION_CONFIG,
+                            config: FeatureMatchingConfig | None = None,
                             progress: bool = True, refine: bool = True) -> tuple[list[np.ndarray], dict]:
     """One sparse depth map per frame of ``scene`` (see module docstring) and statistics.
+    ``config`` defaults to :data:`TRIANGULATION_CONFIG` with :func:`default_keypoints`.
     With ``refine`` each map is denoised by :func:`refine_cell_depth` (its defaults).
 
     ``short_side`` is the working short side the buffer prepares the images at; every frame
@@ -80,6 +94,8 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
     frame order, and ``{"points": triangulated keypoints, "cells": % of patch cells with a
     depth, "seconds": wall time}``.
     """
+    if config is None:
+        config = replace(TRIANGULATION_CONFIG, max_keypoints=default_keypoints(len(scene.frames)))
     fmap = build_feature_map(scene, replace(config, short_side=short_side), use_depth=False,
                              progress=progress)
     maps, cells, total = [], 0, 0
@@ -93,7 +109,8 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
         cells += int((grid > 0).sum())
         total += grid.size
         maps.append(depth)
-    stats = {"points": fmap.num_points, "cells": round(100.0 * cells / max(total, 1), 1),
+    stats = {"points": fmap.num_points, "keypoints": config.max_keypoints,
+             "cells": round(100.0 * cells / max(total, 1), 1),
              "seconds": round(fmap.stats["mapping_seconds"], 1)}
     return maps, stats
 
