@@ -79,7 +79,7 @@ def test_tracks_triangulate_from_all_views():
     edges = [(i, i + 1, np.c_[ids, ids]) for i in range(7)]  # neighbouring images only
     edges.append((0, 5, np.array([[11, 12]])))  # a wrong match joins points 11 and 12: ambiguous
     centres = np.stack([c[:3, 3] for c in c2ws])
-    points = triangulate_tracks([len(world)] * 8, keypoints, edges, projections, centres, 2.0, 1.0)
+    points = triangulate_tracks(keypoints, edges, projections, centres, 2.0, 1.0)
     assert len(points) == 8 and all(p.shape == (200, 3) for p in points)
     assert all(np.isnan(points[i][k]).all() for i in range(8) for k in (11, 12))  # ambiguous
     good = np.setdiff1d(ids, [11, 12])
@@ -88,11 +88,11 @@ def test_tracks_triangulate_from_all_views():
     assert np.allclose(points[4][good], points[0][good])  # one point per track, in every view
     assert np.isnan(points[3][7]).all() and np.linalg.norm(points[0][7] - world[7]) < 0.05
     # the same noise triangulated from one neighbouring pair alone is far worse
-    pair = triangulate_tracks([len(world)] * 2, keypoints[:2], [(0, 1, np.c_[good, good])],
-                              projections[:2], centres[:2], 2.0, 0.1)
+    pair = triangulate_tracks(keypoints[:2], [(0, 1, np.c_[good, good])], projections[:2],
+                              centres[:2], 2.0, 0.1)
     assert np.median(np.linalg.norm(pair[0][good] - world[good], axis=1)) > 3 * np.median(error)
     # the cameras' rays meet at under 10 deg: every track is refused at 15 deg
-    narrow = triangulate_tracks([len(world)] * 8, keypoints, edges, projections, centres, 2.0, 15.0)
+    narrow = triangulate_tracks(keypoints, edges, projections, centres, 2.0, 15.0)
     assert all(np.isnan(p).all() for p in narrow)
 
 

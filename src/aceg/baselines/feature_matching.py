@@ -283,8 +283,9 @@ def _triangulate_all(scene, extracted, intrinsics, features, config, progress) -
     neighbours = _neighbours(centres, axes, config.triangulation_neighbours, config.triangulation_neighbour_step)
     pairs = sorted({(min(i, j), max(i, j)) for i, ns in enumerate(neighbours) for j in ns})
     projections = [_projection(k, f.cam_to_world) for k, f in zip(intrinsics, scene.frames, strict=True)]
-    estimates: list[list[list[np.ndarray]]] = [[[] for _ in f.keypoints] for f in extracted]
-    edges: list[tuple[int, int, np.ndarray]] = []
+    tracks = config.triangulation == "tracks"
+    edges: list[tuple[int, int, np.ndarray]] = []  # tracks: the consistent matches of each pair
+    estimates: list[list[list[np.ndarray]]] = [] if tracks else [[[] for _ in f.keypoints] for f in extracted]
     for i, j in tqdm(pairs, desc="feature map: triangulation", disable=not progress):
         matches = features.match(extracted[i], extracted[j], config.match_min_confidence)
         if len(matches) == 0:
@@ -299,7 +300,7 @@ def _triangulate_all(scene, extracted, intrinsics, features, config, progress) -
         consistent = (np.isfinite(X).all(1) & (z_i > 0) & (z_j > 0)
                       & (err_i < config.triangulation_max_error_px)
                       & (err_j < config.triangulation_max_error_px))
-        if config.triangulation == "tracks":
+        if tracks:
             edges.append((i, j, matches[consistent]))
             continue
         wide = _ray_angle_cos(X, centres[i], centres[j]) < np.cos(np.radians(config.min_triangulation_angle_deg))
@@ -307,9 +308,8 @@ def _triangulate_all(scene, extracted, intrinsics, features, config, progress) -
         for (a, b), x in zip(matches[good], X[good], strict=True):
             estimates[i][a].append(x)
             estimates[j][b].append(x)
-    if config.triangulation == "tracks":
-        return triangulate_tracks([len(f.keypoints) for f in extracted],
-                                  [f.keypoints for f in extracted], edges, projections, centres,
+    if tracks:
+        return triangulate_tracks([f.keypoints for f in extracted], edges, projections, centres,
                                   config.triangulation_max_error_px, config.min_triangulation_angle_deg)
     points = []
     for per_image in estimates:
@@ -355,9 +355,8 @@ def _multiview_dlt(P: np.ndarray, uv: np.ndarray) -> np.ndarray:
         return X[:, :3] / X[:, 3:4]
 
 
-def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
-                       edges: list[tuple[int, int, np.ndarray]], projections: list[np.ndarray],
-                       centres: np.ndarray, max_error_px: float, min_angle_deg: float) -> list[np.ndarray]:
+def triangulate_tracks(keypoints: list[np.ndarray], edges: list[tuple[int, int, np.ndarray]],
+                       projections: list[np.ndarray], centres: np.ndarray, max_error_px: float, min_angle_deg: float) -> list[np.ndarray]:
     """Chain pairwise matches into tracks and triangulate each from all its views.
 
     ``edges``: (image i, image j, (M, 2) keypoint index pairs) of matches already checked
@@ -372,15 +371,16 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
     agrees and the widest angle between two of its rays is at least ``min_angle_deg``.
     Returns per image (N_i, 3) world points, NaN where none.
     """
-    offsets = np.r_[0, np.cumsum(num_keypoints)]
-    image_of = np.repeat(np.arange(len(num_keypoints)), num_keypoints)
+    counts = [len(k) for k in keypoints]
+    offsets = np.r_[0, np.cumsum(counts)].astype(int)
+    image_of = np.repeat(np.arange(len(counts)), counts)
     links = [np.c_[offsets[i] + m[:, 0], offsets[j] + m[:, 1]] for i, j, m in edges if len(m)]
-    points = [np.full((n, 3), np.nan) for n in num_keypoints]
+    world = np.full((int(offsets[-1]), 3), np.nan)  # every image's keypoints, one after another
     if not links:
-        return points
+        return np.split(world, offsets[1:-1])
     links = np.concatenate(links)
-    labels = track_labels(int(offsets[-1]), links)
-    linked = np.zeros(int(offsets[-1]), bool)
+    labels = track_labels(len(world), links)
+    linked = np.zeros(len(world), bool)
     linked[links.ravel()] = True
     nodes = np.flatnonzero(linked)
     order = nodes[np.argsort(labels[nodes], kind="stable")]
@@ -403,9 +403,7 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
         rays = X[:, None] - centres[image_of[views]]
         rays /= np.maximum(np.linalg.norm(rays, axis=2, keepdims=True), 1e-12)
         wide = np.einsum("tad,tbd->tab", rays, rays).min((1, 2)) < min_cos
-        for t, x in zip(views[wide], X[wide], strict=True):
-            for node in t:
-                points[image_of[node]][node - offsets[image_of[node]]] = x
+        world[views[wide]] = X[wide][:, None]
 
     by_size: dict[int, list[np.ndarray]] = {}  # unambiguous tracks by their number of views
     for t in tracks:
@@ -427,7 +425,7 @@ def triangulate_tracks(num_keypoints: list[int], keypoints: list[np.ndarray],
                 if views_fit(sub[None], X[k][None]).all():
                     accept(sub[None], X[k][None])
                     break
-    return points
+    return np.split(world, offsets[1:-1])
 
 
 @dataclass
