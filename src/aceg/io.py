@@ -1,12 +1,75 @@
-"""Atomic file output: write to a temporary file beside the target, then rename."""
+"""File output: checked up front, written atomically, readable as the umask allows.
+
+Commands call :func:`check_output_path` on every output before they start work, so a bad
+output path fails in a second with a clear error instead of after minutes of mapping; the
+writers then go through :func:`atomic_path` (temporary file beside the target, renamed on
+success), so an interrupted run never leaves a half-written file under the target's name.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from aceg.errors import file_error
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Modes of written files and folders (``mkstemp`` / ``mkdtemp`` would leave them 0600 /
+#: 0700 whatever the umask).
+FILE_MODE = 0o666 & ~_umask()
+FOLDER_MODE = 0o777 & ~_umask()
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for parent in path.parents:
+        if parent.exists():
+            return parent
+    return Path(path.anchor or ".")
+
+
+def check_output_path(target: str | Path, *, inputs: Iterable[str | Path] = (),
+                      input_folders: Iterable[str | Path] = (), suffixes: Iterable[str] = (),
+                      what: str = "output", folder: bool = False) -> Path:
+    """Fail early, with :class:`AcegError` naming ``target``, if it cannot be written.
+
+    Refused: a target that is a folder (a file when ``folder``), a parent "folder" that
+    is a file, a folder that cannot be created or written, a target that is one of
+    ``inputs`` (files the command reads: it would overwrite them) or lies inside one of
+    ``input_folders``, and a suffix not in ``suffixes`` (lower case, with the dot) when
+    given. Nothing is created.
+    """
+    target = Path(target)
+    suffixes = tuple(suffixes)
+    if suffixes and target.suffix.lower() not in suffixes:
+        raise file_error(target, f"{what} must end in {' or '.join(suffixes)}")
+    if target.is_dir() and not folder:
+        raise file_error(target, f"is a folder; give a file name for the {what}")
+    if target.is_file() and folder:
+        raise file_error(target, f"is a file; give a folder for the {what}")
+    resolved = target.resolve()
+    for source in inputs:
+        if resolved == Path(source).resolve():
+            raise file_error(target, f"is an input of this command; the {what} would overwrite it")
+    for source in input_folders:
+        source = Path(source).resolve()
+        if resolved == source or source in resolved.parents:
+            raise file_error(target, f"lies inside the input {source}; choose another place "
+                                     f"for the {what}")
+    ancestor = _existing_ancestor(target)
+    if not ancestor.is_dir():
+        raise file_error(target, f"cannot create the {what}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise file_error(target, f"cannot write the {what}: no write permission in {ancestor}")
+    return target
 
 
 @contextlib.contextmanager
@@ -14,15 +77,23 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces ``target``, on error it is removed.
 
     The temporary file sits in the target's folder so the final ``os.replace`` is atomic.
+    An unwritable target raises :class:`AcegError` naming it.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise file_error(target, f"cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        os.chmod(tmp_path, FILE_MODE)
+        try:
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            raise file_error(target, f"cannot write here ({exc.strerror or exc})") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -36,3 +107,7 @@ def atomic_write_text(target: str | Path, text: str) -> None:
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+__all__ = ["FILE_MODE", "FOLDER_MODE", "atomic_path", "atomic_write_bytes", "atomic_write_text",
+           "check_output_path"]

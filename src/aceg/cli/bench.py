@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aceg.errors import AcegError
 from aceg.evaluation import benchmark as bm
+from aceg.io import check_output_path
 
 HELP = "benchmark ACE-G, the ACE baseline and feature matching side by side"
 DESCRIPTION = f"""\
@@ -63,6 +64,11 @@ def run(args) -> int:
         args.synthetic_scenes, args.frames_mapping, args.frames_query = 1, 12, 3
         args.size, args.preset = "120x160", "fast"
         args.iterations = args.iterations or 150
+    for path, what in ((args.markdown, "markdown file"), (args.json, "JSON file")):
+        if path:
+            check_output_path(path, what=what)
+    if args.work:
+        check_output_path(args.work, folder=True, what="work folder")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aceg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     datasets = []

@@ -8,6 +8,7 @@ from pathlib import Path
 from aceg.cli.common import add_format_argument
 from aceg.data.readers import FORMAT_SUMMARIES, detect_format, format_names, read_scene
 from aceg.data.writers import write_ace_scene
+from aceg.io import check_output_path
 
 HELP = "convert a posed image set (COLMAP, nerfstudio, Strecha, Middlebury, ACE) to the ACE layout"
 
@@ -52,6 +53,7 @@ def run(args) -> int:
     src = Path(args.src)
     fmt = args.format or detect_format(src)
     scene = read_scene(src, fmt)
+    check_output_path(args.dst, folder=True, what="converted scene")
     report = write_ace_scene(
         scene, Path(args.dst), copy_images=not args.link_images, overwrite=args.overwrite
     )

@@ -7,7 +7,7 @@ import json
 from aceg.cli.common import add_format_argument, read_scene_arg
 from aceg.evaluation.metrics import format_table
 from aceg.evaluation.results import evaluate_results, read_results
-from aceg.io import atomic_write_text
+from aceg.io import atomic_write_text, check_output_path
 
 HELP = "evaluate a pose results file against ground truth (accuracy table)"
 DESCRIPTION = """\
@@ -34,6 +34,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     gt = read_scene_arg(args.gt, args.format)
+    if args.json:
+        check_output_path(args.json, inputs=[args.poses, *gt.files()], what="JSON file")
     evaluated, table = evaluate_results(gt, read_results(args.poses))
     print(format_table(table, name=gt.name))
     if args.json:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from tqdm import tqdm
 
 from aceg.cli.common import add_format_argument, read_scene_arg
 from aceg.errors import AcegError
+from aceg.io import check_output_path
 
 HELP = "export a map's predicted scene coordinates as a coloured point cloud (PLY)"
 DESCRIPTION = """\
@@ -62,10 +61,10 @@ def run(args) -> int:
         raise AcegError(f"--max-points {args.max_points}: must be at least 1")
     if args.frustum_size is not None and not args.frustum_size > 0:
         raise AcegError(f"--frustum-size {args.frustum_size}: must be positive")
-    if Path(args.ply).suffix.lower() != ".ply":
-        raise AcegError(f"{args.ply}: output must be a .ply file")
     localizer = Localizer(args.map, regressor=args.regressor)
     scene = read_scene_arg(args.scene, args.format)
+    check_output_path(args.ply, inputs=[args.map, *scene.files()], suffixes=(".ply",),
+                      what="point cloud")
     if localizer.data.scene and localizer.data.scene != scene.name:
         print(f"note: map {args.map} was built from scene {localizer.data.scene!r}, "
               f"exporting with scene {scene.name!r}")

@@ -20,8 +20,8 @@ Summarise a posed image set and check it.
 Reads SCENE (format detected, or --format), then prints the number of frames, the image
 sizes, an intrinsics summary, the bounding box of the camera centres and their spacing
 (median distance to the nearest other camera), and warnings for suspicious data:
-duplicate poses, images that are missing or cannot be decoded, image sizes that differ
-from what the poses file states. Problems that make the scene unusable (non-orthonormal
+duplicate poses, cameras all at one point, images that are missing or cannot be decoded,
+image sizes that differ from what the calibration states or from each other. Problems that make the scene unusable (non-orthonormal
 rotations, NaNs, count mismatches, unparsable files) stop the reader with an error.
 """
 
@@ -64,6 +64,17 @@ def scene_warnings(scene: Scene, decode: bool = True) -> list[str]:
     duplicates = sum(c - 1 for c in keys.values() if c > 1)
     if duplicates:
         warnings.append(f"{duplicates} frame(s) duplicate another frame's pose exactly")
+    if len(posed) > 1 and np.ptp(np.stack([f.camera_centre for f in posed]), axis=0).max() < 1e-6:
+        warnings.append("all cameras sit at one point: nothing can be triangulated between "
+                        "the images (aceg map needs parallax, or depth maps with --depth)")
+    focal_sizes: dict[tuple[float, float], set] = {}
+    for f in scene.frames:
+        focal_sizes.setdefault((f.intrinsics.fx, f.intrinsics.fy), set()).add((f.width, f.height))
+    for (fx, fy), sizes in focal_sizes.items():
+        if len(sizes) > 1:
+            listed = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+            warnings.append(f"images of different sizes ({listed}) share one focal length "
+                            f"({fx:g}, {fy:g} px): was an image resized without its calibration?")
     return warnings
 
 

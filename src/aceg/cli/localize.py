@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from aceg.cli.common import add_format_argument, read_scene_arg
 from aceg.cli.map import parse_split
+from aceg.errors import AcegError
+from aceg.io import check_output_path
 
 HELP = "localize query images against a map; write an ACE-format poses file"
 DESCRIPTION = """\
@@ -37,6 +40,39 @@ def add_arguments(parser) -> None:
     add_format_argument(parser)
 
 
+def _ground_truth(path: str, queries):
+    """The frames of the ground-truth scene at ``path`` that ``queries`` names (matched by
+    file name), checked before any localization: every query needs a ground-truth frame,
+    and a warning is printed when a matched image file differs from the query's (the
+    ground truth of another scene or split that reuses the names)."""
+    from aceg.evaluation.results import match_key
+
+    gt_all = read_scene_arg(path, None)
+    gt_by_key = {match_key(f.name): i for i, f in enumerate(gt_all.frames)}
+    missing = [f.name for f in queries.frames if match_key(f.name) not in gt_by_key]
+    if missing:
+        raise AcegError(f"--gt {path}: {len(missing)} of {len(queries)} query images have no "
+                        f"ground-truth frame of that name (first: {missing[0]})")
+    picked = [gt_by_key[match_key(f.name)] for f in queries.frames]
+    differing = [q.name for q, i in zip(queries.frames, picked, strict=True)
+                 if not _same_file_content(q.image_path, gt_all.frames[i].image_path)]
+    if differing:
+        print(f"aceg: warning: --gt {path}: {len(differing)} of {len(queries)} images differ "
+              f"from the query images of the same name (first: {differing[0]}); is this the "
+              "ground truth of these queries?")
+    return gt_all.subset(sorted(set(picked)))
+
+
+def _same_file_content(a, b) -> bool:
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
 def run(args) -> int:
     from aceg.evaluation.metrics import format_table
     from aceg.evaluation.results import PoseResult, evaluate_results, write_results
@@ -44,15 +80,12 @@ def run(args) -> int:
 
     localizer = Localizer(args.map, regressor=args.regressor)
     queries = read_scene_arg(args.queries, args.format)
+    check_output_path(args.out, inputs=[args.map, *queries.files()], what="poses file")
     split = parse_split(args.split)
     if split:
         _, queries = queries.split_every(*split)
-    gt = None
-    if args.gt:
-        gt_all = read_scene_arg(args.gt, None)
-        names = {f.name for f in queries.frames}
-        gt = gt_all.subset([i for i, f in enumerate(gt_all.frames) if f.name in names])
-    results, times = [], []
+    gt = _ground_truth(args.gt, queries) if args.gt else None
+    results, times, unreadable = [], [], []
     bar = tqdm(queries.frames, desc="localizing", unit="img")
     for frame in bar:
         r = localizer.localize_frame(frame)
@@ -60,8 +93,11 @@ def run(args) -> int:
             times.append(r.timings["total"])
         else:
             tqdm.write(f"aceg: {frame.name}: not localized ({r.reason})")
+        if r.bad_input:
+            unreadable.append(r.reason)
         results.append(PoseResult(frame.name, r.cam_to_world, r.inliers, reason=r.reason))
         bar.set_postfix(inliers=r.inliers)
+    table = None
     if gt is not None:
         evaluated, table = evaluate_results(gt, results)
         errors = {e.name: e for e in evaluated}
@@ -74,6 +110,9 @@ def run(args) -> int:
     ms = 1000 * float(np.median(times)) if times else math.nan
     print(f"wrote {args.out}: {done} of {len(results)} images localized, "
           f"median {ms:.0f} ms per image")
-    if gt is not None:
+    if table is not None:
         print(format_table(table, name=queries.name))
+    if unreadable:
+        raise AcegError(f"{len(unreadable)} of {len(results)} query images could not be used "
+                        f"(first: {unreadable[0]}); {args.out} holds the others' poses")
     return 0

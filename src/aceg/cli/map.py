@@ -7,6 +7,7 @@ import warnings
 from aceg.cli.common import add_format_argument, read_scene_arg
 from aceg.data.images import DEFAULT_SHORT_SIDE
 from aceg.errors import AcegError
+from aceg.io import check_output_path
 
 HELP = "build a map (ACE-G map code or ACE head) from posed images"
 DESCRIPTION = """\
@@ -90,6 +91,7 @@ def run(args) -> int:
     from aceg.mapping.mapper import map_scene
 
     scene = read_scene_arg(args.scene, args.format)
+    check_output_path(args.out, inputs=scene.files(), what="map")
     split = parse_split(args.split)
     if split:
         scene, _ = scene.split_every(*split)

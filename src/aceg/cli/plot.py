@@ -7,7 +7,14 @@ import numpy as np
 from aceg.cli.common import add_format_argument, read_scene_arg
 from aceg.errors import AcegError
 from aceg.evaluation.results import evaluate_results, read_results
-from aceg.visualization.plots import CameraSeries, ErrorSeries, results_figure, save_figure
+from aceg.io import check_output_path
+from aceg.visualization.plots import (
+    FIGURE_SUFFIXES,
+    CameraSeries,
+    ErrorSeries,
+    results_figure,
+    save_figure,
+)
 
 HELP = "plot error CDFs and a top-down camera view of one or more results files"
 DESCRIPTION = """\
@@ -24,7 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("results", nargs="+", metavar="RESULTS", help="pose results files")
     parser.add_argument("--gt", metavar="SCENE", help="ground-truth scene of the queries")
     parser.add_argument("--labels", nargs="+", help="legend labels (default: file names)")
-    parser.add_argument("--out", required=True, metavar="FIG.png", help="output PNG")
+    parser.add_argument("--out", required=True, metavar="FIG.png",
+                        help="output figure: .png, .pdf, .svg or .jpg")
     parser.add_argument("--title", default="", help="figure title")
     add_format_argument(parser)
 
@@ -34,6 +42,8 @@ def run(args) -> int:
     if len(labels) != len(args.results):
         raise AcegError(f"{len(labels)} labels given for {len(args.results)} results files")
     gt = read_scene_arg(args.gt, args.format) if args.gt else None
+    check_output_path(args.out, inputs=[*args.results, *(gt.files() if gt else [])],
+                      suffixes=FIGURE_SUFFIXES, what="figure")
     errors, runs = [], []
     for label, path in zip(labels, args.results, strict=True):
         results = read_results(path)

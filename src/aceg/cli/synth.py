@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from aceg.errors import AcegError
+from aceg.io import check_output_path
 
 HELP = "generate synthetic indoor scenes (mapping + query splits with light/view changes)"
 
@@ -76,8 +77,7 @@ def run(args) -> int:
     workers = args.workers if args.workers is not None else min(2, args.scenes)
     if workers < 1:
         raise AcegError(f"--workers must be at least 1, got {workers}")
-    if args.out.exists() and not args.out.is_dir():
-        raise AcegError(f"{args.out}: exists and is not a folder")
+    check_output_path(args.out, folder=True, what="scenes folder")
     settings = SynthSettings(
         frames_mapping=args.frames_mapping,
         frames_query=args.frames_query,

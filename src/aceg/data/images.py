@@ -108,6 +108,21 @@ def load_depth(path: str | Path) -> np.ndarray:
     return depth
 
 
+#: Largest relative difference between a depth map's aspect ratio and its image's: a
+#: depth map at another resolution of the same view is resized, another shape is refused.
+DEPTH_ASPECT_TOLERANCE = 0.02
+
+
+def check_depth_aspect(depth_path: str | Path | None, depth_shape: tuple[int, ...],
+                       image_shape: tuple[int, ...]) -> None:
+    """:class:`AcegError` naming the depth file when its (H, W) is not the image's (H, W)
+    scaled: resizing it would stretch the depth over the wrong pixels."""
+    (dh, dw), (ih, iw) = depth_shape[:2], image_shape[:2]
+    if abs((dw / dh) / (iw / ih) - 1.0) > DEPTH_ASPECT_TOLERANCE:
+        raise file_error(depth_path, f"depth map is {dw}x{dh}, its image {iw}x{ih}: not the same "
+                                     "aspect ratio, so the depth cannot be aligned with the image")
+
+
 @dataclass
 class PreparedImage:
     """An image ready for the encoder.
@@ -155,6 +170,7 @@ def prepare_image(
     K = intrinsics.K
     depth = load_depth(depth_path) if depth_path is not None else None
     if depth is not None and depth.shape != (height, width):
+        check_depth_aspect(depth_path, depth.shape, (height, width))
         depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
     if intrinsics.has_distortion:
         dist = np.array(intrinsics.dist, dtype=np.float64)

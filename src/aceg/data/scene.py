@@ -109,6 +109,14 @@ class Scene:
     def by_name(self) -> dict[str, Frame]:
         return {f.name: f for f in self.frames}
 
+    def files(self) -> list[Path]:
+        """The image and depth files the frames read (what an output must never replace)."""
+        paths = [f.image_path for f in self.frames]
+        paths += [f.depth_path for f in self.frames if f.depth_path is not None]
+        if self.root is not None and self.root.is_file():
+            paths.append(self.root)
+        return paths
+
 
 def names_of(frames: Sequence[Frame]) -> list[str]:
     return [f.name for f in frames]

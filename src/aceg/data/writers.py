@@ -37,10 +37,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from aceg.data.images import prepare_image
+from aceg.data.images import load_depth, load_image, prepare_image
 from aceg.data.readers.ace import CALIBRATION_FOLDER, DEPTH_FOLDER, POSES_FOLDER, RGB_FOLDER
 from aceg.data.scene import Frame, Scene
 from aceg.errors import AcegError
+from aceg.io import FOLDER_MODE
 
 #: Largest depth (metres) that fits a 16-bit millimetre PNG.
 MAX_PNG_DEPTH_M = 65.535
@@ -98,6 +99,9 @@ def _check_target(scene: Scene, out_dir: Path, overwrite: bool) -> None:
     for source in sources:
         if _is_within(source, out_dir):
             raise AcegError(f"{out_dir}: holds the source scene ({source}); choose another output")
+    if scene.root is not None and scene.root.is_dir() and _is_within(out_dir, scene.root):
+        raise AcegError(f"{out_dir}: lies inside the source scene {scene.root}; choose another "
+                        "output")
 
 
 def _write_undistorted(frame: Frame, stem: str, tmp: Path) -> str:
@@ -115,9 +119,10 @@ def _write_undistorted(frame: Frame, stem: str, tmp: Path) -> str:
     return image_name
 
 
-def _place_image(source: Path, target: Path, copy_images: bool) -> None:
+def _place_image(source: Path, target: Path, copy_images: bool, depth: bool = False) -> None:
     if not source.is_file():
         raise AcegError(f"{source}: file not found")
+    (load_depth if depth else load_image)(source)  # a corrupt file stops it, named
     if copy_images:
         shutil.copyfile(source, target)
     else:
@@ -152,6 +157,7 @@ def write_ace_scene(
     stems = _output_stems(scene)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    os.chmod(tmp, FOLDER_MODE)  # mkdtemp makes it 0700 whatever the umask
     undistorted = with_depth = 0
     try:
         for folder in (RGB_FOLDER, POSES_FOLDER, CALIBRATION_FOLDER):
@@ -167,7 +173,7 @@ def write_ace_scene(
                 _place_image(frame.image_path, tmp / RGB_FOLDER / f"{stem}{suffix}", copy_images)
                 if frame.depth_path is not None:
                     target = tmp / DEPTH_FOLDER / f"{stem}{frame.depth_path.suffix}"
-                    _place_image(frame.depth_path, target, copy_images)
+                    _place_image(frame.depth_path, target, copy_images, depth=True)
             with_depth += frame.depth_path is not None
             (tmp / POSES_FOLDER / f"{stem}.txt").write_text(_matrix_text(frame.cam_to_world))
             K = frame.intrinsics.without_distortion().K

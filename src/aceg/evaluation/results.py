@@ -28,6 +28,7 @@ from aceg.data.camera import (
     quaternion_to_rotation,
     rotation_to_quaternion,
 )
+from aceg.data.readers._common import read_text
 from aceg.data.scene import Scene
 from aceg.errors import AcegError, file_error
 from aceg.evaluation.metrics import AccuracyTable, accuracy_table, pose_errors
@@ -77,7 +78,7 @@ def read_results(path: str | Path) -> list[PoseResult]:
         raise file_error(path, "results file not found")
     results = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -115,7 +116,7 @@ def read_results(path: str | Path) -> list[PoseResult]:
     return results
 
 
-def _match_key(name: str) -> str:
+def match_key(name: str) -> str:
     return Path(name).name
 
 
@@ -130,19 +131,20 @@ def evaluate_results(
     answer otherwise).
     Returns one :class:`PoseResult` per ground-truth frame (errors filled in) and the table.
     """
-    by_name = {_match_key(r.name): r for r in results}
-    gt_names = {_match_key(f.name) for f in gt.frames}
+    by_name = {match_key(r.name): r for r in results}
+    gt_names = {match_key(f.name) for f in gt.frames}
     unknown = sorted(set(by_name) - gt_names)
     if unknown:
         raise AcegError(
-            f"{len(unknown)} result(s) name images not in the ground truth {gt.name!r} "
+            f"{len(unknown)} result(s) name images not in the ground truth "
+            f"{str(gt.root) if gt.root is not None else repr(gt.name)} "
             f"(first: {unknown[0]})"
         )
     evaluated = []
     for frame in gt.frames:
         if frame.cam_to_world is None:
             raise AcegError(f"ground-truth frame {frame.name} has no pose")
-        r = by_name.get(_match_key(frame.name))
+        r = by_name.get(match_key(frame.name))
         if r is None or r.cam_to_world is None:
             evaluated.append(
                 PoseResult(frame.name, None, 0, math.inf, math.inf, r.reason if r else "no result")

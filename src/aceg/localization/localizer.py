@@ -61,6 +61,8 @@ class LocalizationResult:
         confident: ``inliers >= CONFIDENT_INLIERS``.
         timings: seconds per stage ("prepare", "encode", "regress", "ransac", "total").
         reason: why the image was not localized ("" when localized).
+        bad_input: the image or its intrinsics could not be used (``reason`` says which
+            file and why), as opposed to too few correspondences for a pose.
     """
 
     name: str
@@ -70,6 +72,7 @@ class LocalizationResult:
     confident: bool = False
     timings: dict = field(default_factory=dict)
     reason: str = ""
+    bad_input: bool = False
 
     @property
     def localized(self) -> bool:
@@ -170,7 +173,7 @@ class Localizer:
             frame.intrinsics.check(str(frame.image_path), frame.width, frame.height)
             return self.localize(frame.image_path, frame.intrinsics, frame.name)
         except AcegError as exc:
-            return LocalizationResult(frame.name, None, reason=str(exc))
+            return LocalizationResult(frame.name, None, reason=str(exc), bad_input=True)
 
 
 def confident_mask(world: np.ndarray, log_unc: np.ndarray | None, keep_quantile: float) -> np.ndarray:

@@ -22,6 +22,7 @@ stored in the map.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -43,6 +44,10 @@ from aceg.model.map_file import MapData, resolve_regressor, save_map
 from aceg.model.regressor import CODE_INITS, CODE_LR_SCALE
 
 METHODS = ("aceg", "ace")
+
+#: An anchor map with fewer anchors than this gets a warning: a query image's RANSAC
+#: needs dozens of right correspondences among them.
+FEW_ANCHORS = 100
 
 
 @dataclass(frozen=True)
@@ -307,6 +312,11 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
                         "cannot build an anchor map")
     if valid.numel() > model.config.max_anchors:
         valid = valid[torch.randperm(valid.numel(), generator=gen)[: model.config.max_anchors]].sort().values
+    if valid.numel() < FEW_ANCHORS:
+        warnings.warn(f"only {valid.numel()} mapping patches have a 3-D point, so the map has "
+                      f"as few anchors: localization will mostly fail. The mapping images may "
+                      "lack parallax (cameras too close together) or texture; give more images, "
+                      "depth maps (--depth) or more keypoints (--keypoints)", stacklevel=2)
     code = model.make_code(buffer.features[valid], buffer.target[valid])
     stats = {"anchors": int(valid.numel()),
              "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}

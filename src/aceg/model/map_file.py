@@ -142,6 +142,8 @@ def save_map(path: str | Path, data: MapData) -> int:
 
 
 def _read_safetensors(path: Path, key: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
+    if path.is_dir():
+        raise file_error(path, f"is a folder, not a {what}")
     if not path.is_file():
         raise file_error(path, f"{what} not found")
     try:
@@ -170,6 +172,14 @@ def load_map(path: str | Path) -> MapData:
     method = meta.get("method")
     if method not in METHODS:
         raise file_error(path, f"unknown map method {method!r}")
+    from aceg.model.encoder import encoder_names
+
+    if meta.get("encoder") not in encoder_names():
+        raise file_error(path, f"map made with encoder {meta.get('encoder')!r}, which this aceg "
+                               f"does not have (known: {', '.join(encoder_names())})")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise file_error(path, f"map holds NaN or infinite values (in '{name}')")
     try:
         data = MapData(
             method=method,
@@ -193,8 +203,6 @@ def load_map(path: str | Path) -> MapData:
                 if not data.regressor_config.accepts_code(tuple(data.code.shape)):
                     raise file_error(path, f"map code of shape {tuple(data.code.shape)}, its regressor "
                                            f"configuration needs {data.regressor_config.code_description()}")
-                if not torch.isfinite(data.code).all():
-                    raise file_error(path, "map code holds NaN or infinite values")
         else:
             data.head_state = {k[5:]: v.float() for k, v in tensors.items()
                                if k.startswith("head.")}
@@ -313,7 +321,7 @@ def check_regressor_matches(data: MapData, reg: LoadedRegressor, map_path: str |
         raise file_error(
             map_path,
             f"map was made with regressor {data.regressor}, but the regressor in use is "
-            f"{reg.identity} ({reg.source}); localize with the same --regressor used for mapping",
+            f"{reg.identity} ({reg.source}); pass the --regressor the map was made with",
         )
     if reg.encoder != data.encoder:
         raise file_error(map_path, f"map uses encoder {data.encoder!r} but the regressor expects "

@@ -115,9 +115,18 @@ def plot_top_down(ax, gt_all: np.ndarray, runs: list[CameraSeries], cloud: np.nd
     ax.legend(loc="best", fontsize=7)
 
 
+#: Figure formats :func:`save_figure` writes, chosen by the file's suffix.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
+    """Write ``fig`` atomically in the format of ``path``'s suffix (PNG when it has none
+    of :data:`FIGURE_SUFFIXES`)."""
+    suffix = Path(path).suffix.lower()
+    fmt = {".jpg": "jpeg", ".jpeg": "jpeg"}.get(suffix, suffix[1:]) if suffix in FIGURE_SUFFIXES \
+        else "png"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -29,7 +29,7 @@ def read_text(path: Path) -> str:
     if not path.is_file():
         raise file_error(path, "file not found")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is dropped
     except UnicodeDecodeError:
         raise file_error(path, "not a text file (cannot decode as UTF-8)") from None
     except OSError as exc:
