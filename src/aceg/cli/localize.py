@@ -22,8 +22,10 @@ that could not be localized become `# not localized: name reason` lines).
 
 Each image: encoder + regressor, uncertainty filter, RANSAC-PnP (poselib, full pinhole
 fx fy cx cy) with non-linear refinement. A pose is flagged confident from 200 inliers.
---gt SCENE compares with ground-truth poses (matched by image name) and prints the
-accuracy table. --split K:R localizes only frames with index % K == R.
+--gt SCENE compares with ground-truth poses (matched by image name; checked before
+localizing) and prints the accuracy table. --split K:R localizes only frames with index
+% K == R. An image that cannot be read (corrupt, unusable intrinsics) does not stop the
+others: their poses are written, then the command exits with code 2 naming it.
 """
 
 
