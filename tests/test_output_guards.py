@@ -163,6 +163,10 @@ def test_results_files_with_a_bom_or_binary_bytes(tiny, tmp_path, capsys):
     assert code == 2 and "binary.txt" in err and "UTF-8" in err
     code, _, err = _run(capsys, "eval", "--gt", tiny.ace_dir, "--poses", poses, "--json", poses)
     assert code == 2 and "would overwrite it" in err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing localized\n")
+    code, stdout, _ = _run(capsys, "eval", "--gt", tiny.ace_dir, "--poses", empty)
+    assert code == 0 and "holds no pose lines" in stdout
 
 
 def test_plot_writes_the_format_its_name_says(tiny, tmp_path, capsys):

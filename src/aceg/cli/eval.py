@@ -36,7 +36,11 @@ def run(args) -> int:
     gt = read_scene_arg(args.gt, args.format)
     if args.json:
         check_output_path(args.json, inputs=[args.poses, *gt.files()], what="JSON file")
-    evaluated, table = evaluate_results(gt, read_results(args.poses))
+    results = read_results(args.poses)
+    if not results:
+        print(f"aceg: warning: {args.poses} holds no pose lines: every frame counts as not "
+              "localized")
+    evaluated, table = evaluate_results(gt, results)
     print(format_table(table, name=gt.name))
     if args.json:
         payload = {
