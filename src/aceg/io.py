@@ -37,15 +37,15 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def check_output_path(target: str | Path, *, inputs: Iterable[str | Path] = (),
-                      input_folders: Iterable[str | Path] = (), suffixes: Iterable[str] = (),
-                      what: str = "output", folder: bool = False) -> Path:
+                      suffixes: Iterable[str] = (), what: str = "output",
+                      folder: bool = False) -> Path:
     """Fail early, with :class:`AcegError` naming ``target``, if it cannot be written.
 
     Refused: a target that is a folder (a file when ``folder``), a parent "folder" that
     is a file, a folder that cannot be created or written, a target that is one of
-    ``inputs`` (files the command reads: it would overwrite them) or lies inside one of
-    ``input_folders``, and a suffix not in ``suffixes`` (lower case, with the dot) when
-    given. Nothing is created.
+    ``inputs`` (files the command reads: it would overwrite them), and a suffix not in
+    ``suffixes`` (lower case, with the dot) when given. Nothing is created. (A converted
+    scene inside its source folder is refused by :func:`aceg.data.writers.write_ace_scene`.)
     """
     target = Path(target)
     suffixes = tuple(suffixes)
@@ -59,11 +59,6 @@ def check_output_path(target: str | Path, *, inputs: Iterable[str | Path] = (),
     for source in inputs:
         if resolved == Path(source).resolve():
             raise file_error(target, f"is an input of this command; the {what} would overwrite it")
-    for source in input_folders:
-        source = Path(source).resolve()
-        if resolved == source or source in resolved.parents:
-            raise file_error(target, f"lies inside the input {source}; choose another place "
-                                     f"for the {what}")
     ancestor = _existing_ancestor(target)
     if not ancestor.is_dir():
         raise file_error(target, f"cannot create the {what}: {ancestor} is a file, not a folder")

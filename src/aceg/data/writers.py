@@ -91,9 +91,7 @@ def _check_target(scene: Scene, out_dir: Path, overwrite: bool) -> None:
         raise AcegError(
             f"{out_dir}: folder exists and is not empty (use --overwrite to replace it)"
         )
-    sources = [f.image_path for f in scene.frames] + [
-        f.depth_path for f in scene.frames if f.depth_path is not None
-    ]
+    sources = scene.files()
     if scene.root is not None:
         sources.append(scene.root)
     for source in sources:
