@@ -21,7 +21,7 @@ from aceg.data.camera import Intrinsics
 from aceg.data.images import prepare_image
 from aceg.data.readers import read_scene
 from aceg.errors import AcegError
-from aceg.io import FILE_MODE, atomic_write_text, check_output_path
+from aceg.io import atomic_write_text, check_output_path
 from tiny_map import tiny_map
 
 
@@ -59,9 +59,15 @@ def test_check_output_path_refuses_what_cannot_or_must_not_be_written(tmp_path):
 
 
 def test_atomic_writes_follow_the_umask(tmp_path):
-    atomic_write_text(tmp_path / "a.txt", "hello")
-    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == FILE_MODE
-    assert FILE_MODE & 0o044  # others can read with the usual umask 022 (not mkstemp's 0600)
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "hello")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.txt", "hello")
+        assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
 
 
 def test_localize_refuses_bad_outputs_before_localizing(tiny, tmp_path, capsys):
@@ -104,7 +110,7 @@ def test_localize_checks_the_ground_truth_before_localizing(tiny, tmp_path, caps
     poses = tmp_path / "p.txt"
     code, stdout, err = _run(capsys, "localize", tiny.map_path, tiny.ace_dir, "--out", poses,
                              "--gt", other)
-    assert code == 2 and str(other) in err and "no ground-truth frame" in err
+    assert code == 2 and str(other) in err and "not in the ground truth" in err
     assert "localized" not in stdout and not poses.exists()
     # The same names with other images (another split's ground truth): a warning.
     same_names = tmp_path / "same-names"
@@ -195,8 +201,9 @@ def test_convert_refuses_corrupt_images_and_a_destination_inside_the_source(tiny
                                                                             capsys):
     source = tmp_path / "src"
     shutil.copytree(tiny.ace_dir, source)
-    code, _, err = _run(capsys, "convert", source, source / "sub")
-    assert code == 2 and "inside the source scene" in err and not (source / "sub").exists()
+    code, _, err = _run(capsys, "convert", source, source / "rgb" / "sub")
+    assert code == 2 and "holds files of the source scene" in err
+    assert not (source / "rgb" / "sub").exists()
     image = sorted((source / "rgb").iterdir())[2]
     data = image.read_bytes()
     image.write_bytes(data[: len(data) // 2])
@@ -245,7 +252,33 @@ def _no_warning():
         yield
 
 
-def test_scene_files_lists_images_and_depth(tiny):
-    scene = read_scene(tiny.ace_dir)
-    files = scene.files()
-    assert len(files) == len(scene) and all(f.is_file() for f in files)
+def test_scene_files_list_everything_read(tiny, tmp_path):
+    from aceg.data.writers import write_ace_scene
+    from planar_scenes import corner_scene
+
+    scene = read_scene(tiny.ace_dir)  # images, poses, calibration
+    files = {f.relative_to(tiny.ace_dir).parts[0] for f in scene.files()}
+    assert files == {"rgb", "poses", "calibration"} and len(scene.files()) == 3 * len(scene)
+    write_ace_scene(corner_scene(tmp_path / "raw", n=2, depth=True), tmp_path / "with-depth")
+    scene = read_scene(tmp_path / "with-depth")
+    folders = [f.relative_to(tmp_path / "with-depth").parts[0] for f in scene.files()]
+    assert sorted(set(folders)) == ["calibration", "depth", "poses", "rgb"] and len(folders) == 8
+    assert all(f.is_file() for f in scene.files())
+
+
+def test_ground_truth_matching_by_name():
+    from pathlib import Path
+
+    from aceg.data.scene import Frame, Scene
+    from aceg.evaluation.results import match_frames
+
+    k = Intrinsics(100.0, 100.0, 80.0, 60.0)
+    gt = Scene("rig", [Frame(n, Path(n), 160, 120, k, np.eye(4))
+                       for n in ("cam0/0001.jpg", "cam1/0001.jpg", "cam0/0002.jpg")])
+    assert match_frames(["cam1/0001.jpg", "0002.jpg", "cam0/0001.jpg"], gt) == [1, 2, 0]
+    with pytest.raises(AcegError, match="several frames"):
+        match_frames(["0001.jpg"], gt)
+    with pytest.raises(AcegError, match="not in the ground truth"):
+        match_frames(["0003.jpg"], gt)
+    with pytest.raises(AcegError, match="both name"):
+        match_frames(["cam0/0002.jpg", "0002.jpg"], gt)

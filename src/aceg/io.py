@@ -23,10 +23,15 @@ def _umask() -> int:
     return mask
 
 
-#: Modes of written files and folders (``mkstemp`` / ``mkdtemp`` would leave them 0600 /
-#: 0700 whatever the umask).
-FILE_MODE = 0o666 & ~_umask()
-FOLDER_MODE = 0o777 & ~_umask()
+def file_mode() -> int:
+    """Mode for a written file: 0666 less the process's umask (``mkstemp`` would leave
+    0600 whatever the umask)."""
+    return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """Mode for a written folder: 0777 less the umask (``mkdtemp`` would leave 0700)."""
+    return 0o777 & ~_umask()
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -59,7 +64,7 @@ def check_output_path(target: str | Path, *, inputs: Iterable[str | Path] = (),
     for source in inputs:
         if resolved == Path(source).resolve():
             raise file_error(target, f"is an input of this command; the {what} would overwrite it")
-    ancestor = _existing_ancestor(target)
+    ancestor = target if folder and target.is_dir() else _existing_ancestor(target)
     if not ancestor.is_dir():
         raise file_error(target, f"cannot create the {what}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
@@ -84,7 +89,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, FILE_MODE)
+        os.chmod(tmp_path, file_mode())
         try:
             os.replace(tmp_path, target)
         except OSError as exc:
@@ -96,7 +101,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 def atomic_write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
@@ -104,5 +109,5 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-__all__ = ["FILE_MODE", "FOLDER_MODE", "atomic_path", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["file_mode", "folder_mode", "atomic_path", "atomic_write_bytes", "atomic_write_text",
            "check_output_path"]

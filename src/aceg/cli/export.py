@@ -63,8 +63,8 @@ def run(args) -> int:
         raise AcegError(f"--frustum-size {args.frustum_size}: must be positive")
     localizer = Localizer(args.map, regressor=args.regressor)
     scene = read_scene_arg(args.scene, args.format)
-    check_output_path(args.ply, inputs=[args.map, *scene.files()], suffixes=(".ply",),
-                      what="point cloud")
+    check_output_path(args.ply, inputs=[args.map, *scene.files(), *filter(None, [args.regressor])],
+                      suffixes=(".ply",), what="point cloud")
     if localizer.data.scene and localizer.data.scene != scene.name:
         print(f"note: map {args.map} was built from scene {localizer.data.scene!r}, "
               f"exporting with scene {scene.name!r}")

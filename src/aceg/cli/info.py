@@ -67,10 +67,12 @@ def scene_warnings(scene: Scene, decode: bool = True) -> list[str]:
     if len(posed) > 1 and np.ptp(np.stack([f.camera_centre for f in posed]), axis=0).max() < 1e-6:
         warnings.append("all cameras sit at one point: nothing can be triangulated between "
                         "the images (aceg map needs parallax, or depth maps with --depth)")
-    focal_sizes: dict[tuple[float, float], set] = {}
+    # A resized image keeps its aspect ratio; a stale calibration keeps its focal length.
+    focal_sizes: dict[tuple[float, float, float], set] = {}
     for f in scene.frames:
-        focal_sizes.setdefault((f.intrinsics.fx, f.intrinsics.fy), set()).add((f.width, f.height))
-    for (fx, fy), sizes in focal_sizes.items():
+        key = (f.intrinsics.fx, f.intrinsics.fy, round(f.width / f.height, 2))
+        focal_sizes.setdefault(key, set()).add((f.width, f.height))
+    for (fx, fy, _), sizes in focal_sizes.items():
         if len(sizes) > 1:
             listed = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
             warnings.append(f"images of different sizes ({listed}) share one focal length "

@@ -43,26 +43,26 @@ def add_arguments(parser) -> None:
 
 
 def _ground_truth(path: str, queries):
-    """The frames of the ground-truth scene at ``path`` that ``queries`` names (matched by
-    file name), checked before any localization: every query needs a ground-truth frame,
-    and a warning is printed when a matched image file differs from the query's (the
-    ground truth of another scene or split that reuses the names)."""
-    from aceg.evaluation.results import match_key
+    """``(scene, names)``: the frames of the ground-truth scene at ``path`` that
+    ``queries`` names, and each query's ground-truth frame name; checked
+    before any localization: every query needs its ground-truth frame
+    (:func:`aceg.evaluation.results.match_frames`), and a warning is printed when a matched
+    image file differs from the query's (the ground truth of another scene or split that
+    reuses the names)."""
+    from aceg.evaluation.results import match_frames
 
     gt_all = read_scene_arg(path, None)
-    gt_by_key = {match_key(f.name): i for i, f in enumerate(gt_all.frames)}
-    missing = [f.name for f in queries.frames if match_key(f.name) not in gt_by_key]
-    if missing:
-        raise AcegError(f"--gt {path}: {len(missing)} of {len(queries)} query images have no "
-                        f"ground-truth frame of that name (first: {missing[0]})")
-    picked = [gt_by_key[match_key(f.name)] for f in queries.frames]
+    try:
+        picked = match_frames([f.name for f in queries.frames], gt_all)
+    except AcegError as exc:
+        raise AcegError(f"--gt {path}: {exc}") from None
     differing = [q.name for q, i in zip(queries.frames, picked, strict=True)
                  if not _same_file_content(q.image_path, gt_all.frames[i].image_path)]
     if differing:
         print(f"aceg: warning: --gt {path}: {len(differing)} of {len(queries)} images differ "
               f"from the query images of the same name (first: {differing[0]}); is this the "
               "ground truth of these queries?")
-    return gt_all.subset(sorted(set(picked)))
+    return gt_all.subset(sorted(picked)), [gt_all.frames[i].name for i in picked]
 
 
 def _same_file_content(a, b) -> bool:
@@ -82,11 +82,12 @@ def run(args) -> int:
 
     localizer = Localizer(args.map, regressor=args.regressor)
     queries = read_scene_arg(args.queries, args.format)
-    check_output_path(args.out, inputs=[args.map, *queries.files()], what="poses file")
+    check_output_path(args.out, inputs=[args.map, *queries.files(), *filter(None, [args.regressor])],
+                      what="poses file")
     split = parse_split(args.split)
     if split:
         _, queries = queries.split_every(*split)
-    gt = _ground_truth(args.gt, queries) if args.gt else None
+    gt, gt_names = _ground_truth(args.gt, queries) if args.gt else (None, [])
     results, times, unreadable = [], [], []
     bar = tqdm(queries.frames, desc="localizing", unit="img")
     for frame in bar:
@@ -103,9 +104,9 @@ def run(args) -> int:
     if gt is not None:
         evaluated, table = evaluate_results(gt, results)
         errors = {e.name: e for e in evaluated}
-        for r in results:
-            e = errors.get(r.name)
-            if e is not None and r.localized:
+        for r, gt_name in zip(results, gt_names, strict=True):
+            e = errors[gt_name]
+            if r.localized:
                 r.rot_err_deg, r.trans_err_m = e.rot_err_deg, e.trans_err_m
     write_results(args.out, results)
     done = sum(r.localized for r in results)

@@ -91,7 +91,8 @@ def run(args) -> int:
     from aceg.mapping.mapper import map_scene
 
     scene = read_scene_arg(args.scene, args.format)
-    check_output_path(args.out, inputs=scene.files(), what="map")
+    check_output_path(args.out, inputs=[*scene.files(), *filter(None, [args.regressor])],
+                      what="map")
     split = parse_split(args.split)
     if split:
         scene, _ = scene.split_every(*split)

@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gt", metavar="SCENE", help="ground-truth scene of the queries")
     parser.add_argument("--labels", nargs="+", help="legend labels (default: file names)")
     parser.add_argument("--out", required=True, metavar="FIG.png",
-                        help="output figure: .png, .pdf, .svg or .jpg")
+                        help="output figure: .png, .pdf, .svg or .jpg / .jpeg")
     parser.add_argument("--title", default="", help="figure title")
     add_format_argument(parser)
 

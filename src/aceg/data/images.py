@@ -103,6 +103,8 @@ def load_depth(path: str | Path) -> np.ndarray:
         if raw.dtype != np.uint16 or raw.ndim != 2:
             raise file_error(path, "depth PNG must be single-channel 16-bit (millimetres)")
         depth = raw.astype(np.float32) / 1000.0
+    if depth.ndim != 2 or depth.size == 0:
+        raise file_error(path, f"depth map must be a non-empty 2-D array, got shape {depth.shape}")
     depth[~np.isfinite(depth)] = 0.0
     depth[depth < 0] = 0.0
     return depth

@@ -61,6 +61,9 @@ class Scene:
     root: Path | None = None
     source_format: str = ""
     notes: list[str] = field(default_factory=list)
+    #: The other files the reader took poses and intrinsics from (pose, calibration,
+    #: camera and model files), so that no output replaces them.
+    sources: list[Path] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -94,6 +97,7 @@ class Scene:
             self.root,
             self.source_format,
             list(self.notes),
+            list(self.sources),
         )
 
     def split_every(self, k: int, remainder: int) -> tuple[Scene, Scene]:
@@ -110,12 +114,11 @@ class Scene:
         return {f.name: f for f in self.frames}
 
     def files(self) -> list[Path]:
-        """The image and depth files the frames read (what an output must never replace)."""
+        """Every file this scene was read from: the frames' images and depth maps and the
+        reader's :attr:`sources` (what an output must never replace)."""
         paths = [f.image_path for f in self.frames]
         paths += [f.depth_path for f in self.frames if f.depth_path is not None]
-        if self.root is not None and self.root.is_file():
-            paths.append(self.root)
-        return paths
+        return paths + list(self.sources)
 
 
 def names_of(frames: Sequence[Frame]) -> list[str]:

@@ -41,7 +41,7 @@ from aceg.data.images import load_depth, load_image, prepare_image
 from aceg.data.readers.ace import CALIBRATION_FOLDER, DEPTH_FOLDER, POSES_FOLDER, RGB_FOLDER
 from aceg.data.scene import Frame, Scene
 from aceg.errors import AcegError
-from aceg.io import FOLDER_MODE
+from aceg.io import folder_mode
 
 #: Largest depth (metres) that fits a 16-bit millimetre PNG.
 MAX_PNG_DEPTH_M = 65.535
@@ -91,15 +91,14 @@ def _check_target(scene: Scene, out_dir: Path, overwrite: bool) -> None:
         raise AcegError(
             f"{out_dir}: folder exists and is not empty (use --overwrite to replace it)"
         )
-    sources = scene.files()
-    if scene.root is not None:
-        sources.append(scene.root)
+    sources = scene.files() + ([scene.root] if scene.root is not None else [])
     for source in sources:
         if _is_within(source, out_dir):
             raise AcegError(f"{out_dir}: holds the source scene ({source}); choose another output")
-    if scene.root is not None and scene.root.is_dir() and _is_within(out_dir, scene.root):
-        raise AcegError(f"{out_dir}: lies inside the source scene {scene.root}; choose another "
-                        "output")
+    for folder in {path.parent for path in scene.files()}:
+        if _is_within(out_dir, folder):
+            raise AcegError(f"{out_dir}: lies inside {folder}, which holds files of the source "
+                            "scene; choose another output")
 
 
 def _write_undistorted(frame: Frame, stem: str, tmp: Path) -> str:
@@ -155,7 +154,7 @@ def write_ace_scene(
     stems = _output_stems(scene)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    os.chmod(tmp, FOLDER_MODE)  # mkdtemp makes it 0700 whatever the umask
+    os.chmod(tmp, folder_mode())  # mkdtemp makes it 0700 whatever the umask
     undistorted = with_depth = 0
     try:
         for folder in (RGB_FOLDER, POSES_FOLDER, CALIBRATION_FOLDER):

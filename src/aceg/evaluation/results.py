@@ -116,8 +116,40 @@ def read_results(path: str | Path) -> list[PoseResult]:
     return results
 
 
-def match_key(name: str) -> str:
-    return Path(name).name
+def match_frames(names: list[str], gt: Scene) -> list[int]:
+    """Index into ``gt.frames`` of each of ``names``: the frame of exactly that name, else
+    the only frame with that file name (results written elsewhere may drop folders).
+    :class:`AcegError` naming the ground truth for a name with no frame, a file name that
+    several frames share (``cam0/0001.jpg``, ``cam1/0001.jpg``) and two names for one frame.
+    """
+    where = str(gt.root) if gt.root is not None else repr(gt.name)
+    exact = {f.name: i for i, f in enumerate(gt.frames)}
+    by_file: dict[str, list[int]] = {}
+    for i, f in enumerate(gt.frames):
+        by_file.setdefault(Path(f.name).name, []).append(i)
+    indices, unknown, ambiguous = [], [], []
+    for name in names:
+        if name in exact:
+            indices.append(exact[name])
+            continue
+        candidates = by_file.get(Path(name).name, [])
+        if len(candidates) == 1:
+            indices.append(candidates[0])
+        else:
+            (ambiguous if candidates else unknown).append(name)
+    if unknown:
+        raise AcegError(f"{len(unknown)} of {len(names)} image(s) are not in the ground truth "
+                        f"{where} (first: {unknown[0]})")
+    if ambiguous:
+        raise AcegError(f"{ambiguous[0]}: several frames of the ground truth {where} have this "
+                        "file name; name the image with its folder")
+    seen: dict[int, str] = {}
+    for name, index in zip(names, indices, strict=True):
+        if index in seen:
+            raise AcegError(f"{seen[index]} and {name} both name ground-truth frame "
+                            f"{gt.frames[index].name} of {where}")
+        seen[index] = name
+    return indices
 
 
 def evaluate_results(
@@ -125,26 +157,19 @@ def evaluate_results(
 ) -> tuple[list[PoseResult], AccuracyTable]:
     """Errors of ``results`` against the ground-truth poses of ``gt``.
 
-    Results are matched to frames by image name (the file name, ignoring folders). Every
-    frame of ``gt`` is a query: one with no result counts as not localized. A result for an
-    image that ``gt`` does not contain is an error (a wrong ground truth is a silent wrong
-    answer otherwise).
+    Results are matched to frames by image name (:func:`match_frames`: the exact name, or
+    the file name when only one frame has it). Every frame of ``gt`` is a query: one with
+    no result counts as not localized. A result for an image that ``gt`` does not contain
+    is an error (a wrong ground truth is a silent wrong answer otherwise).
     Returns one :class:`PoseResult` per ground-truth frame (errors filled in) and the table.
     """
-    by_name = {match_key(r.name): r for r in results}
-    gt_names = {match_key(f.name) for f in gt.frames}
-    unknown = sorted(set(by_name) - gt_names)
-    if unknown:
-        raise AcegError(
-            f"{len(unknown)} result(s) name images not in the ground truth "
-            f"{str(gt.root) if gt.root is not None else repr(gt.name)} "
-            f"(first: {unknown[0]})"
-        )
+    indices = match_frames([r.name for r in results], gt)
+    by_frame = dict(zip(indices, results, strict=True))
     evaluated = []
-    for frame in gt.frames:
+    for index, frame in enumerate(gt.frames):
         if frame.cam_to_world is None:
             raise AcegError(f"ground-truth frame {frame.name} has no pose")
-        r = by_name.get(match_key(frame.name))
+        r = by_frame.get(index)
         if r is None or r.cam_to_world is None:
             evaluated.append(
                 PoseResult(frame.name, None, 0, math.inf, math.inf, r.reason if r else "no result")

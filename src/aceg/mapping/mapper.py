@@ -310,13 +310,13 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
     if valid.numel() == 0:
         raise AcegError("no mapping patch has a 3-D point (no depth, nothing triangulated): "
                         "cannot build an anchor map")
-    if valid.numel() > model.config.max_anchors:
-        valid = valid[torch.randperm(valid.numel(), generator=gen)[: model.config.max_anchors]].sort().values
-    if valid.numel() < FEW_ANCHORS:
+    if valid.numel() < min(FEW_ANCHORS, model.config.max_anchors):
         warnings.warn(f"only {valid.numel()} mapping patches have a 3-D point, so the map has "
                       f"as few anchors: localization will mostly fail. The mapping images may "
                       "lack parallax (cameras too close together) or texture; give more images, "
                       "depth maps (--depth) or more keypoints (--keypoints)", stacklevel=2)
+    if valid.numel() > model.config.max_anchors:
+        valid = valid[torch.randperm(valid.numel(), generator=gen)[: model.config.max_anchors]].sort().values
     code = model.make_code(buffer.features[valid], buffer.target[valid])
     stats = {"anchors": int(valid.numel()),
              "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}

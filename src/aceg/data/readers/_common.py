@@ -31,7 +31,8 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")  # a byte-order mark is dropped
     except UnicodeDecodeError:
-        raise file_error(path, "not a text file (cannot decode as UTF-8)") from None
+        raise file_error(path, "not UTF-8 text (a binary file, or text in another encoding: "
+                               "save it as UTF-8)") from None
     except OSError as exc:
         raise file_error(path, f"cannot read file ({exc.strerror})") from None
 
@@ -199,14 +200,16 @@ def check_image_size(path: Path, width: int, height: int, stated_in: str) -> Non
 
 
 def make_scene(
-    name: str, frames: list[Frame], root: Path, source_format: str, notes: list[str] | None = None
+    name: str, frames: list[Frame], root: Path, source_format: str, notes: list[str] | None = None,
+    sources: list[Path] | None = None,
 ) -> Scene:
-    """Scene with frames sorted by name; duplicate names are an error."""
+    """Scene with frames sorted by name; duplicate names are an error. ``sources``: the
+    files other than images and depth maps that the reader read (see :attr:`Scene.sources`)."""
     frames = sorted(frames, key=lambda f: f.name)
     for previous, current in zip(frames, frames[1:], strict=False):
         if previous.name == current.name:
             raise AcegError(f"{root}: two frames are named {current.name!r}")
-    return Scene(name, frames, root, source_format, list(notes or []))
+    return Scene(name, frames, root, source_format, list(notes or []), list(sources or []))
 
 
 def scene_name(root: Path) -> str:

@@ -141,4 +141,4 @@ def read(path: Path) -> Scene:
                 depth_path=depth,
             )
         )
-    return make_scene(scene_name(root), frames, root, NAME)
+    return make_scene(scene_name(root), frames, root, NAME, sources=[*poses, *calibrations])

@@ -309,4 +309,5 @@ def read(path: Path) -> Scene:
         )
     notes = [f"{unposed} images without a pose were skipped"] if unposed else []
     root = images_folder.parent
-    return make_scene(root.resolve().name, frames, root, NAME, notes)
+    model_files = [p for p in model_folder.iterdir() if p.stem in MODEL_FILES and p.is_file()]
+    return make_scene(root.resolve().name, frames, root, NAME, notes, sources=model_files)

@@ -99,4 +99,4 @@ def read(path: Path) -> Scene:
         intrinsics = Intrinsics.from_K(K)
         intrinsics.check(where, width, height)
         frames.append(Frame(name, image, width, height, intrinsics, cam_to_world))
-    return make_scene(folder.name, frames, folder, NAME)
+    return make_scene(folder.name, frames, folder, NAME, sources=[parameters])

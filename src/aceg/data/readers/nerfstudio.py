@@ -186,4 +186,4 @@ def read(path: Path) -> Scene:
         # are named by their file name.
         name = image.name if Path(file_path).is_absolute() else file_path.removeprefix("./")
         frames.append(Frame(name, image, width, height, intrinsics, cam_to_world, depth))
-    return make_scene(scene_name(base), frames, base, NAME)
+    return make_scene(scene_name(base), frames, base, NAME, sources=[json_path])

@@ -101,4 +101,4 @@ def read(path: Path) -> Scene:
         intrinsics, cam_to_world, width, height = read_camera_file(camera)
         check_image_size(image, width, height, str(camera))
         frames.append(Frame(image.name, image, width, height, intrinsics, cam_to_world))
-    return make_scene(scene_name(root), frames, root, NAME)
+    return make_scene(scene_name(root), frames, root, NAME, sources=list(cameras))
