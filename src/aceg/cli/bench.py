@@ -68,7 +68,7 @@ def run(args) -> int:
         if path:
             check_output_path(path, what=what)
     if args.work:
-        check_output_path(args.work, folder=True, what="work folder")
+        check_output_path(args.work, folder=True, what="work files")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aceg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     datasets = []

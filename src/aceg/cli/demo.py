@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aceg.cli.common import add_format_argument
+from aceg.io import check_output_path
 
 HELP = "end-to-end demo: synthetic room (or your scene), map, localize, evaluate, plot"
 DESCRIPTION = """\
@@ -44,6 +45,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from aceg.demo import run_demo
 
+    check_output_path(args.out, folder=True, what="demo output")
     result = run_demo(args.out, scene=args.scene, query_every=args.query_every,
                       preset=args.preset, regressor=args.regressor,
                       short_side=args.short_side, fmt=args.format)

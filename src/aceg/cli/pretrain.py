@@ -7,6 +7,7 @@ from dataclasses import fields
 
 import torch
 
+from aceg.io import check_output_path
 from aceg.pretraining.trainer import FINAL_NAME, PretrainConfig, Pretrainer, init_distributed
 
 HELP = "pre-train the ACE-G transformer across many scenes (mapping + query iterations)"
@@ -85,6 +86,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    check_output_path(args.out, folder=True, what="pre-training output")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg_fields = {f.name for f in fields(PretrainConfig)}

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from aceg.errors import AcegError
+from aceg.io import check_output_path
 from aceg.model.anchors import AnchorConfig, AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor, save_regressor
@@ -66,6 +67,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    check_output_path(args.out, folder=True, what="pre-training output")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = MetricConfig(**{f.name: getattr(args, f.name) for f in fields(MetricConfig)})

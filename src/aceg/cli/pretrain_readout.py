@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from aceg.errors import AcegError
+from aceg.io import check_output_path
 from aceg.model.anchors import AnchorConfig, AnchorRegressor, CandidateReadout
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import WEIGHTS_DIR, load_regressor, save_regressor
@@ -73,6 +74,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    check_output_path(args.out, folder=True, what="pre-training output")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = ReadoutConfig(**{f.name: getattr(args, f.name) for f in fields(ReadoutConfig)})

@@ -77,7 +77,7 @@ def run(args) -> int:
     workers = args.workers if args.workers is not None else min(2, args.scenes)
     if workers < 1:
         raise AcegError(f"--workers must be at least 1, got {workers}")
-    check_output_path(args.out, folder=True, what="scenes folder")
+    check_output_path(args.out, folder=True, what="generated scenes")
     settings = SynthSettings(
         frames_mapping=args.frames_mapping,
         frames_query=args.frames_query,
