@@ -12,7 +12,6 @@ Prints, per variant and split, the % of query images within 10 cm / 10 deg (and 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import tempfile
 from dataclasses import replace
@@ -27,7 +26,7 @@ from aceg.data.readers import read_scene
 from aceg.evaluation.metrics import pose_errors
 from aceg.localization.localizer import KEEP_QUANTILE, Localizer
 from aceg.mapping.buffer import build_buffer
-from aceg.mapping.mapper import ANCHOR_SELECTIONS, anchor_code
+from aceg.mapping.mapper import anchor_code
 from aceg.mapping.triangulation import refine_cell_depth
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
@@ -59,8 +58,6 @@ def main() -> None:
                          "accuracy of depth), or triangulated and refined with --refine's settings")
     ap.add_argument("--refine", type=json.loads, default={},
                     help="keyword arguments of refine_cell_depth, as JSON")
-    ap.add_argument("--selection", nargs="+", choices=ANCHOR_SELECTIONS, default=["random"],
-                    help="how anchors are picked beyond the budget (aceg.mapping.mapper.anchor_code)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="folder caching each scene's triangulated depth maps (.npz)")
     ap.add_argument("--triangulation", type=json.loads, default={},
@@ -104,11 +101,8 @@ def main() -> None:
                     depth_maps = [refine_cell_depth(m, enc.stride, **kwargs) for m in depth_maps]
                 buffer = build_buffer(mapping, enc, short, 1, None, None, False, 0, depth_maps=depth_maps)
             queries = {sp: read_scene(root / sp) for sp in args.splits}
-            for (key, model), selection in itertools.product(variants.items(), args.selection):
-                if len(args.selection) > 1:
-                    key = (f"{key[0]}-{selection}", *key[1:])
-                code, stats = anchor_code(model, buffer, torch.Generator().manual_seed(0),
-                                          selection=selection)
+            for key, model in variants.items():
+                code, stats = anchor_code(model, buffer, torch.Generator().manual_seed(0))
                 data = MapData(method="aceg", encoder=enc.name, stride=enc.stride, short_side=short,
                                scene_centre=buffer.centre, scene=mapping.name, frames=len(mapping),
                                image_size=buffer.image_size, code=code, regressor=model.identity(),

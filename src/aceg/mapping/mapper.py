@@ -300,38 +300,8 @@ def map_scene(
     )
 
 
-#: How :func:`anchor_code` picks anchors when more cells have a point than the budget.
-ANCHOR_SELECTIONS = ("random", "spread")
-
-
-def spread_selection(points: np.ndarray, budget: int, seed: int) -> np.ndarray:
-    """Indices of ``budget`` of the (N, 3) ``points`` (metres), spread over space: the
-    points are binned into voxels (sized so that about ``budget / 2`` are occupied) and
-    taken round-robin, every voxel's first point (in a seeded random order) before any
-    voxel's second, so parts of the scene that few mapping images saw keep their share."""
-    n = len(points)
-    if n <= budget:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    extent = float(np.ptp(points, axis=0).max()) or 1.0
-    best = None
-    for size in extent / np.geomspace(4, 400, 24):
-        _, inverse = np.unique(np.floor(points / size).astype(np.int64), axis=0,
-                               return_inverse=True)
-        occupied = int(inverse.max()) + 1
-        if best is None or abs(occupied - budget / 2) < abs(best[0] - budget / 2):
-            best = (occupied, inverse.reshape(-1))
-    voxel = best[1]
-    order = np.lexsort((rng.random(n), voxel))  # by voxel, random within it
-    first = np.searchsorted(voxel[order], voxel[order], side="left")
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - first
-    chosen = np.lexsort((rng.random(n), rank))[:budget]
-    return np.sort(chosen)
-
-
 def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Generator,
-                selection: str = "random") -> tuple[torch.Tensor, dict]:
+                ) -> tuple[torch.Tensor, dict]:
     """The anchor map code of a one-pass buffer with depth targets: every patch with a
     target becomes an anchor, at most ``model.config.max_anchors`` (a random subset drawn
     with ``gen``). Returns the code (N, C + 3) and statistics ("anchors": N, "cells": % of
@@ -345,11 +315,7 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
                       f"as few anchors: localization will mostly fail. The mapping images may "
                       "lack parallax (cameras too close together) or texture; give more images, "
                       "depth maps (--depth) or more keypoints (--keypoints)", stacklevel=2)
-    if valid.numel() > model.config.max_anchors and selection == "spread":
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-        picked = spread_selection(buffer.target[valid].numpy(), model.config.max_anchors, seed)
-        valid = valid[torch.as_tensor(picked)]
-    elif valid.numel() > model.config.max_anchors:
+    if valid.numel() > model.config.max_anchors:
         valid = valid[torch.randperm(valid.numel(), generator=gen)[: model.config.max_anchors]].sort().values
     code = model.make_code(buffer.features[valid], buffer.target[valid])
     stats = {"anchors": int(valid.numel()),
