@@ -19,6 +19,7 @@ truth (all of them together), or to "none" when no candidate is.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def room_candidates(root: Path, model: AnchorRegressor, encoder, k: int,
     short = mapping.working_short_side(480)
     depth_maps, _ = triangulated_depth_maps(mapping, short, encoder.stride, progress=False)
     buffer = build_buffer(mapping, encoder, short, 1, None, None, False, 0, depth_maps=depth_maps)
-    code, _ = anchor_code(model, buffer, torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():  # the mapping CLI's advice; a training room just counts less
+        warnings.filterwarnings("ignore", message="only .* mapping patches have a 3-D point")
+        code, _ = anchor_code(model, buffer, torch.Generator().manual_seed(0))
     keys, points = code[:, : model.config.feature_dim], code[:, model.config.feature_dim:]
     out: dict[str, torch.Tensor] = {}
     for sp in [sp for sp in splits if (root / sp).is_dir()]:
