@@ -107,7 +107,3 @@ def atomic_write_text(target: str | Path, text: str) -> None:
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
-
-
-__all__ = ["file_mode", "folder_mode", "atomic_path", "atomic_write_bytes", "atomic_write_text",
-           "check_output_path"]

@@ -21,8 +21,10 @@ Reads SCENE (format detected, or --format), then prints the number of frames, th
 sizes, an intrinsics summary, the bounding box of the camera centres and their spacing
 (median distance to the nearest other camera), and warnings for suspicious data:
 duplicate poses, cameras all at one point, images that are missing or cannot be decoded,
-image sizes that differ from what the calibration states or from each other. Problems that make the scene unusable (non-orthonormal
-rotations, NaNs, count mismatches, unparsable files) stop the reader with an error.
+image sizes that differ from what the calibration states, and images of different sizes
+sharing one focal length (resized without their calibration). Problems that make the
+scene unusable (non-orthonormal rotations, NaNs, count mismatches, unparsable files) stop
+the reader with an error.
 """
 
 

@@ -312,7 +312,7 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
                         "cannot build an anchor map")
     if valid.numel() < min(FEW_ANCHORS, model.config.max_anchors):
         warnings.warn(f"only {valid.numel()} mapping patches have a 3-D point, so the map has "
-                      f"as few anchors: localization will mostly fail. The mapping images may "
+                      "as few anchors: localization will mostly fail. The mapping images may "
                       "lack parallax (cameras too close together) or texture; give more images, "
                       "depth maps (--depth) or more keypoints (--keypoints)", stacklevel=2)
     if valid.numel() > model.config.max_anchors:
