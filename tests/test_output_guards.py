@@ -131,10 +131,13 @@ def test_map_never_overwrites_its_own_images(tiny, tmp_path, capsys):
     assert image.read_bytes() == before
 
 
+def _map_contents(path) -> tuple[dict, dict]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
 def test_map_with_a_non_finite_value_is_refused(tiny, tmp_path, capsys):
-    with safe_open(str(tiny.map_path), framework="pt") as f:
-        metadata = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors, metadata = _map_contents(tiny.map_path)
     tensors["scene_centre"] = torch.tensor([0.0, float("nan"), 0.0], dtype=torch.float64)
     bad = tmp_path / "nan.map"
     save_file(tensors, str(bad), metadata=metadata)
@@ -143,9 +146,7 @@ def test_map_with_a_non_finite_value_is_refused(tiny, tmp_path, capsys):
 
 
 def test_map_made_with_an_unknown_encoder_names_the_map(tiny, tmp_path, capsys):
-    with safe_open(str(tiny.map_path), framework="pt") as f:
-        metadata = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors, metadata = _map_contents(tiny.map_path)
     meta = json.loads(metadata["aceg_map"])
     meta["encoder"] = "dinov2"
     bad = tmp_path / "dino.map"

@@ -35,10 +35,7 @@ def folder_mode() -> int:
 
 
 def _existing_ancestor(path: Path) -> Path:
-    for parent in path.parents:
-        if parent.exists():
-            return parent
-    return Path(path.anchor or ".")
+    return next(parent for parent in path.parents if parent.exists())  # "." or "/" at worst
 
 
 def check_output_path(target: str | Path, *, inputs: Iterable[str | Path] = (),

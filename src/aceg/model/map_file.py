@@ -42,6 +42,7 @@ from aceg.errors import AcegError, file_error
 from aceg.io import atomic_path
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.anchors import ANCHOR_KIND, AnchorConfig, AnchorRegressor
+from aceg.model.encoder import encoder_names
 from aceg.model.regressor import RegressorConfig, SceneRegressor, random_regressor
 
 #: Any ACE-G regressor: the map-code transformer or the anchor model.
@@ -172,8 +173,6 @@ def load_map(path: str | Path) -> MapData:
     method = meta.get("method")
     if method not in METHODS:
         raise file_error(path, f"unknown map method {method!r}")
-    from aceg.model.encoder import encoder_names
-
     if meta.get("encoder") not in encoder_names():
         raise file_error(path, f"map made with encoder {meta.get('encoder')!r}, which this aceg "
                                f"does not have (known: {', '.join(encoder_names())})")
