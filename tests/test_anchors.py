@@ -3,16 +3,20 @@ mapping and localization, and its query pre-training (aceg.pretraining.anchor_me
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from aceg.errors import AcegError
 from aceg.localization.localizer import Localizer
 from aceg.mapping.mapper import map_scene
-from aceg.model.anchors import AnchorConfig, AnchorRegressor
-from aceg.model.map_file import load_map, load_regressor, save_regressor
+from aceg.model.anchors import AnchorConfig, AnchorRegressor, dequantize_keys, quantize_keys
+from aceg.model.map_file import MapData, load_map, load_regressor, save_map, save_regressor
 from aceg.model.regressor import LOG_UNC_MAX, LOG_UNC_MIN
 from aceg.pretraining.anchor_metric import MetricConfig, evaluate, train_metric
 from aceg.pretraining.feature_store import SceneFeatures, SplitFeatures
@@ -76,8 +80,42 @@ def test_anchor_regressor_file_and_map_round_trip(tmp_path):
     assert isinstance(back.model, AnchorRegressor) and back.identity == model.identity()
     assert back.model.config == model.config
     assert not any(p.requires_grad for p in back.model.parameters())
-    other = AnchorRegressor(AnchorConfig(hidden=16, max_anchors=5))
+    other = AnchorRegressor(AnchorConfig(hidden=16, top_k=2))
     assert other.identity() != AnchorRegressor(AnchorConfig(hidden=16)).identity()
+
+
+def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
+    """A map stores anchor keys as int8 (format version 2); the code made in memory is
+    already rounded, so the map reads back bit for bit and localizes as the code it was
+    made from. Version 1 maps (float16 keys) still read; unknown versions are refused."""
+    torch.manual_seed(3)
+    model = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))
+    feats = torch.randn(500, 16)
+    code = model.make_code(feats, torch.randn(500, 3))
+    keys = code[:, :16]
+    assert torch.allclose(keys.norm(dim=1), torch.ones(500), atol=1e-5)
+    assert torch.equal(quantize_keys(dequantize_keys(quantize_keys(keys))), quantize_keys(keys))
+    exact = F.normalize(model.embed(feats), dim=1)
+    assert (keys * exact).sum(1).min() > 0.999  # rounding moves a cosine by < 0.001
+    data = MapData(method="aceg", encoder="xfeat", stride=8, short_side=120,
+                   scene_centre=np.zeros(3), code=code, regressor=model.identity(),
+                   regressor_config=model.config)
+    size = save_map(tmp_path / "m.map", data)
+    with safe_open(str(tmp_path / "m.map"), framework="pt") as f:
+        assert f.get_tensor("code_keys").dtype == torch.int8
+        meta = json.loads(f.metadata()["aceg_map"])
+    assert meta["format_version"] == 2 and size < 500 * (16 + 12) + 2000
+    back = load_map(tmp_path / "m.map")
+    assert torch.equal(back.code, code)
+    assert torch.equal(model(feats[:50], back.code)[0], model(feats[:50], code)[0])
+    tensors = {"scene_centre": torch.zeros(3, dtype=torch.float64),
+               "code_keys": keys.half(), "code_points": code[:, 16:].contiguous()}
+    for version in (1, 3):
+        save_file(tensors, str(tmp_path / f"v{version}.map"),
+                  metadata={"aceg_map": json.dumps(dict(meta, format_version=version))})
+    assert torch.allclose(load_map(tmp_path / "v1.map").code, code, atol=1e-3)
+    with pytest.raises(AcegError, match="v3.map.*format version 3 not supported"):
+        load_map(tmp_path / "v3.map")
 
 
 def test_map_localize_with_anchors_and_refusals(tmp_path):
@@ -101,7 +139,13 @@ def test_map_localize_with_anchors_and_refusals(tmp_path):
         assert np.median(errs[:, 1]) < 0.2 and np.median(errs[:, 0]) < 5.0, errs
     assert "triangulated" in load_map(tmp_path / "a0.map").stats
     with pytest.raises(AcegError, match="made with regressor"):
-        Localizer(tmp_path / "a1.map", regressor=AnchorRegressor(AnchorConfig(max_anchors=7)))
+        Localizer(tmp_path / "a1.map", regressor=AnchorRegressor(AnchorConfig(top_k=2)))
+    few = map_scene(mapping, tmp_path / "few.map", regressor=path, use_depth=True, short_side=120,
+                    max_anchors=120, progress=False)
+    assert few.stats["anchors"] == 120 and load_map(tmp_path / "few.map").code.shape == (120, 67)
+    assert few.file_size < 120 * 76 + 2000  # 64 int8 + 3 float32 an anchor, plus metadata
+    with pytest.raises(AcegError, match="anchor model .* only"):
+        map_scene(mapping, tmp_path / "x.map", method="ace", max_anchors=120, progress=False)
 
 
 def _room(seed: int) -> SceneFeatures:

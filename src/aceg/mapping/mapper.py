@@ -145,6 +145,7 @@ def map_scene(
     use_depth: bool = False,
     triangulate: bool = False,
     triangulation_keypoints: int | None = None,
+    max_anchors: int | None = None,
     encoder: str | None = None,
     short_side: int | None = DEFAULT_SHORT_SIDE,
     iterations: int | None = None,
@@ -174,6 +175,8 @@ def map_scene(
             images with their known poses (RGB only; not with ``use_depth``).
         triangulation_keypoints: keypoints per image of the triangulation (default:
             :func:`aceg.mapping.triangulation.default_keypoints` of the scene's size).
+        max_anchors: anchor model only: anchors the map keeps at most (default: the
+            regressor's ``AnchorConfig.max_anchors``, 24,576; 76 bytes an anchor).
         encoder: encoder name (default: the regressor's for ACE-G, "xfeat" for ACE).
         short_side: working short side of the images in pixels, never above the smallest
             image's own short side (upsampling adds patches, not information); None: the
@@ -214,6 +217,10 @@ def map_scene(
                         f"features but encoder {enc.name!r} gives {enc.feature_dim}")
 
     anchors = reg is not None and isinstance(reg.model, AnchorRegressor)
+    if max_anchors is not None and not anchors:
+        raise AcegError("--max-anchors applies to the anchor model (the shipped ACE-G regressor) only")
+    if max_anchors is not None and max_anchors < 1:
+        raise AcegError(f"--max-anchors must be positive, got {max_anchors}")
     if anchors:
         triangulate = not use_depth  # anchors need a 3-D point: depth maps, else triangulation
         p = replace(p, passes=1, patches_per_pass=None, iterations=0)
@@ -241,7 +248,7 @@ def map_scene(
     t_buffer = time.perf_counter() - t0
 
     if anchors:
-        code, stats = anchor_code(reg.model.to(device), buffer, gen)
+        code, stats = anchor_code(reg.model.to(device), buffer, gen, max_anchors)
     elif method == "aceg":
         model = reg.model.to(device)
         if lr_max is None:
@@ -301,22 +308,23 @@ def map_scene(
 
 
 def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Generator,
-                ) -> tuple[torch.Tensor, dict]:
+                max_anchors: int | None = None) -> tuple[torch.Tensor, dict]:
     """The anchor map code of a one-pass buffer with depth targets: every patch with a
-    target becomes an anchor, at most ``model.config.max_anchors`` (a random subset drawn
-    with ``gen``). Returns the code (N, C + 3) and statistics ("anchors": N, "cells": % of
+    target becomes an anchor, at most ``max_anchors`` (default ``model.config.max_anchors``;
+    a random subset drawn with ``gen``). Returns the code (N, C + 3) and statistics ("anchors": N, "cells": % of
     the buffer's patches that had a 3-D point)."""
     valid = torch.nonzero(buffer.target_valid).squeeze(1)
     if valid.numel() == 0:
         raise AcegError("no mapping patch has a 3-D point (no depth, nothing triangulated): "
                         "cannot build an anchor map")
-    if valid.numel() < min(FEW_ANCHORS, model.config.max_anchors):
+    budget = max_anchors or model.config.max_anchors
+    if valid.numel() < min(FEW_ANCHORS, budget):
         warnings.warn(f"only {valid.numel()} mapping patches have a 3-D point, so the map has "
                       "as few anchors: localization will mostly fail. The mapping images may "
                       "lack parallax (cameras too close together) or texture; give more images, "
                       "depth maps (--depth) or more keypoints (--keypoints)", stacklevel=2)
-    if valid.numel() > model.config.max_anchors:
-        valid = valid[torch.randperm(valid.numel(), generator=gen)[: model.config.max_anchors]].sort().values
+    if valid.numel() > budget:
+        valid = valid[torch.randperm(valid.numel(), generator=gen)[:budget]].sort().values
     code = model.make_code(buffer.features[valid], buffer.target[valid])
     stats = {"anchors": int(valid.numel()),
              "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}

@@ -40,7 +40,9 @@ point; so far that has made localization worse, and the shipped weights are the 
 
 The code holds, per anchor, an embedded descriptor and a point: a sparse descriptor map,
 like a structure-based method's, read through attention; its size grows with the number
-of anchors (``max_anchors`` x (C float16 + 3 float32), 1.7 MB at the defaults).
+of anchors (``max_anchors`` x (C int8 + 3 float32), 1.87 MB at the defaults). Keys are kept
+at 8 bits (:func:`quantize_keys`): :meth:`AnchorRegressor.make_code` rounds them, so a code
+in memory reads exactly as its map file does.
 """
 
 from __future__ import annotations
@@ -67,11 +69,13 @@ class AnchorConfig:
         hidden: hidden width of the embedding's residual MLP.
         top_k: anchors each patch attends to (1: its nearest anchor's point).
         temperature: initial softmax temperature over cosine similarities (learned).
-        max_anchors: anchors a map keeps at most (a random subset beyond that). 12,288
-            keeps a map under 2 MB (float16 keys, float32 points: 140 bytes an anchor).
-            On held-out scenes 0-1 (``benchmarks/anchor_probe.py``, raw descriptors)
-            4,096 / 8,192 / 16,384 / all (25-31 k) anchors localized 93 / 93 / 97 / 97 % of
-            query_same and 90 / 93 / 93 / 93 % of query_light within 10 cm / 10 deg.
+        max_anchors: anchors a map keeps at most (a random subset beyond that): the
+            mapping budget, not part of the identity (a map with fewer anchors reads the
+            same way). 24,576 keeps a map under 2 MB (8-bit keys, float32 points: 76 bytes
+            an anchor). On the 8 held-out synthetic scenes (``benchmarks/anchor_probe.py``,
+            track triangulation, MODEL_CARD.md 1.6) 24,576 anchors localized 48.3 % of
+            query_view images within 10 cm / 10 deg against 43.3 % with 12,288, and the
+            same share of query_same (98.3 %) and query_light (97.5 against 96.7 %).
         chunk: query patches per similarity block (chunk x N floats). Small blocks stay in
             the CPU's cache between the product and the top-k: 2,048 queries against 12,288
             anchors on one idle thread took 204-219 ms in blocks of 1,024, 119-134 ms in
@@ -109,7 +113,7 @@ class AnchorConfig:
     hidden: int = 128
     top_k: int = 1
     temperature: float = 0.05
-    max_anchors: int = 12288
+    max_anchors: int = 24576
     chunk: int = 256
     max_queries: int = 2048
     readout: str = "nearest"
@@ -151,7 +155,7 @@ class AnchorConfig:
     def identity_dict(self) -> dict:
         """Fields hashed into the identity: the ones that change what a map means."""
         d = asdict(self)
-        for cost_only in ("chunk", "max_queries", "search", "list_size", "lists_probed"):
+        for cost_only in ("chunk", "max_queries", "search", "list_size", "lists_probed", "max_anchors"):
             del d[cost_only]  # maps stay valid
         if self.readout == "nearest":  # as before the learned read-out existed
             del d["readout"], d["candidates"], d["readout_hidden"]
@@ -161,6 +165,22 @@ class AnchorConfig:
     def from_dict(cls, d: dict) -> AnchorConfig:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def quantize_keys(keys: torch.Tensor) -> torch.Tensor:
+    """(N, C) float keys -> (N, C) int8: each row scaled so that its largest component is
+    +-127, then rounded. A key's length is not kept (keys are unit length), so no scale is
+    stored; :func:`dequantize_keys` undoes it up to rounding, and quantizing its output
+    gives the same integers back. Cosines move by well under 0.01 (64 channels); 8-bit keys
+    localized as float16 keys did on the 8 held-out synthetic scenes (MODEL_CARD.md 1.6)."""
+    keys = keys.detach().float()
+    scale = keys.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+    return torch.round(keys / scale).clamp(-127, 127).to(torch.int8)
+
+
+def dequantize_keys(quantized: torch.Tensor) -> torch.Tensor:
+    """(N, C) int8 keys -> (N, C) float32 unit-length keys."""
+    return F.normalize(quantized.float(), dim=1)
 
 
 @dataclass
@@ -300,7 +320,8 @@ class AnchorRegressor(nn.Module):
         return F.normalize(x + self.residual(x), dim=-1)
 
     def make_code(self, features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Code of anchors with encoder ``features`` (M, C) at centred ``points`` (M, 3)."""
+        """Code of anchors with encoder ``features`` (M, C) at centred ``points`` (M, 3); the
+        keys rounded to 8 bits, as a map file stores them (:func:`quantize_keys`)."""
         if features.ndim != 2 or features.shape[1] != self.config.feature_dim:
             raise ValueError(f"anchor features must be (M, {self.config.feature_dim}), got "
                              f"{tuple(features.shape)}")
@@ -309,7 +330,7 @@ class AnchorRegressor(nn.Module):
         if features.shape[0] == 0:
             raise ValueError("a map code needs at least one anchor")
         with torch.no_grad():
-            keys = self.embed(features.to(self.log_temperature.device))
+            keys = dequantize_keys(quantize_keys(self.embed(features.to(self.log_temperature.device))))
         return torch.cat([keys, points.float().to(keys.device)], dim=1)
 
     def attend(self, queries: torch.Tensor, keys: torch.Tensor, k: int | None = None,

@@ -6,9 +6,11 @@ Map file (``*.map``, a safetensors file)
         ACE-G: ``code``   the map code read by the regressor, ``RegressorConfig.code_shape``:
                           (N, D) float32 ("tokens" form) or (depth, 2, N, D) float16
                           ("keys_values" form: 4x the values, so half precision, as ACE
-                          stores its heads; read back as float32); for the anchor model
-                          (:mod:`aceg.model.anchors`) (N, C + 3) float32, N anchors
-                          (keys, then points in metres: full precision).
+                          stores its heads; read back as float32).
+        anchor model (:mod:`aceg.model.anchors`): ``code_keys`` (N, C) int8, N anchors' keys
+                          (:func:`~aceg.model.anchors.quantize_keys`; float16 in format
+                          version 1), and ``code_points`` (N, 3) float32, their points in
+                          metres (full precision); read back as one (N, C + 3) float32 code.
         ACE:   ``head.<name>``: weights of the scene-specific :class:`AceHead`.
     metadata ``aceg_map``: JSON with ``format_version``, ``method`` ("aceg" or "ace"),
     ``encoder`` (registry name), ``stride``, ``short_side`` (working short side in pixels),
@@ -41,7 +43,13 @@ from safetensors.torch import load_file, safe_open, save_file
 from aceg.errors import AcegError, file_error
 from aceg.io import atomic_path
 from aceg.model.ace_head import AceHead, AceHeadConfig
-from aceg.model.anchors import ANCHOR_KIND, AnchorConfig, AnchorRegressor
+from aceg.model.anchors import (
+    ANCHOR_KIND,
+    AnchorConfig,
+    AnchorRegressor,
+    dequantize_keys,
+    quantize_keys,
+)
 from aceg.model.encoder import encoder_names
 from aceg.model.regressor import RegressorConfig, SceneRegressor, random_regressor
 
@@ -62,7 +70,10 @@ def build_regressor(config: RegressorConfigs) -> Regressor:
     """A freshly initialised model of ``config``'s kind."""
     return AnchorRegressor(config) if isinstance(config, AnchorConfig) else SceneRegressor(config)
 
-MAP_FORMAT_VERSION = 1
+#: Version written. 2: anchor keys stored as int8 (version 1: float16); both are read, and
+#: an aceg that reads only version 1 refuses version 2 with a clear error.
+MAP_FORMAT_VERSION = 2
+READABLE_MAP_VERSIONS = (1, 2)
 REGRESSOR_FORMAT_VERSION = 1
 METHODS = ("aceg", "ace")
 
@@ -126,7 +137,7 @@ def save_map(path: str | Path, data: MapData) -> int:
     if data.method == "aceg" and isinstance(data.regressor_config, AnchorConfig):
         code = data.code.detach().float().cpu()
         width = data.regressor_config.feature_dim
-        tensors["code_keys"] = code[:, :width].half().contiguous()
+        tensors["code_keys"] = quantize_keys(code[:, :width]).contiguous()
         tensors["code_points"] = code[:, width:].contiguous()
     elif data.method == "aceg":
         code = data.code.detach().float().cpu().contiguous()
@@ -167,9 +178,9 @@ def load_map(path: str | Path) -> MapData:
     path = Path(path)
     tensors, meta = _read_safetensors(path, "aceg_map", "map file")
     version = meta.get("format_version")
-    if version != MAP_FORMAT_VERSION:
+    if version not in READABLE_MAP_VERSIONS:
         raise file_error(path, f"map format version {version} not supported (this aceg reads "
-                               f"version {MAP_FORMAT_VERSION})")
+                               f"versions {', '.join(map(str, READABLE_MAP_VERSIONS))})")
     method = meta.get("method")
     if method not in METHODS:
         raise file_error(path, f"unknown map method {method!r}")
@@ -193,7 +204,9 @@ def load_map(path: str | Path) -> MapData:
         )
         if method == "aceg":
             if "code_keys" in tensors:  # anchor model
-                data.code = torch.cat([tensors["code_keys"].float(), tensors["code_points"].float()], 1)
+                keys = tensors["code_keys"]
+                keys = dequantize_keys(keys) if keys.dtype == torch.int8 else keys.float()
+                data.code = torch.cat([keys, tensors["code_points"].float()], 1)
             else:
                 data.code = tensors["code"].float()
             data.regressor = str(meta["regressor"])
