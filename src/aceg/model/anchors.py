@@ -99,13 +99,16 @@ class AnchorConfig:
             spherical k-means into lists of about ``list_size``, and a patch searches only
             the ``lists_probed`` lists whose centroids are most similar to it; approximate,
             and used only when the code has more than 4 lists' worth of anchors). Cost
-            only, like ``chunk``: maps stay valid. At the defaults (96 lists of a full
-            code, 16 probed: a sixth of the anchors) a 480x640 query's regressor time fell
-            from 76.6 to 51.4 ms on 2 threads, and held-out synthetic scenes 0-7 localized
+            only, like ``chunk``: maps stay valid. With 12,288 anchors (96 lists, 16
+            probed: a sixth of the anchors) a 480x640 query's regressor time fell from
+            76.6 to 51.4 ms on 2 threads, and held-out synthetic scenes 0-7 localized
             96.7 / 93.3 / 31.7 % of query_same / query_light / query_view against the exact
             search's 97.5 / 93.3 / 32.5 % (120 images each), the real sets 66.7 / 73.3 %
             against 70.0 / 73.3 % (30 each; the pipeline is deterministic, so this is the
-            search's cost; BENCHMARKS.md).
+            search's cost; BENCHMARKS.md). At the defaults (24,576 anchors: 192 lists, 16
+            probed, a twelfth, so the same 2,048 anchors a patch as before) 98.3 / 96.7 /
+            45.8 % against 98.3 / 97.5 / 47.5 % exact, and 46.7 % on query_view with 24 or
+            32 lists probed (later track triangulation; MODEL_CARD.md 1.6).
         list_size, lists_probed: see ``search``.
     """
 
