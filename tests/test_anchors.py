@@ -114,6 +114,14 @@ def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
         save_file(tensors, str(tmp_path / f"v{version}.map"),
                   metadata={"aceg_map": json.dumps(dict(meta, format_version=version))})
     assert torch.allclose(load_map(tmp_path / "v1.map").code, code, atol=1e-3)
+    # A map made while the budget was part of the identity stays valid with the same weights.
+    old_meta = dict(meta, format_version=1, regressor=model.identity_with_budget(12288),
+                    regressor_config=dict(meta["regressor_config"], max_anchors=12288))
+    save_file(tensors, str(tmp_path / "old.map"), metadata={"aceg_map": json.dumps(old_meta)})
+    assert len(Localizer(tmp_path / "old.map", regressor=model).data.code) == 500
+    other = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8, top_k=2))
+    with pytest.raises(AcegError, match="made with regressor"):
+        Localizer(tmp_path / "old.map", regressor=other)
     with pytest.raises(AcegError, match="v3.map.*format version 3 not supported"):
         load_map(tmp_path / "v3.map")
 

@@ -403,3 +403,9 @@ class AnchorRegressor(nn.Module):
     def identity(self) -> str:
         """Content hash of the configuration and weights (16 hex digits)."""
         return weights_hash(self.state_dict(), self.config.identity_dict())
+
+    def identity_with_budget(self, max_anchors: int) -> str:
+        """The identity as it was computed until 2026-12-03 night, with the anchor budget
+        in it: maps made then record this hash and their budget in their configuration,
+        and read the same way with these weights, so they stay valid."""
+        return weights_hash(self.state_dict(), {**self.config.identity_dict(), "max_anchors": max_anchors})

@@ -329,7 +329,7 @@ def check_regressor_matches(data: MapData, reg: LoadedRegressor, map_path: str |
     """:class:`AcegError` unless ``reg`` is the regressor the ACE-G map was made with."""
     if data.method != "aceg":
         return
-    if reg.identity != data.regressor:
+    if reg.identity != data.regressor and not _same_anchor_weights(data, reg):
         raise file_error(
             map_path,
             f"map was made with regressor {data.regressor}, but the regressor in use is "
@@ -338,3 +338,10 @@ def check_regressor_matches(data: MapData, reg: LoadedRegressor, map_path: str |
     if reg.encoder != data.encoder:
         raise file_error(map_path, f"map uses encoder {data.encoder!r} but the regressor expects "
                                    f"{reg.encoder!r}")
+
+
+def _same_anchor_weights(data: MapData, reg: LoadedRegressor) -> bool:
+    """Whether an anchor map made while the anchor budget was part of the identity
+    (:meth:`AnchorRegressor.identity_with_budget`) was made with ``reg``'s weights."""
+    return (isinstance(reg.model, AnchorRegressor) and isinstance(data.regressor_config, AnchorConfig)
+            and data.regressor == reg.model.identity_with_budget(data.regressor_config.max_anchors))
