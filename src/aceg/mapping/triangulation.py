@@ -40,7 +40,7 @@ TRIANGULATION_CONFIG = FeatureMatchingConfig(max_keypoints=1024, triangulation_m
                                              min_triangulation_angle_deg=2.0, triangulation="tracks")
 
 #: Small scenes get more keypoints per image: with few images the anchors would fall short
-#: (castle-P30, 20 images at short side 480: 10,316 of the 12,288 at 1,024 keypoints), and
+#: (castle-P30, 20 images at short side 480: 10,316 anchors at 1,024 keypoints, the budget then 12,288), and
 #: the matching stays within the work of 200 images at 1,024 (the mapping-time target) as
 #: long as there are at most 70 images, 2,048 keypoints costing 2.8x per matched pair
 #: (MODEL_CARD.md 1.6).
