@@ -160,5 +160,6 @@ def test_identity_of_models_without_readout_is_unchanged():
     budget = AnchorRegressor(AnchorConfig(max_anchors=100))
     budget.load_state_dict(nearest.state_dict())
     assert budget.identity() == nearest.identity()
+    assert nearest.identity_with_budget(12288) == "260ec8b694722b01"  # the maps made before
     assert "readout" not in nearest.config.identity_dict()
     assert "readout" in AnchorConfig(readout="learned").identity_dict()

@@ -4,6 +4,7 @@ mapping and localization, and its query pre-training (aceg.pretraining.anchor_me
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from aceg.localization.localizer import Localizer
 from aceg.mapping.mapper import map_scene
 from aceg.model.anchors import AnchorConfig, AnchorRegressor, dequantize_keys, quantize_keys
 from aceg.model.map_file import MapData, load_map, load_regressor, save_map, save_regressor
-from aceg.model.regressor import LOG_UNC_MAX, LOG_UNC_MIN
+from aceg.model.regressor import LOG_UNC_MAX, LOG_UNC_MIN, RegressorConfig
 from aceg.pretraining.anchor_metric import MetricConfig, evaluate, train_metric
 from aceg.pretraining.feature_store import SceneFeatures, SplitFeatures
 from planar_scenes import corner_scene
@@ -124,6 +125,20 @@ def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
         Localizer(tmp_path / "old.map", regressor=other)
     with pytest.raises(AcegError, match="v3.map.*format version 3 not supported"):
         load_map(tmp_path / "v3.map")
+    zero = quantize_keys(keys)
+    zero[7] = 0
+    broken = {"flat": dict(tensors, code_keys=quantize_keys(keys).flatten()),
+              "float": dict(tensors, code_keys=keys.contiguous()),
+              "short": dict(tensors, code_keys=quantize_keys(keys)[:10]),
+              "zero": dict(tensors, code_keys=zero)}
+    for name, bad in broken.items():
+        save_file(bad, str(tmp_path / f"{name}.map"), metadata={"aceg_map": json.dumps(meta)})
+        with pytest.raises(AcegError, match=f"{name}.map: .*(fit together|of type|all zeros)"):
+            load_map(tmp_path / f"{name}.map")
+    with pytest.raises(ValueError, match="NaN"):
+        save_map(tmp_path / "nan.map", replace(data, code=code.clone().fill_(float("nan"))))
+    assert MapData(method="aceg", encoder="xfeat", stride=8, short_side=120, scene_centre=np.zeros(3),
+                   regressor_config=RegressorConfig()).metadata()["format_version"] == 1
 
 
 def test_map_localize_with_anchors_and_refusals(tmp_path):
@@ -151,6 +166,7 @@ def test_map_localize_with_anchors_and_refusals(tmp_path):
     few = map_scene(mapping, tmp_path / "few.map", regressor=path, use_depth=True, short_side=120,
                     max_anchors=120, progress=False)
     assert few.stats["anchors"] == 120 and load_map(tmp_path / "few.map").code.shape == (120, 67)
+    assert few.stats["max_anchors"] == 120
     assert few.file_size < 120 * 76 + 2000  # 64 int8 + 3 float32 an anchor, plus metadata
     with pytest.raises(AcegError, match="anchor model .* only"):
         map_scene(mapping, tmp_path / "x.map", method="ace", max_anchors=120, progress=False)
@@ -244,6 +260,11 @@ def test_cli_pretrain_anchors_then_map(tmp_path, capsys):
     mapped = main(["map", str(tmp_path / "data" / "scene_0" / "mapping"), str(tmp_path / "s.map"),
                    "--regressor", str(out / "regressor.safetensors"), "--depth"])
     assert mapped == 0 and isinstance(load_map(tmp_path / "s.map").regressor_config, AnchorConfig)
+    capsys.readouterr()
+    assert main(["map", str(tmp_path / "data" / "scene_0" / "mapping"), str(tmp_path / "t.map"),
+                 "--max-anchors", "0"]) == 2
+    assert "--max-anchors must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "t.map").exists()
     from aceg.model.map_file import WEIGHTS_DIR
 
     transformer = WEIGHTS_DIR / "transformer-xfeat.safetensors"
@@ -256,7 +277,6 @@ def test_list_search_matches_exact_search_and_caches_per_code():
     """The inverted-file search ("lists") probing every list returns exactly the exact
     search's anchors; probing a few lists finds the same nearest anchor for most queries;
     the lists are built once per code and rebuilt when the code changes."""
-    from dataclasses import replace
 
     torch.manual_seed(5)
     centres = F.normalize(torch.randn(40, 16), dim=1)

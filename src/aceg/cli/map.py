@@ -58,9 +58,10 @@ def add_arguments(parser) -> None:
                              "against 20 %% with 1024")
     parser.add_argument("--max-anchors", type=int, default=None, metavar="N",
                         help="anchor model: anchors the map keeps at most, a random subset of the "
-                             "patch cells with a 3-D point (default 24576: maps of at most 1.87 MB, "
-                             "76 bytes an anchor). On held-out synthetic rooms 12288 localized "
-                             "43.3 %% of far-viewpoint queries within 10 cm, 24576 45.8 %%")
+                             "patch cells with a 3-D point (default: the regressor's, 24576 for the "
+                             "shipped one: maps of at most 1.87 MB, 76 bytes an anchor). On held-out "
+                             "synthetic rooms 12288 localized 43.3 %% of far-viewpoint queries within "
+                             "10 cm, 24576 45.8 %%")
     parser.add_argument("--regressor", metavar="PATH", default=None,
                         help="ACE-G regressor checkpoint (.safetensors); default: shipped weights")
     parser.add_argument("--encoder", default=None,
@@ -103,7 +104,8 @@ def run(args) -> int:
         scene, _ = scene.split_every(*split)
     if args.short_side < 16:
         raise AcegError(f"--short-side must be at least 16 pixels, got {args.short_side}")
-    for flag, value in (("--iterations", args.iterations), ("--batch-size", args.batch_size)):
+    for flag, value in (("--iterations", args.iterations), ("--batch-size", args.batch_size),
+                        ("--max-anchors", args.max_anchors)):
         if value is not None and value < 1:
             raise AcegError(f"{flag} must be positive, got {value}")
     with warnings.catch_warnings(record=True) as caught:

@@ -311,8 +311,9 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
                 max_anchors: int | None = None) -> tuple[torch.Tensor, dict]:
     """The anchor map code of a one-pass buffer with depth targets: every patch with a
     target becomes an anchor, at most ``max_anchors`` (default ``model.config.max_anchors``;
-    a random subset drawn with ``gen``). Returns the code (N, C + 3) and statistics ("anchors": N, "cells": % of
-    the buffer's patches that had a 3-D point)."""
+    a random subset drawn with ``gen``). Returns the code (N, C + 3) and statistics
+    ("anchors": N, "max_anchors": the budget, "cells": % of the buffer's patches that had a
+    3-D point)."""
     valid = torch.nonzero(buffer.target_valid).squeeze(1)
     if valid.numel() == 0:
         raise AcegError("no mapping patch has a 3-D point (no depth, nothing triangulated): "
@@ -326,7 +327,7 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
     if valid.numel() > budget:
         valid = valid[torch.randperm(valid.numel(), generator=gen)[:budget]].sort().values
     code = model.make_code(buffer.features[valid], buffer.target[valid])
-    stats = {"anchors": int(valid.numel()),
+    stats = {"anchors": int(valid.numel()), "max_anchors": budget,
              "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}
     return code, stats
 

@@ -42,7 +42,7 @@ The code holds, per anchor, an embedded descriptor and a point: a sparse descrip
 like a structure-based method's, read through attention; its size grows with the number
 of anchors (``max_anchors`` x (C int8 + 3 float32), 1.87 MB at the defaults). Keys are kept
 at 8 bits (:func:`quantize_keys`): :meth:`AnchorRegressor.make_code` rounds them, so a code
-in memory reads exactly as its map file does.
+in memory reads as its map file does (bit for bit on the CPU).
 """
 
 from __future__ import annotations
@@ -73,9 +73,10 @@ class AnchorConfig:
             mapping budget, not part of the identity (a map with fewer anchors reads the
             same way). 24,576 keeps a map under 2 MB (8-bit keys, float32 points: 76 bytes
             an anchor). On the 8 held-out synthetic scenes (``benchmarks/anchor_probe.py``,
-            track triangulation, MODEL_CARD.md 1.6) 24,576 anchors localized 48.3 % of
-            query_view images within 10 cm / 10 deg against 43.3 % with 12,288, and the
-            same share of query_same (98.3 %) and query_light (97.5 against 96.7 %).
+            track triangulation, MODEL_CARD.md 1.6) 24,576 anchors with 8-bit keys
+            localized 45.8 % of query_view images within 10 cm / 10 deg against 43.3 % with
+            12,288 float16 keys, and the same shares of query_same and query_light (98.3 /
+            96.7 %).
         chunk: query patches per similarity block (chunk x N floats). Small blocks stay in
             the CPU's cache between the product and the top-k: 2,048 queries against 12,288
             anchors on one idle thread took 204-219 ms in blocks of 1,024, 119-134 ms in
@@ -177,6 +178,8 @@ def quantize_keys(keys: torch.Tensor) -> torch.Tensor:
     gives the same integers back. Cosines move by well under 0.01 (64 channels); 8-bit keys
     localized as float16 keys did on the 8 held-out synthetic scenes (MODEL_CARD.md 1.6)."""
     keys = keys.detach().float()
+    if not torch.isfinite(keys).all():
+        raise ValueError("anchor keys hold NaN or infinite values")
     scale = keys.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
     return torch.round(keys / scale).clamp(-127, 127).to(torch.int8)
 

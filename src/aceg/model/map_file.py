@@ -70,9 +70,11 @@ def build_regressor(config: RegressorConfigs) -> Regressor:
     """A freshly initialised model of ``config``'s kind."""
     return AnchorRegressor(config) if isinstance(config, AnchorConfig) else SceneRegressor(config)
 
-#: Version written. 2: anchor keys stored as int8 (version 1: float16); both are read, and
-#: an aceg that reads only version 1 refuses version 2 with a clear error.
-MAP_FORMAT_VERSION = 2
+#: Version written: 2 for anchor maps, whose keys are stored as int8 (float16 in version
+#: 1), 1 for the others, which did not change. Both are read; an aceg that reads only
+#: version 1 refuses an int8 anchor map with a clear error.
+MAP_FORMAT_VERSION = 1
+ANCHOR_MAP_FORMAT_VERSION = 2
 READABLE_MAP_VERSIONS = (1, 2)
 REGRESSOR_FORMAT_VERSION = 1
 METHODS = ("aceg", "ace")
@@ -105,7 +107,8 @@ class MapData:
 
     def metadata(self) -> dict:
         meta = {
-            "format_version": MAP_FORMAT_VERSION,
+            "format_version": (ANCHOR_MAP_FORMAT_VERSION if isinstance(self.regressor_config, AnchorConfig)
+                               else MAP_FORMAT_VERSION),
             "method": self.method,
             "encoder": self.encoder,
             "stride": self.stride,
@@ -136,6 +139,8 @@ def save_map(path: str | Path, data: MapData) -> int:
     tensors = {"scene_centre": torch.as_tensor(np.asarray(data.scene_centre, dtype=np.float64))}
     if data.method == "aceg" and isinstance(data.regressor_config, AnchorConfig):
         code = data.code.detach().float().cpu()
+        if not torch.isfinite(code).all():
+            raise ValueError("anchor map code holds NaN or infinite values")
         width = data.regressor_config.feature_dim
         tensors["code_keys"] = quantize_keys(code[:, :width]).contiguous()
         tensors["code_points"] = code[:, width:].contiguous()
@@ -204,9 +209,7 @@ def load_map(path: str | Path) -> MapData:
         )
         if method == "aceg":
             if "code_keys" in tensors:  # anchor model
-                keys = tensors["code_keys"]
-                keys = dequantize_keys(keys) if keys.dtype == torch.int8 else keys.float()
-                data.code = torch.cat([keys, tensors["code_points"].float()], 1)
+                data.code = _anchor_code(path, version, tensors["code_keys"], tensors["code_points"])
             else:
                 data.code = tensors["code"].float()
             data.regressor = str(meta["regressor"])
@@ -220,9 +223,25 @@ def load_map(path: str | Path) -> MapData:
                                if k.startswith("head.")}
             data.head_config = AceHeadConfig.from_dict(meta["head_config"])
             data.build_head()  # validates shapes
-    except (KeyError, RuntimeError, TypeError) as exc:
+    except (KeyError, RuntimeError, TypeError, IndexError, ValueError) as exc:
         raise file_error(path, f"incomplete or inconsistent map file ({_first_line(exc)})") from None
     return data
+
+
+def _anchor_code(path: Path, version: int, keys: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """The (N, C + 3) float32 code of an anchor map's stored keys (int8 in version 2,
+    float16 in version 1) and points (N, 3); :class:`AcegError` naming ``path`` if they do
+    not fit together."""
+    want = torch.int8 if version >= ANCHOR_MAP_FORMAT_VERSION else torch.float16
+    if keys.dtype != want:
+        raise file_error(path, f"anchor keys of type {keys.dtype}, format version {version} stores {want}")
+    if keys.ndim != 2 or keys.shape[0] == 0 or points.shape != (keys.shape[0], 3):
+        raise file_error(path, f"anchor keys {tuple(keys.shape)} and points {tuple(points.shape)} do not "
+                               "fit together (want (N, C) and (N, 3), N >= 1)")
+    if not (keys != 0).any(dim=1).all():
+        raise file_error(path, "an anchor key is all zeros (corrupt map)")
+    keys = dequantize_keys(keys) if keys.dtype == torch.int8 else keys.float()
+    return torch.cat([keys, points.float()], 1)
 
 
 def save_regressor(path: str | Path, model: Regressor, encoder: str,

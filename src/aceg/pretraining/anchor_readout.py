@@ -1,8 +1,8 @@
 """Query pre-training of the anchor model's learned read-out (:class:`CandidateReadout`).
 
 A query patch's most similar anchor lies at its surface point for only a part of the
-patches of new images (held-out synthetic rooms, 12,288 triangulated anchors: 26 % of
-query_same patches within 10 cm, 10 % of query_view), but one of its 16 most similar
+patches of new images (held-out synthetic rooms, 12,288 triangulated anchors, the budget
+then: 26 % of query_same patches within 10 cm, 10 % of query_view), but one of its 16 most similar
 anchors does for about twice as many (``benchmarks/anchor_candidates.py``). The read-out
 learns, across rooms, which candidate to trust: from the similarities and from how the
 candidates' 3-D points agree (several mapping views of one surface point give several
@@ -216,7 +216,7 @@ def cached_room_candidates(root: Path, cache_dir: Path, index: int, model: Ancho
     embedding, K and triangulation (:data:`TRIANGULATION_VERSION`); returns its path."""
     path = Path(cache_dir) / f"{index:04d}-{root.name}.safetensors"
     stamp = {"root": str(Path(root).resolve()), "embedding": model.identity(), "k": str(k),
-             "triangulation": TRIANGULATION_VERSION}
+             "triangulation": TRIANGULATION_VERSION, "max_anchors": str(model.config.max_anchors)}
     if path.is_file():
         try:
             with safe_open(str(path), framework="pt") as fh:
