@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from safetensors.torch import save_file
 
 from aceg.errors import AcegError
 from aceg.localization.localizer import Localizer
-from aceg.mapping.mapper import map_scene
+from aceg.mapping.mapper import anchor_code, map_scene
 from aceg.model.anchors import AnchorConfig, AnchorRegressor, dequantize_keys, quantize_keys
 from aceg.model.map_file import MapData, load_map, load_regressor, save_map, save_regressor
 from aceg.model.regressor import LOG_UNC_MAX, LOG_UNC_MIN, RegressorConfig
@@ -125,16 +126,29 @@ def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
         Localizer(tmp_path / "old.map", regressor=other)
     with pytest.raises(AcegError, match="v3.map.*format version 3 not supported"):
         load_map(tmp_path / "v3.map")
+    # A recorded budget other than the one hashed into the old identity is another model.
+    save_file(tensors, str(tmp_path / "old2.map"), metadata={"aceg_map": json.dumps(
+        dict(old_meta, regressor_config=dict(meta["regressor_config"], max_anchors=4096)))})
+    with pytest.raises(AcegError, match="made with regressor"):
+        Localizer(tmp_path / "old2.map", regressor=model)
     zero = quantize_keys(keys)
     zero[7] = 0
-    broken = {"flat": dict(tensors, code_keys=quantize_keys(keys).flatten()),
-              "float": dict(tensors, code_keys=keys.contiguous()),
-              "short": dict(tensors, code_keys=quantize_keys(keys)[:10]),
-              "zero": dict(tensors, code_keys=zero)}
-    for name, bad in broken.items():
-        save_file(bad, str(tmp_path / f"{name}.map"), metadata={"aceg_map": json.dumps(meta)})
-        with pytest.raises(AcegError, match=f"{name}.map: .*(fit together|of type|all zeros)"):
+    v1_meta = dict(meta, format_version=1)
+    broken = {  # name: (tensors, metadata, expected message)
+        "flat": (dict(tensors, code_keys=quantize_keys(keys).flatten()), meta, "do not fit together"),
+        "float": (dict(tensors, code_keys=keys.contiguous()), meta, "keys of type torch.float32"),
+        "v1int8": (dict(tensors, code_keys=quantize_keys(keys)), v1_meta, "keys of type torch.int8"),
+        "short": (dict(tensors, code_keys=quantize_keys(keys)[:10]), meta, "do not fit together"),
+        "halfpoints": (dict(tensors, code_keys=quantize_keys(keys), code_points=code[:, 16:].half()),
+                       meta, "points of type torch.float16"),
+        "zero": (dict(tensors, code_keys=zero), meta, "all zeros"),
+    }
+    for name, (bad, bad_meta, message) in broken.items():
+        save_file(bad, str(tmp_path / f"{name}.map"), metadata={"aceg_map": json.dumps(bad_meta)})
+        with pytest.raises(AcegError, match=f"{name}.map: .*{message}"):
             load_map(tmp_path / f"{name}.map")
+    with pytest.raises(ValueError, match="all zeros"):
+        save_map(tmp_path / "zero-key.map", replace(data, code=torch.cat([code[:, :16] * 0, code[:, 16:]], 1)))
     with pytest.raises(ValueError, match="NaN"):
         save_map(tmp_path / "nan.map", replace(data, code=code.clone().fill_(float("nan"))))
     assert MapData(method="aceg", encoder="xfeat", stride=8, short_side=120, scene_centre=np.zeros(3),
@@ -167,9 +181,28 @@ def test_map_localize_with_anchors_and_refusals(tmp_path):
                     max_anchors=120, progress=False)
     assert few.stats["anchors"] == 120 and load_map(tmp_path / "few.map").code.shape == (120, 67)
     assert few.stats["max_anchors"] == 120
+    assert load_map(tmp_path / "few.map").regressor_config.max_anchors == 120  # as built
+    assert len(Localizer(tmp_path / "few.map", regressor=path).data.code) == 120
     assert few.file_size < 120 * 76 + 2000  # 64 int8 + 3 float32 an anchor, plus metadata
     with pytest.raises(AcegError, match="anchor model .* only"):
         map_scene(mapping, tmp_path / "x.map", method="ace", max_anchors=120, progress=False)
+
+
+def test_anchor_code_skips_featureless_patches():
+    """Patches without a 3-D point or with an all-zero feature (no key direction) are not
+    anchors; a budget below 1 is refused rather than read as "no limit"."""
+    model = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))
+    features = torch.randn(40, 16).half()
+    features[5] = 0
+    valid = torch.ones(40, dtype=torch.bool)
+    valid[7] = False
+    buffer = SimpleNamespace(features=features, target=torch.randn(40, 3), target_valid=valid)
+    with pytest.warns(UserWarning, match="only 38 mapping patches"):
+        code, stats = anchor_code(model, buffer, torch.Generator().manual_seed(0))
+    assert stats["anchors"] == 38 and torch.equal(code[:, 16:], buffer.target[valid & (torch.arange(40) != 5)])
+    assert (code[:, :16] != 0).any(dim=1).all()
+    with pytest.raises(AcegError, match="must be positive"):
+        anchor_code(model, buffer, torch.Generator(), max_anchors=0)
 
 
 def _room(seed: int) -> SceneFeatures:

@@ -34,6 +34,7 @@ encoder features and write the same map format for `aceg localize`.
 
 def add_arguments(parser) -> None:
     from aceg.mapping.mapper import METHODS, PRESETS
+    from aceg.model.anchors import AnchorConfig
     from aceg.model.regressor import CODE_INITS
 
     parser.add_argument("scene", metavar="SCENE", help="scene folder or file (posed images)")
@@ -58,8 +59,9 @@ def add_arguments(parser) -> None:
                              "against 20 %% with 1024")
     parser.add_argument("--max-anchors", type=int, default=None, metavar="N",
                         help="anchor model: anchors the map keeps at most, a random subset of the "
-                             "patch cells with a 3-D point (default: the regressor's, 24576 for the "
-                             "shipped one: maps of at most 1.87 MB, 76 bytes an anchor). On held-out "
+                             "patch cells with a 3-D point (default: the regressor's, "
+                             f"{AnchorConfig().max_anchors} for the shipped one: maps of at most "
+                             "1.87 MB, 76 bytes an anchor). On held-out "
                              "synthetic rooms 12288 localized 43.3 %% of far-viewpoint queries within "
                              "10 cm, 24576 45.8 %%")
     parser.add_argument("--regressor", metavar="PATH", default=None,

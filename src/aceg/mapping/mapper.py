@@ -194,6 +194,8 @@ def map_scene(
         raise AcegError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS[method])}")
     if use_depth and triangulate:
         raise AcegError("choose one source of depth: the depth maps (--depth) or triangulation (--triangulate)")
+    if max_anchors is not None and max_anchors < 1:
+        raise AcegError(f"--max-anchors must be positive, got {max_anchors}")
     check_mapping_scene(scene, use_depth)
     short_side = scene.working_short_side(short_side)
     p = PRESETS[method][preset]
@@ -219,8 +221,6 @@ def map_scene(
     anchors = reg is not None and isinstance(reg.model, AnchorRegressor)
     if max_anchors is not None and not anchors:
         raise AcegError("--max-anchors applies to the anchor model (the shipped ACE-G regressor) only")
-    if max_anchors is not None and max_anchors < 1:
-        raise AcegError(f"--max-anchors must be positive, got {max_anchors}")
     if anchors:
         triangulate = not use_depth  # anchors need a 3-D point: depth maps, else triangulation
         p = replace(p, passes=1, patches_per_pass=None, iterations=0)
@@ -294,6 +294,8 @@ def map_scene(
         data.code = code.detach().cpu()
         data.regressor = reg.identity
         data.regressor_config = reg.model.config
+        if anchors:  # the budget this map was built with (cost only: not in the identity)
+            data.regressor_config = replace(reg.model.config, max_anchors=stats["max_anchors"])
     else:
         data.head_state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
         data.head_config = head_config
@@ -310,15 +312,19 @@ def map_scene(
 def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Generator,
                 max_anchors: int | None = None) -> tuple[torch.Tensor, dict]:
     """The anchor map code of a one-pass buffer with depth targets: every patch with a
-    target becomes an anchor, at most ``max_anchors`` (default ``model.config.max_anchors``;
+    target and a non-zero feature becomes an anchor, at most ``max_anchors`` (default ``model.config.max_anchors``;
     a random subset drawn with ``gen``). Returns the code (N, C + 3) and statistics
     ("anchors": N, "max_anchors": the budget, "cells": % of the buffer's patches that had a
     3-D point)."""
+    budget = model.config.max_anchors if max_anchors is None else max_anchors
+    if budget < 1:
+        raise AcegError(f"max_anchors must be positive, got {budget}")
+    # A patch whose feature is all zeros has no direction to key it by: not an anchor.
     valid = torch.nonzero(buffer.target_valid).squeeze(1)
+    valid = valid[(buffer.features[valid] != 0).any(dim=1)]
     if valid.numel() == 0:
         raise AcegError("no mapping patch has a 3-D point (no depth, nothing triangulated): "
                         "cannot build an anchor map")
-    budget = max_anchors or model.config.max_anchors
     if valid.numel() < min(FEW_ANCHORS, budget):
         warnings.warn(f"only {valid.numel()} mapping patches have a 3-D point, so the map has "
                       "as few anchors: localization will mostly fail. The mapping images may "

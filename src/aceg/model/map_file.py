@@ -75,7 +75,7 @@ def build_regressor(config: RegressorConfigs) -> Regressor:
 #: version 1 refuses an int8 anchor map with a clear error.
 MAP_FORMAT_VERSION = 1
 ANCHOR_MAP_FORMAT_VERSION = 2
-READABLE_MAP_VERSIONS = (1, 2)
+READABLE_MAP_VERSIONS = (MAP_FORMAT_VERSION, ANCHOR_MAP_FORMAT_VERSION)
 REGRESSOR_FORMAT_VERSION = 1
 METHODS = ("aceg", "ace")
 
@@ -142,6 +142,8 @@ def save_map(path: str | Path, data: MapData) -> int:
         if not torch.isfinite(code).all():
             raise ValueError("anchor map code holds NaN or infinite values")
         width = data.regressor_config.feature_dim
+        if not (code[:, :width] != 0).any(dim=1).all():
+            raise ValueError("an anchor key is all zeros (a patch without a feature direction)")
         tensors["code_keys"] = quantize_keys(code[:, :width]).contiguous()
         tensors["code_points"] = code[:, width:].contiguous()
     elif data.method == "aceg":
@@ -238,8 +240,12 @@ def _anchor_code(path: Path, version: int, keys: torch.Tensor, points: torch.Ten
     if keys.ndim != 2 or keys.shape[0] == 0 or points.shape != (keys.shape[0], 3):
         raise file_error(path, f"anchor keys {tuple(keys.shape)} and points {tuple(points.shape)} do not "
                                "fit together (want (N, C) and (N, 3), N >= 1)")
-    if not (keys != 0).any(dim=1).all():
-        raise file_error(path, "an anchor key is all zeros (corrupt map)")
+    if version >= ANCHOR_MAP_FORMAT_VERSION:
+        if points.dtype != torch.float32:
+            raise file_error(path, f"anchor points of type {points.dtype}, format version {version} "
+                                   "stores torch.float32")
+        if not (keys != 0).any(dim=1).all():
+            raise file_error(path, "an anchor key is all zeros (corrupt map)")
     keys = dequantize_keys(keys) if keys.dtype == torch.int8 else keys.float()
     return torch.cat([keys, points.float()], 1)
 
