@@ -53,15 +53,20 @@ def query_speed(root: Path, n_queries: int, others: list[str]) -> None:
     enc = get_encoder("xfeat")
     reg = default_regressor("xfeat", warn=False)
     gen = torch.Generator().manual_seed(0)
-    if isinstance(reg.model, AnchorRegressor):  # a full code: max_anchors anchors
-        n = reg.model.config.max_anchors
-        code = reg.model.make_code(torch.randn(n, 64, generator=gen), torch.randn(n, 3, generator=gen))
-    else:
-        code = reg.model.init_code(gen)
+    def full_code(model):
+        if isinstance(model, AnchorRegressor):  # a full code: max_anchors random anchors
+            n = model.config.max_anchors
+            return model.make_code(torch.randn(n, 64, generator=gen), torch.randn(n, 3, generator=gen))
+        return model.init_code(gen)
+
+    code = full_code(reg.model)
     extra = {p: load_regressor(p).model.eval() for p in others}
     if any(not isinstance(m, type(reg.model)) or m.config.code_width != reg.model.config.code_width
            for m in extra.values()):
         raise SystemExit("--regressor files must be of the shipped model's kind and code width")
+    # The same code, unless another anchor budget asks for a code of its own size.
+    extra_codes = {p: code if getattr(m.config, "max_anchors", None) == getattr(reg.model.config, "max_anchors", None)
+                   else full_code(m) for p, m in extra.items()}
     t_extra: dict[str, list[float]] = {p: [] for p in others}
     t_prep, t_enc, t_reg, t_head, t_ransac, t_total, inl = [], [], [], [], [], [], []
     for i, f in enumerate(list(queries) * 2):
@@ -84,7 +89,7 @@ def query_speed(root: Path, n_queries: int, others: list[str]) -> None:
         for p, m in extra.items():
             t6 = time.perf_counter()
             with torch.inference_mode():
-                m(flat, code)
+                m(flat, extra_codes[p])
             if i >= len(queries):
                 t_extra[p].append(time.perf_counter() - t6)
         if i < len(queries):  # first round warms up
@@ -140,7 +145,8 @@ def main() -> None:
     ap.add_argument("--triangulate", action="store_true", help="map with aceg map --triangulate")
     ap.add_argument("--regressor", nargs="*", default=[], metavar="FILE",
                     help="also time these regressors (same kind as the shipped one) on the same "
-                         "images and code, and the total with each")
+                         "images and code (an anchor model with another max_anchors: a random "
+                         "code of that many anchors), and the total with each")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
