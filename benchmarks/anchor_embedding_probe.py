@@ -9,8 +9,9 @@ other anchor of the map a negative (the hard negatives come with the map: the ot
 anchors of the same room, many of them on similar texture). The loss is minus the log of
 the softmax attention the positives get together, at the model's (learned) temperature,
 over all the map's anchors. Only the residual MLP of the embedding and the temperature
-learn; the keys are the anchors' features (the identity model's keys, i.e. the unit
-XFeat features up to 8-bit rounding) through the embedding being trained.
+learn, from the identity embedding (the model of MODEL_CARD.md 1.1's command, seed 0,
+which also maps the rooms); the keys are the anchors' features (the identity model's keys,
+i.e. the unit XFeat features up to 8-bit rounding) through the embedding being trained.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/anchor_embedding_probe.py /work/data/pretrain \
         /work/data/embedding-probe --train 0-15 --held-out 16-19 --steps 1500 --out emb.safetensors
@@ -37,11 +38,10 @@ from aceg.io import atomic_path
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import anchor_code
 from aceg.mapping.triangulation import TRIANGULATION_VERSION, triangulated_depth_maps
+from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
-from aceg.model.map_file import load_regressor, save_regressor
+from aceg.model.map_file import save_regressor
 from aceg.pretraining.anchor_readout import QUERY_SPLITS
-
-SHIPPED = "src/aceg/weights/regressor-xfeat.safetensors"
 
 
 def span(text: str) -> list[int]:
@@ -122,8 +122,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="anchor regressor file to write")
     args = ap.parse_args()
+    # Start from the identity embedding (MODEL_CARD.md 1.1's command, seed 0): it maps the
+    # training rooms too, as the shipped model did when this probe was first run.
+    torch.manual_seed(0)
+    model = AnchorRegressor()
     torch.manual_seed(args.seed)
-    model = load_regressor(SHIPPED).model
     enc = get_encoder("xfeat")
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)

@@ -335,3 +335,22 @@ def test_list_search_matches_exact_search_and_caches_per_code():
     code.mul_(1.0)  # edited in place: not served stale lists
     assert few.anchor_lists(code) is not lists
     assert few.anchor_lists(code[:150].clone()) is None  # small code: exact search
+
+
+def test_map_of_the_identity_embedding_names_its_shipped_file(tmp_path):
+    """A map made with the shipped identity embedding (the default until 2026-12-06) is
+    refused by the default regressor with an error naming the file that reads it, and
+    that file reads it."""
+    from aceg.model.map_file import WEIGHTS_DIR
+
+    identity = WEIGHTS_DIR / "anchors-identity-xfeat.safetensors"
+    model = load_regressor(identity).model
+    feats = F.normalize(torch.randn(300, 64), dim=1)
+    data = MapData(method="aceg", encoder="xfeat", stride=8, short_side=120, scene_centre=np.zeros(3),
+                   code=model.make_code(feats, torch.randn(300, 3)), regressor=model.identity(),
+                   regressor_config=model.config)
+    save_map(tmp_path / "old.map", data)
+    assert load_regressor(WEIGHTS_DIR / "regressor-xfeat.safetensors").identity != model.identity()
+    with pytest.raises(AcegError, match="old.map: .*shipped .*anchors-identity-xfeat.safetensors"):
+        Localizer(tmp_path / "old.map")
+    assert len(Localizer(tmp_path / "old.map", regressor=identity).data.code) == 300

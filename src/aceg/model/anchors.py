@@ -31,12 +31,15 @@ poses determine (triangulated keypoints, or a depth map when the scene has one).
 
 The scene-agnostic weights are the embedding: a residual MLP on the unit-length encoder
 feature, whose last layer starts at zero (the identity: raw-descriptor attention), the
-temperature, and the learned read-out when there is one. Query pre-training
-(:mod:`aceg.pretraining.anchor_metric`) trains the embedding across scenes so that a patch
-seen in other light or from another viewpoint attends to the anchors at its own surface
-point; so far that has made localization worse, and the shipped weights are the identity
-(MODEL_CARD.md, section 1.3); a pre-trained read-out did not improve poses either (section
-1.4). Mapping builds the code from the mapping images (:func:`aceg.mapping.mapper.map_scene`).
+temperature, and the learned read-out when there is one. Query pre-training trains the
+embedding across scenes so that a patch seen in other light or from another viewpoint
+attends to the anchors at its own surface point. Against anchors at random cells with
+rendered depth (:mod:`aceg.pretraining.anchor_metric`) that made localization worse
+(MODEL_CARD.md, section 1.3); against the anchors a mapping run builds, with the map's
+other anchors as negatives (``benchmarks/anchor_embedding_probe.py``), it made it better,
+and those are the shipped weights since 2026-12-06 (section 1.8; the identity embedding
+ships as ``anchors-identity-xfeat.safetensors``). A pre-trained read-out did not improve
+poses (section 1.4). Mapping builds the code from the mapping images (:func:`aceg.mapping.mapper.map_scene`).
 
 The code holds, per anchor, an embedded descriptor and a point: a sparse descriptor map,
 like a structure-based method's, read through attention; its size grows with the number

@@ -355,14 +355,30 @@ def check_regressor_matches(data: MapData, reg: LoadedRegressor, map_path: str |
     if data.method != "aceg":
         return
     if reg.identity != data.regressor and not _same_anchor_weights(data, reg):
+        shipped = _shipped_regressor_of(data)
+        hint = (f"it was made with the shipped {shipped}: pass --regressor {shipped}, or map the "
+                "scene again" if shipped else "pass the --regressor the map was made with")
         raise file_error(
             map_path,
             f"map was made with regressor {data.regressor}, but the regressor in use is "
-            f"{reg.identity} ({reg.source}); pass the --regressor the map was made with",
+            f"{reg.identity} ({reg.source}); {hint}",
         )
     if reg.encoder != data.encoder:
         raise file_error(map_path, f"map uses encoder {data.encoder!r} but the regressor expects "
                                    f"{reg.encoder!r}")
+
+
+def _shipped_regressor_of(data: MapData) -> Path | None:
+    """The shipped weights file (in :data:`WEIGHTS_DIR`) an ACE-G map was made with, if
+    one is (e.g. an anchor map made before the default embedding was pre-trained)."""
+    for path in sorted(WEIGHTS_DIR.glob("*.safetensors")):
+        try:
+            reg = load_regressor(path)
+        except AcegError:
+            continue
+        if reg.identity == data.regressor or _same_anchor_weights(data, reg):
+            return path
+    return None
 
 
 def _same_anchor_weights(data: MapData, reg: LoadedRegressor) -> bool:
