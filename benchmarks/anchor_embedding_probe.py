@@ -2,7 +2,7 @@
 really builds (MODEL_CARD.md 1.3, "what the next run changes").
 
 Each training room is mapped as ``aceg map`` maps it (track triangulation, the mapper's
-anchor subset, the shipped identity embedding), and its query splits are encoded with
+anchor subset, the identity embedding), and its query splits are encoded with
 their rendered depth. A step draws one room and ``--queries`` of its query patches with a
 ground-truth point; every anchor within ``--radius`` of that point is a positive, every
 other anchor of the map a negative (the hard negatives come with the map: the other
@@ -60,6 +60,7 @@ def room_tensors(root: Path, cache: Path, index: int, model, encoder) -> dict[st
     QUERY_SPLITS), only patches with a rendered depth; cached per room."""
     path = cache / f"{index:04d}-{root.name}.safetensors"
     stamp = {"root": str(root.resolve()), "triangulation": TRIANGULATION_VERSION,
+             "embedding": model.identity(), "short_side": "480",
              "max_anchors": str(model.config.max_anchors)}
     if path.is_file():
         with safe_open(str(path), framework="pt") as fh:
@@ -117,7 +118,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--queries", type=int, default=1024, help="query patches a step")
     ap.add_argument("--radius", type=float, default=0.05, help="positive radius, metres")
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=1e-3, help="AdamW peak rate, cosine to a tenth")
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="anchor regressor file to write")
@@ -174,8 +175,10 @@ def main() -> None:
             print(f"  ({time.perf_counter() - t0:.0f} s)", end="")
             report(step, sum(running) / len(running))
             running = []
-    save_regressor(args.out, model, "xfeat", extra={"embedding": f"anchor_embedding_probe.py, {args.steps} "
-                                                    f"steps on rooms {args.train}"})
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "cache", "every")}
+    save_regressor(args.out, model, "xfeat",
+                   extra={"embedding": "query pre-trained by benchmarks/anchor_embedding_probe.py",
+                          "pretraining": settings})
     print(f"wrote {args.out} (identity {model.identity()})")
 
 
