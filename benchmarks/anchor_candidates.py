@@ -23,12 +23,8 @@ from safetensors.torch import load_file
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor
-from aceg.pretraining.anchor_readout import (
-    QUERY_SPLITS,
-    Candidates,
-    cached_room_candidates,
-    readout_metrics,
-)
+from aceg.pretraining.anchor_readout import Candidates, cached_room_candidates, readout_metrics
+from aceg.pretraining.mapped_rooms import QUERY_SPLITS
 
 
 def main() -> None:

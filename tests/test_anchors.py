@@ -273,8 +273,8 @@ def test_metric_pretraining_resumes_exactly(tmp_path):
 
 
 def test_cli_pretrain_anchors_then_map(tmp_path, capsys):
-    """`aceg pretrain-anchors` over tiny synthetic scenes writes a regressor that `aceg map`
-    takes; a transformer file is refused as --init."""
+    """`aceg pretrain-anchors --objective sampled` over tiny synthetic scenes writes a
+    regressor that `aceg map` takes; a transformer file is refused as --init."""
     from aceg.cli.main import main
     from aceg.data.synthetic import generate_scene
 
@@ -282,7 +282,8 @@ def test_cli_pretrain_anchors_then_map(tmp_path, capsys):
         generate_scene(tmp_path / "data" / f"scene_{i}", 300 + i, frames_mapping=6, frames_query=3,
                        height=64, width=80, splits=("mapping", "query_light"), contact_sheet=False)
     out = tmp_path / "run"
-    args = ["pretrain-anchors", str(tmp_path / "data"), str(out), "--steps", "6", "--anchors", "64",
+    args = ["pretrain-anchors", str(tmp_path / "data"), str(out), "--objective", "sampled",
+            "--steps", "6", "--anchors", "64",
             "--queries", "32", "--eval-every", "3", "--held-out", "1"]
     assert main(args) == 0
     reg = load_regressor(out / "regressor.safetensors")

@@ -2,99 +2,164 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from aceg.errors import AcegError
 from aceg.io import check_output_path
 from aceg.model.anchors import AnchorConfig, AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor, save_regressor
+from aceg.pretraining.anchor_embedding import EmbeddingConfig, cached_mapped_room, train_embedding
 from aceg.pretraining.anchor_metric import MetricConfig, train_metric
 from aceg.pretraining.feature_store import cached_scene_features, find_scene_roots
+from aceg.pretraining.mapped_rooms import ROOM_SHORT_SIDE
 
 HELP = "pre-train the anchor model's embedding across many scenes (query pre-training)"
 DESCRIPTION = """\
-Query pre-training of the anchor model (aceg.model.anchors), the map code whose tokens are
-3-D points of the mapping images read through attention.
+Query pre-training of the anchor model (aceg.model.anchors): its map code is a set of
+anchors, 3-D points of the mapping images keyed by their features, and a query patch reads
+the point of the anchor its embedding finds most similar. This trains that embedding (and
+the softmax temperature) across many scenes, so that a patch of an image taken in other
+light or from another viewpoint picks an anchor at its own surface point.
 
 DATA are scene folders, or folders of scene folders, as written by `aceg synth` (mapping/
-and query_*/ splits, ACE layout with depth). Encoder features are computed once and cached
-in OUT/features/ (fp16). Each step draws one scene: anchors from its mapping images, queries
-from its query splits (other light, other viewpoints) and other mapping images; the
-embedding learns to make a query's attention fall on the anchors at its own surface point
-(cross-entropy against a Gaussian of the 3-D distance, from the rendered depth). The last
---held-out scenes (sorted by path) are not trained on and are scored at every evaluation.
+and query_*/ splits, ACE layout, with depth maps: the ground truth). The last --held-out
+scenes (sorted by path) are not trained on and are scored at every evaluation: the % of
+their query patches, per split, whose most similar anchor lies within 10 cm of their point.
+
+Objectives:
+  mapped   (default; made the shipped model, MODEL_CARD.md 1.8) each scene is mapped once
+           as `aceg map` maps it (track triangulation, the anchor budget) and cached in
+           OUT/rooms/; a step draws one scene and --queries of its query patches; every
+           anchor within --radius of a patch's point is a positive, every other anchor of
+           the map a negative; the loss is -log of the attention the positives get.
+  sampled  (MODEL_CARD.md 1.3; it made localization worse) a step draws --anchors random
+           mapping patches with rendered depth as the anchors; the attention should follow
+           a Gaussian (--loss gaussian, width --sigma) of the 3-D distance, or fall on the
+           anchors within --sigma (--loss nce). Encoder features are cached in OUT/features/.
 
 OUT receives log.csv, checkpoint.safetensors (re-running the same command resumes from it
-exactly) and, at the end, regressor.safetensors: map with it through `aceg map --regressor`,
-or ship it as the default. --init FILE continues from an anchor regressor file.
+exactly) and, at the end, regressor.safetensors: map with it through `aceg map
+--regressor`, or ship it as the default. --init FILE continues from an anchor regressor file.
 """
+
+#: Settings of each objective: its config class and the flags only it takes.
+OBJECTIVES = {"mapped": (EmbeddingConfig, ("radius",)),
+              "sampled": (MetricConfig, ("anchors", "sigma", "loss", "short_side"))}
+
+_HELPS = {
+    "steps": "training steps (one scene each)",
+    "queries": "query patches per step",
+    "lr": "peak learning rate (AdamW, cosine decay to a tenth)",
+    "weight_decay": "AdamW weight decay",
+    "eval_every": "steps between evaluations and checkpoints",
+    "radius": "mapped: metres within which an anchor is a positive",
+    "anchors": "sampled: anchors drawn per step from the scene's mapping images",
+    "sigma": "sampled: metres, width of the Gaussian target over 3-D distance (nce: the radius "
+             "within which anchors are positives)",
+    "loss": "sampled: gaussian (attention should follow a Gaussian of 3-D distance) or nce "
+            "(all anchors within --sigma are positives)",
+}
+
+
+def _default(name: str) -> str:
+    """The default of setting ``name`` for --help: one value, or one per objective."""
+    values = {obj: getattr(cls(), name) for obj, (cls, _) in OBJECTIVES.items()
+              if name in cls.__dataclass_fields__}
+    if len(set(values.values())) == 1 and len(values) == len(OBJECTIVES):
+        return str(next(iter(values.values())))
+    return ", ".join(f"{v} {obj}" for obj, v in values.items())
 
 
 def add_arguments(parser) -> None:
-    defaults = MetricConfig()
     parser.add_argument("data", nargs="+", metavar="DATA", help="scene folders or folders of scenes")
     parser.add_argument("out", metavar="OUT", help="output folder (checkpoint, log, final model)")
-    helps = {
-        "steps": "training steps (one scene each)",
-        "anchors": "anchors drawn per step from the scene's mapping images",
-        "queries": "query patches per step",
-        "sigma": "metres: width of the Gaussian target over 3-D distance (nce: the radius "
-                 "within which anchors are positives)",
-        "loss": "gaussian (attention should follow a Gaussian of 3-D distance) or nce (all "
-                "anchors within --sigma are positives)",
-        "lr": "peak learning rate (AdamW, cosine decay to a tenth)",
-        "weight_decay": "AdamW weight decay",
-        "eval_every": "steps between evaluations and checkpoints",
-    }
-    for f in fields(MetricConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
-                            default=getattr(defaults, f.name),
-                            choices=("gaussian", "nce") if f.name == "loss" else None,
-                            help=f"{helps[f.name]} (default: %(default)s)")
+    parser.add_argument("--objective", choices=tuple(OBJECTIVES), default="mapped",
+                        help="what the embedding learns from (see above; default: %(default)s)")
+    for name, text in _HELPS.items():
+        cls = EmbeddingConfig if name in EmbeddingConfig.__dataclass_fields__ else MetricConfig
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(cls(), name)), default=None,
+                            choices=("gaussian", "nce") if name == "loss" else None,
+                            help=f"{text} (default: {_default(name)})")
     parser.add_argument("--held-out", type=int, default=4,
                         help="scenes kept out of training and scored (default: %(default)s)")
-    parser.add_argument("--init", metavar="FILE", help="anchor regressor file to start from")
+    parser.add_argument("--init", metavar="FILE", help="anchor regressor file to start from "
+                        "(default: a fresh model, the identity embedding)")
     parser.add_argument("--encoder", default="xfeat", help="frozen encoder (default: %(default)s)")
     parser.add_argument("--short-side", type=int, default=None,
-                        help="working short side in pixels (default: the images' own size)")
+                        help=f"sampled: working short side in pixels (default: the images' own size; "
+                             f"mapped prepares images as aceg map does, at most {ROOM_SHORT_SIDE})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (default: torch's choice)")
 
 
+def _config(args):
+    """The chosen objective's config from the flags given; clear error for a flag of the other."""
+    cls, own = OBJECTIVES[args.objective]
+    for other, (_, flags) in OBJECTIVES.items():
+        for name in flags:
+            if other != args.objective and name not in own and getattr(args, name) is not None:
+                raise AcegError(f"--{name.replace('_', '-')} applies to --objective {other}, "
+                                f"not {args.objective}")
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name) is not None}
+    try:
+        return cls(**given)
+    except ValueError as exc:
+        raise AcegError(str(exc)) from None
+
+
+def _start_model(args, enc) -> AnchorRegressor:
+    """The --init model, or a fresh one (seeded with --seed)."""
+    if not args.init:
+        torch.manual_seed(args.seed)
+        return AnchorRegressor(AnchorConfig(feature_dim=enc.feature_dim))
+    loaded = load_regressor(args.init)
+    if not isinstance(loaded.model, AnchorRegressor):
+        raise AcegError(f"{args.init}: not an anchor regressor (use aceg pretrain for the transformer)")
+    if loaded.encoder != enc.name:
+        raise AcegError(f"{args.init}: made for encoder {loaded.encoder!r}, not {enc.name!r}")
+    if loaded.model.readout is not None:
+        raise AcegError(f"{args.init}: has a learned read-out, trained on its present embedding; "
+                        "pre-train the embedding of a model without one, then the read-out "
+                        "(aceg pretrain-readout)")
+    model = AnchorRegressor(loaded.model.config)
+    model.load_state_dict(loaded.model.state_dict())
+    return model
+
+
 def run(args) -> int:
     check_output_path(args.out, folder=True, what="pre-training output")
+    config = _config(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = MetricConfig(**{f.name: getattr(args, f.name) for f in fields(MetricConfig)})
     roots = find_scene_roots(args.data)
     if args.held_out < 0 or args.held_out >= len(roots):
         raise AcegError(f"--held-out {args.held_out} leaves no scene to train on ({len(roots)} found)")
     enc = get_encoder(args.encoder)
-    if args.init:
-        loaded = load_regressor(args.init)
-        if not isinstance(loaded.model, AnchorRegressor):
-            raise AcegError(f"{args.init}: not an anchor regressor (use aceg pretrain for the transformer)")
-        if loaded.encoder != enc.name:
-            raise AcegError(f"{args.init}: made for encoder {loaded.encoder!r}, not {enc.name!r}")
-        model = AnchorRegressor(loaded.model.config)
-        model.load_state_dict(loaded.model.state_dict())
-    else:
-        torch.manual_seed(args.seed)
-        model = AnchorRegressor(AnchorConfig(feature_dim=enc.feature_dim))
+    model = _start_model(args, enc)
     out = Path(args.out)
-    cache = out / "features"
-    cache.mkdir(parents=True, exist_ok=True)
-    scenes = [cached_scene_features(r, cache, enc, args.short_side) for r in roots]
-    split = len(scenes) - args.held_out
-    rows = train_metric(model, scenes[:split], scenes[split:], config, out, seed=args.seed)
-    extra = {"pretraining": {"scenes": [str(r) for r in roots[:split]],
-                             "held_out": [str(r) for r in roots[split:]],
-                             "config": config.__dict__, "final": rows[-1]}}
+    split = len(roots) - args.held_out
+    if args.objective == "mapped":
+        cache = out / "rooms"
+        cache.mkdir(parents=True, exist_ok=True)
+        rooms = [cached_mapped_room(r, cache, i, enc, model.config)
+                 for i, r in enumerate(tqdm(roots, desc="mapping scenes", unit="scene"))]
+        rows = train_embedding(model, rooms[:split], rooms[split:], config, out, seed=args.seed)
+    else:
+        cache = out / "features"
+        cache.mkdir(parents=True, exist_ok=True)
+        scenes = [cached_scene_features(r, cache, enc, args.short_side) for r in roots]
+        rows = train_metric(model, scenes[:split], scenes[split:], config, out, seed=args.seed)
+    extra = {"embedding": f"query pre-trained by aceg pretrain-anchors --objective {args.objective}",
+             "pretraining": {"objective": args.objective, "scenes": [str(r) for r in roots[:split]],
+                             "held_out": [str(r) for r in roots[split:]], "config": asdict(config),
+                             "init": args.init, "seed": args.seed, "final": rows[-1]}}
     save_regressor(out / "regressor.safetensors", model, enc.name, extra=extra)
-    print(f"wrote {out}/regressor.safetensors ({config.steps} steps; held-out: {rows[-1]})")
+    print(f"wrote {out}/regressor.safetensors (identity {model.identity()}; {config.steps} steps; "
+          f"held-out: {rows[-1]})")
     return 0

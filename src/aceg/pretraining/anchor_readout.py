@@ -19,7 +19,6 @@ truth (all of them together), or to "none" when no candidate is.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,20 +27,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from aceg.data.readers import read_scene
 from aceg.errors import AcegError
 from aceg.io import atomic_path
-from aceg.mapping.buffer import build_buffer
-from aceg.mapping.mapper import anchor_code
-from aceg.mapping.triangulation import TRIANGULATION_VERSION, triangulated_depth_maps
+from aceg.mapping.triangulation import TRIANGULATION_VERSION
 from aceg.model.anchors import AnchorRegressor, CandidateReadout
+from aceg.pretraining.mapped_rooms import QUERY_SPLITS, map_room, query_buffers
 from aceg.pretraining.run_state import start_run
 
 #: Metadata key of this loop's checkpoints.
 RUN_KEY = "aceg_anchor_readout"
-
-#: Query splits of an ``aceg synth`` room used for the read-out.
-QUERY_SPLITS = ("query_same", "query_light", "query_view")
 
 
 def room_candidates(root: Path, model: AnchorRegressor, encoder, k: int,
@@ -54,18 +48,10 @@ def room_candidates(root: Path, model: AnchorRegressor, encoder, k: int,
     ``pixels`` (P, 2), ``frame`` (P,), ``K`` (F, 3, 3) and ``world_to_cam`` (F, 4, 4)
     (centred world -> camera, OpenCV axes) of the prepared query images. Splits the room
     does not have are skipped; the ones it has need depth maps."""
-    mapping = read_scene(root / "mapping")
-    short = mapping.working_short_side(480)
-    depth_maps, _ = triangulated_depth_maps(mapping, short, encoder.stride, progress=False)
-    buffer = build_buffer(mapping, encoder, short, 1, None, None, False, 0, depth_maps=depth_maps)
-    with warnings.catch_warnings():  # the mapping CLI's advice; a training room just counts less
-        warnings.filterwarnings("ignore", message="only .* mapping patches have a 3-D point")
-        code, _ = anchor_code(model, buffer, torch.Generator().manual_seed(0))
-    keys, points = code[:, : model.config.feature_dim], code[:, model.config.feature_dim:]
+    room = map_room(Path(root), model, encoder)
+    keys, points = room.code[:, : model.config.feature_dim], room.code[:, model.config.feature_dim:]
     out: dict[str, torch.Tensor] = {}
-    for sp in [sp for sp in splits if (root / sp).is_dir()]:
-        q = build_buffer(read_scene(root / sp), encoder, short, 1, None, None, True, 0,
-                         centre=buffer.centre)
+    for sp, q in query_buffers(room, encoder, splits):
         with torch.no_grad():
             sims, index = model.attend(model.embed(q.features), keys, k)
         out |= {f"{sp}.sims": sims.contiguous(), f"{sp}.points": points[index].contiguous(),

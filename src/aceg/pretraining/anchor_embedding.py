@@ -1,0 +1,231 @@
+"""Query pre-training of the anchor model's embedding against the anchors mapping builds:
+the objective of the shipped ``regressor-xfeat.safetensors`` (MODEL_CARD.md 1.8).
+
+A query patch reads the point of its most similar anchor (:mod:`aceg.model.anchors`); the
+embedding decides which anchor that is. Pre-training teaches it, across rooms, to pick an
+anchor at the patch's own surface point when the query image was taken in other light or
+from another viewpoint than the mapping images.
+
+Data (:func:`mapped_room_tensors`, cached per room): each room is mapped as ``aceg map``
+maps it (:mod:`aceg.pretraining.mapped_rooms`: track triangulation, the mapper's anchor
+subset under the model's budget), with the identity embedding, so an anchor's feature is
+its unit encoder feature rounded to 8 bits as a map stores it; every patch of the room's
+query splits with a rendered depth is a query, its ground truth the depth-derived point.
+
+Step (:func:`positives_loss`): one room and ``queries`` of its query patches at random;
+every anchor within ``radius`` of a patch's point is a positive, every other anchor of the
+map a negative (the hard negatives come with the map: the other anchors of the same room,
+many on similar texture); the loss is minus the log of the softmax attention, at the
+model's learned temperature over all the map's anchors, that the positives get together.
+Patches without a positive are left out. Only the embedding's residual MLP and the
+temperature learn.
+
+Score (:func:`nearest_within`): per query split of the held-out rooms, the % of query
+patches whose most similar anchor lies within 10 cm of their own point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from aceg.errors import AcegError
+from aceg.io import atomic_path
+from aceg.mapping.triangulation import TRIANGULATION_VERSION
+from aceg.model.anchors import AnchorConfig, AnchorRegressor
+from aceg.pretraining.mapped_rooms import QUERY_SPLITS, ROOM_SHORT_SIDE, map_room, query_buffers
+from aceg.pretraining.run_state import start_run
+
+#: Metadata key of this loop's checkpoints.
+RUN_KEY = "aceg_anchor_embedding"
+
+#: Version of the cached room files (:func:`cached_mapped_room`): bump when their content changes.
+ROOM_FORMAT = "1"
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Settings of a pre-training run (module docstring). ``lr``: AdamW peak rate, cosine
+    decay to a tenth over ``steps``; ``radius`` in metres; ``eval_every`` steps between
+    evaluations and checkpoints. The defaults made the shipped embedding (MODEL_CARD.md 1.8)."""
+
+    steps: int = 1500
+    queries: int = 1024
+    radius: float = 0.05
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 250
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.queries, self.eval_every) < 1:
+            raise ValueError("steps, queries and eval_every must be positive")
+        if not self.radius > 0 or not self.lr > 0:
+            raise ValueError("radius and lr must be positive")
+
+
+@dataclass
+class RoomTensors:
+    """One mapped room: ``keys`` (N, C) float16 anchor features (unit, 8-bit rounded),
+    ``points`` (N, 3) float32 anchor points, ``q_features`` (P, C) float16 query patch
+    features, ``q_target`` (P, 3) float32 their depth-derived points, ``q_split`` (P,) int64
+    index into :data:`QUERY_SPLITS`. Points in metres, the map's centred world frame."""
+
+    name: str
+    keys: torch.Tensor
+    points: torch.Tensor
+    q_features: torch.Tensor
+    q_target: torch.Tensor
+    q_split: torch.Tensor
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in asdict(self).items() if k != "name"}
+
+
+def identity_embedding(config: AnchorConfig) -> AnchorRegressor:
+    """A fresh model of ``config`` (nearest read-out): its embedding is the identity on unit
+    features (the residual's last layer starts at zero). Leaves the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        return AnchorRegressor(AnchorConfig(**{**config.to_dict(), "readout": "nearest"}))
+
+
+def mapped_room_tensors(root: Path, encoder, config: AnchorConfig) -> RoomTensors:
+    """The :class:`RoomTensors` of the ``aceg synth`` room at ``root`` (module docstring);
+    clear error if it has no query split with depth."""
+    mapper = identity_embedding(config)
+    room = map_room(Path(root), mapper, encoder)
+    c = config.feature_dim
+    feats, targets, splits = [], [], []
+    for sp, q in query_buffers(room, encoder):
+        if q.target is None:
+            continue
+        v = q.target_valid
+        feats.append(q.features[v].half())
+        targets.append(q.target[v].float())
+        splits.append(torch.full((int(v.sum()),), QUERY_SPLITS.index(sp), dtype=torch.int64))
+    if not feats or not sum(len(t) for t in targets):
+        raise AcegError(f"{root}: no query split ({', '.join(QUERY_SPLITS)}) with depth maps to "
+                        "pre-train on")
+    return RoomTensors(Path(root).name, room.code[:, :c].half().contiguous(),
+                       room.code[:, c:].float().contiguous(), torch.cat(feats), torch.cat(targets),
+                       torch.cat(splits))
+
+
+def cached_mapped_room(root: Path, cache_dir: Path, index: int, encoder, config: AnchorConfig) -> RoomTensors:
+    """:func:`mapped_room_tensors` kept in ``cache_dir/NNNN-<name>.safetensors`` (written
+    atomically) and reused when made from the same folder with the same encoder, budget,
+    working size, triangulation and file format; computed again otherwise."""
+    path = Path(cache_dir) / f"{index:04d}-{Path(root).name}.safetensors"
+    stamp = {"root": str(Path(root).resolve()), "format": ROOM_FORMAT, "encoder": encoder.name,
+             "feature_dim": str(config.feature_dim), "max_anchors": str(config.max_anchors),
+             "short_side": str(ROOM_SHORT_SIDE), "triangulation": TRIANGULATION_VERSION}
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                fresh = (fh.metadata() or {}) == stamp
+            if fresh:
+                return RoomTensors(Path(root).name, **load_file(str(path)))
+        except Exception:  # unreadable (e.g. cut short): compute again
+            pass
+    room = mapped_room_tensors(root, encoder, config)
+    with atomic_path(path) as tmp:
+        save_file(room.tensors(), str(tmp), metadata=stamp)
+    return room
+
+
+def positives_loss(model: AnchorRegressor, room: RoomTensors, pick: torch.Tensor,
+                   radius: float) -> torch.Tensor | None:
+    """Mean over the query patches ``pick`` (indices into ``room``'s queries) that have a
+    positive of -log(attention on the anchors within ``radius`` metres of the patch's
+    point), the softmax over all the room's anchors at the model's temperature; None when
+    no picked patch has a positive."""
+    positive = torch.cdist(room.q_target[pick], room.points) < radius  # (Q, N)
+    has = positive.any(1)
+    if not has.any():
+        return None
+    keys = model.embed(room.keys)
+    queries = model.embed(room.q_features[pick[has]])
+    logits = queries @ keys.T / model.log_temperature.exp()
+    on_positives = logits.masked_fill(~positive[has], float("-inf"))
+    return (torch.logsumexp(logits, 1) - torch.logsumexp(on_positives, 1)).mean()
+
+
+@torch.no_grad()
+def nearest_within(model: AnchorRegressor, room: RoomTensors, radius: float = 0.10,
+                   limit: int = 3000) -> list[float]:
+    """Per split of :data:`QUERY_SPLITS` (NaN where the room has none), the % of its query
+    patches (up to ``limit``, evenly spaced) whose most similar anchor lies within
+    ``radius`` metres of their own point."""
+    keys = model.embed(room.keys)
+    out = []
+    for i in range(len(QUERY_SPLITS)):
+        idx = torch.nonzero(room.q_split == i).squeeze(1)
+        if idx.numel() == 0:
+            out.append(float("nan"))
+            continue
+        idx = idx[torch.linspace(0, idx.numel() - 1, min(limit, idx.numel())).long()]
+        best = (model.embed(room.q_features[idx]) @ keys.T).argmax(1)
+        out.append(100.0 * float(((room.points[best] - room.q_target[idx]).norm(dim=1) < radius).float().mean()))
+    return out
+
+
+def evaluate(model: AnchorRegressor, rooms: list[RoomTensors]) -> dict[str, float]:
+    """``heldout_<split>``: :func:`nearest_within` averaged over ``rooms`` (rounded to 0.01)."""
+    scores = torch.tensor([nearest_within(model, r) for r in rooms]).nanmean(0)
+    return {f"heldout_{sp}": round(float(s), 2) for sp, s in zip(QUERY_SPLITS, scores.tolist(), strict=True)}
+
+
+def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: list[RoomTensors],
+                    config: EmbeddingConfig, out_dir: Path | None = None, seed: int = 0,
+                    progress: bool = True) -> list[dict]:
+    """Pre-train ``model``'s embedding and temperature in place on ``train`` rooms (one a
+    step); score ``held_out`` rooms at step 0, every ``eval_every`` steps and at the end.
+    Returns the evaluation rows (``train_loss``: mean over the steps since the last row).
+
+    With ``out_dir``, the rows go to ``out_dir/log.csv`` and a checkpoint (model,
+    optimizer, schedule, random state, rows) to ``out_dir/checkpoint.safetensors`` at every
+    evaluation; a run finding a checkpoint there resumes from it exactly (same settings and
+    rooms; ``steps`` may differ, the cosine schedule then keeps its original length).
+    """
+    if not train:
+        raise ValueError("no training rooms")
+    if model.readout is not None:
+        raise ValueError("the model has a learned read-out, trained on its present embedding: "
+                         "pre-train the embedding of a model without one")
+    run = start_run(model, asdict(config), out_dir, RUN_KEY, [r.name for r in train], seed)
+
+    def record(step: int, window: list[float]) -> None:
+        row = {"step": step, "seconds": run.seconds(),
+               "temperature": round(float(model.log_temperature.detach().exp()), 4)}
+        if window:
+            row["train_loss"] = round(sum(window) / len(window), 4)
+        if held_out:
+            row |= evaluate(model, held_out)
+        run.record(model, step, row)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v}" for k, v in row.items()))
+
+    model.train()
+    if not run.rows:
+        record(0, [])
+    window: list[float] = []
+    for step in tqdm(range(run.first, config.steps + 1), desc="anchor embedding", disable=not progress,
+                     initial=run.first - 1, total=config.steps):
+        room = train[int(torch.randint(len(train), (1,), generator=run.gen))]
+        pick = torch.randint(len(room.q_target), (config.queries,), generator=run.gen)
+        loss = positives_loss(model, room, pick, config.radius)
+        if loss is not None:
+            run.opt.zero_grad()
+            loss.backward()
+            run.opt.step()
+            run.sched.step()
+            window.append(float(loss.detach()))
+        if step % config.eval_every == 0 or step == config.steps:
+            record(step, window)
+            window = []
+    model.eval()
+    return run.rows

@@ -1,0 +1,65 @@
+"""Training rooms mapped exactly as ``aceg map`` maps a scene, for the anchor model's query
+pre-training (:mod:`aceg.pretraining.anchor_embedding`, :mod:`aceg.pretraining.anchor_readout`).
+
+A room is a folder written by ``aceg synth``: ``mapping/`` and query splits (other light,
+other viewpoints) with rendered depth. Its anchors come from the mapping images through
+the mapper's own steps (track triangulation, the one-pass buffer, :func:`anchor_code`:
+the same subset under the same budget); its query splits are prepared at the same working
+size, with their depth-derived scene coordinates in the map's centred frame as ground truth.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aceg.data.readers import read_scene
+from aceg.mapping.buffer import TrainingBuffer, build_buffer
+from aceg.mapping.mapper import anchor_code
+from aceg.mapping.triangulation import triangulated_depth_maps
+from aceg.model.anchors import AnchorRegressor
+
+#: Query splits of an ``aceg synth`` room that pre-training reads, in this order.
+QUERY_SPLITS = ("query_same", "query_light", "query_view")
+
+#: Working short side (px) the rooms are prepared at: ``aceg map``'s default.
+ROOM_SHORT_SIDE = 480
+
+
+@dataclass
+class MappedRoom:
+    """One room's map: ``code`` (N, C + 3) as :func:`anchor_code` builds it (keys in the
+    model's embedding, rounded to 8 bits; points in metres, centred world frame), the
+    ``centre`` (3,) subtracted from world coordinates, and the working ``short_side`` (px)."""
+
+    root: Path
+    code: torch.Tensor
+    centre: np.ndarray
+    short_side: int
+
+
+def map_room(root: Path, model: AnchorRegressor, encoder, short_side: int = ROOM_SHORT_SIDE) -> MappedRoom:
+    """Map ``root/mapping`` as ``aceg map`` does, with ``model``'s embedding and budget."""
+    mapping = read_scene(Path(root) / "mapping")
+    short = mapping.working_short_side(short_side)
+    depth_maps, _ = triangulated_depth_maps(mapping, short, encoder.stride, progress=False)
+    buffer = build_buffer(mapping, encoder, short, 1, None, None, False, 0, depth_maps=depth_maps)
+    with warnings.catch_warnings():  # the mapping CLI's advice; a training room just counts less
+        warnings.filterwarnings("ignore", message="only .* mapping patches have a 3-D point")
+        code, _ = anchor_code(model, buffer, torch.Generator().manual_seed(0))
+    return MappedRoom(Path(root), code, buffer.centre, short)
+
+
+def query_buffers(room: MappedRoom, encoder, splits=QUERY_SPLITS) -> Iterator[tuple[str, TrainingBuffer]]:
+    """(split, buffer) for each of ``splits`` the room has: every patch of its images
+    (features, pixels, cameras) with the depth-derived scene coordinate as ``target``
+    (``target_valid`` where depth exists), in the map's centred frame."""
+    for sp in splits:
+        if (room.root / sp).is_dir():
+            yield sp, build_buffer(read_scene(room.root / sp), encoder, room.short_side, 1, None, None,
+                                   True, 0, centre=room.centre)

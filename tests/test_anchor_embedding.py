@@ -1,0 +1,149 @@
+"""Query pre-training of the anchor embedding against mapped rooms
+(aceg.pretraining.anchor_embedding, `aceg pretrain-anchors`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from aceg.errors import AcegError
+from aceg.model.anchors import AnchorConfig, AnchorRegressor
+from aceg.model.map_file import load_map, load_regressor
+from aceg.pretraining.anchor_embedding import (
+    EmbeddingConfig,
+    RoomTensors,
+    evaluate,
+    nearest_within,
+    positives_loss,
+    train_embedding,
+)
+from test_anchors import _Interrupted
+
+
+def _room(seed: int) -> RoomTensors:
+    """A toy mapped room: 150 surface points whose descriptors live in channels 0-7; every
+    observation (anchor or query) adds a strong random "nuisance" in channels 8-15, the
+    same kind in every room, so a learned embedding can suppress it and raw cosines cannot.
+    Anchors: two observations of each point; queries: 600 observations, a third of them
+    in each query split."""
+    g = torch.Generator().manual_seed(seed)
+    points = torch.rand(150, 3, generator=g) * 4
+    desc = F.normalize(torch.randn(150, 8, generator=g), dim=1)
+
+    def observe(idx: torch.Tensor) -> torch.Tensor:
+        return torch.cat([desc[idx], 1.5 * torch.randn(len(idx), 8, generator=g)], dim=1)
+
+    a_idx = torch.arange(150).repeat(2)
+    q_idx = torch.randint(150, (600,), generator=g)
+    return RoomTensors(f"room{seed}", F.normalize(observe(a_idx), dim=1).half(), points[a_idx],
+                       observe(q_idx).half(), points[q_idx], torch.arange(600) % 3)
+
+
+def _model() -> AnchorRegressor:
+    torch.manual_seed(0)
+    return AnchorRegressor(AnchorConfig(feature_dim=16, hidden=32))
+
+
+def test_embedding_pretraining_improves_held_out_rooms(tmp_path):
+    """Trained on some rooms, the embedding makes queries of other rooms pick an anchor at
+    their own point far more often (raw cosines mostly pick by nuisance); the loss falls;
+    the log has one row per evaluation."""
+    rooms = [_room(i) for i in range(6)]
+    model = _model()
+    before = evaluate(model, rooms[4:])
+    config = EmbeddingConfig(steps=200, queries=128, radius=0.05, lr=1e-2, eval_every=50)
+    rows = train_embedding(model, rooms[:4], rooms[4:], config, tmp_path / "run", progress=False)
+    after = evaluate(model, rooms[4:])
+    for split in ("query_same", "query_light", "query_view"):
+        key = f"heldout_{split}"
+        assert after[key] > before[key] + 20, (before, after)
+    assert rows[-1]["train_loss"] < rows[1]["train_loss"]
+    assert [r["step"] for r in rows] == [0, 50, 100, 150, 200]
+    assert (tmp_path / "run/log.csv").read_text().count("\n") == len(rows) + 1
+
+
+def test_positives_loss_counts_only_patches_with_a_positive():
+    """Patches with no anchor within the radius leave the loss; none at all gives None; a
+    query equal to its only positive's key, far from the others, costs almost nothing."""
+    model = _model()
+    keys = torch.eye(16)[:4].half()
+    points = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    room = RoomTensors("r", keys, points, keys.clone(), points + torch.tensor([0.01, 0, 0]),
+                       torch.zeros(4, dtype=torch.long))
+    with torch.no_grad():
+        near = positives_loss(model, room, torch.arange(4), 0.05)
+        assert near is not None and float(near) < 1e-3
+        room.q_target = points + 10.0
+        assert positives_loss(model, room, torch.arange(4), 0.05) is None
+        room.q_target = torch.cat([points[:1] + 0.01, points[1:] + 10.0])
+        one = positives_loss(model, room, torch.arange(4), 0.05)
+        assert float(one) == pytest.approx(float(near), abs=1e-4)
+    scores = nearest_within(model, room)
+    assert scores[0] == 25.0 and all(v != v for v in scores[1:])  # splits the room lacks: NaN
+
+
+def test_embedding_pretraining_resumes_exactly(tmp_path):
+    rooms = [_room(i) for i in range(3)]
+    config = EmbeddingConfig(steps=30, queries=64, lr=1e-2, eval_every=10)
+    whole = _model()
+    rows = train_embedding(whole, rooms[:2], rooms[2:], config, tmp_path / "a", progress=False)
+    cut = _model()
+    with pytest.raises(KeyboardInterrupt):
+        train_embedding(cut, _Interrupted(rooms[:2], 17), rooms[2:], config, tmp_path / "b", progress=False)
+    resumed = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=32))  # other start: restored
+    rows_b = train_embedding(resumed, rooms[:2], rooms[2:], config, tmp_path / "b", progress=False)
+    assert resumed.identity() == whole.identity()
+    assert [r["train_loss"] for r in rows_b[1:]] == [r["train_loss"] for r in rows[1:]]
+    assert [r["heldout_query_view"] for r in rows_b] == [r["heldout_query_view"] for r in rows]
+    with pytest.raises(AcegError, match="cannot resume"):
+        train_embedding(resumed, rooms[:2], rooms[2:], EmbeddingConfig(steps=30, queries=32),
+                        tmp_path / "b", progress=False)
+    with pytest.raises(AcegError, match="another list of scenes"):
+        train_embedding(resumed, rooms[1:], rooms[:1], config, tmp_path / "b", progress=False)
+
+
+def test_cli_pretrain_anchors_mapped_then_map(tmp_path, capsys):
+    """`aceg pretrain-anchors` (objective mapped, the default) maps tiny synthetic scenes as
+    `aceg map` does, caches them, trains, and writes a regressor `aceg map` takes;
+    re-running resumes at the end and writes the same model; a cut cache file is made
+    again; a flag of the other objective is refused with a clear message."""
+    from aceg.cli.main import main
+    from aceg.data.synthetic import generate_scene
+
+    for i in range(3):
+        generate_scene(tmp_path / "data" / f"scene_{i}", 500 + i, frames_mapping=8, frames_query=2,
+                       height=96, width=128, splits=("mapping", "query_light", "query_view"),
+                       contact_sheet=False)
+    out = tmp_path / "run"
+    args = ["pretrain-anchors", str(tmp_path / "data"), str(out), "--steps", "4", "--queries", "64",
+            "--eval-every", "2", "--held-out", "1", "--radius", "0.1"]
+    assert main(args) == 0
+    reg = load_regressor(out / "regressor.safetensors")
+    assert isinstance(reg.model, AnchorRegressor) and reg.model.readout is None
+    assert reg.identity != _model().identity()
+    log = (out / "log.csv").read_text().splitlines()
+    assert len(log) == 4 and "heldout_query_light" in log[0] and "heldout_query_view" in log[0]
+    cached = sorted((out / "rooms").iterdir())
+    assert [p.name for p in cached] == ["0000-scene_0.safetensors", "0001-scene_1.safetensors",
+                                        "0002-scene_2.safetensors"]
+    room = load_file(str(cached[0]))
+    assert room["keys"].shape[1] == 64 and room["points"].shape == (room["keys"].shape[0], 3)
+    assert set(room["q_split"].tolist()) == {1, 2}  # query_light, query_view
+    rooms_before = [{k: v.clone() for k, v in load_file(str(p)).items()} for p in cached]  # not mmapped
+    cached[1].write_bytes(cached[1].read_bytes()[:100])  # a cut file
+    assert main(args) == 0
+    assert load_regressor(out / "regressor.safetensors").identity == reg.identity
+    assert torch.equal(load_file(str(cached[1]))["points"], rooms_before[1]["points"])
+    assert main(["map", str(tmp_path / "data" / "scene_0" / "mapping"), str(tmp_path / "s.map"),
+                 "--regressor", str(out / "regressor.safetensors")]) == 0
+    assert load_map(tmp_path / "s.map").regressor == reg.identity
+    capsys.readouterr()
+    assert main(["pretrain-anchors", str(tmp_path / "data"), str(tmp_path / "x"), "--sigma", "0.1"]) == 2
+    assert "--sigma applies to --objective sampled" in capsys.readouterr().err
+    assert main(["pretrain-anchors", str(tmp_path / "data"), str(tmp_path / "x"), "--objective",
+                 "sampled", "--radius", "0.1"]) == 2
+    assert "--radius applies to --objective mapped" in capsys.readouterr().err
+    assert main(["pretrain-anchors", str(tmp_path / "data"), str(tmp_path / "x"), "--steps", "0"]) == 2
+    assert "must be positive" in capsys.readouterr().err
