@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from aceg.errors import AcegError
@@ -97,6 +100,14 @@ def test_embedding_pretraining_resumes_exactly(tmp_path):
     assert resumed.identity() == whole.identity()
     assert [r["train_loss"] for r in rows_b[1:]] == [r["train_loss"] for r in rows[1:]]
     assert [r["heldout_query_view"] for r in rows_b] == [r["heldout_query_view"] for r in rows]
+    more = train_embedding(resumed, rooms[:2], rooms[2:], EmbeddingConfig(steps=40, queries=64, lr=1e-2,
+                                                                          eval_every=10),
+                           tmp_path / "b", progress=False)  # 10 steps added at the floor rate
+    assert [r["step"] for r in more] == [0, 10, 20, 30, 40] and resumed.identity() != whole.identity()
+    checkpoint = tmp_path / "b" / "checkpoint.safetensors"
+    with safe_open(str(checkpoint), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["aceg_anchor_embedding"])
+    assert meta["scheduler"]["_last_lr"][0] == pytest.approx(1e-3) and meta["step"] == 40
     with pytest.raises(AcegError, match="cannot resume"):
         train_embedding(resumed, rooms[:2], rooms[2:], EmbeddingConfig(steps=30, queries=32),
                         tmp_path / "b", progress=False)

@@ -36,7 +36,7 @@ embedding across scenes so that a patch seen in other light or from another view
 attends to the anchors at its own surface point. Against anchors at random cells with
 rendered depth (:mod:`aceg.pretraining.anchor_metric`) that made localization worse
 (MODEL_CARD.md, section 1.3); against the anchors a mapping run builds, with the map's
-other anchors as negatives (``benchmarks/anchor_embedding_probe.py``), it made it better,
+other anchors as negatives (:mod:`aceg.pretraining.anchor_embedding`), it made it better,
 and those are the shipped weights since 2026-12-06 (section 1.8; the identity embedding
 ships as ``anchors-identity-xfeat.safetensors``). A pre-trained read-out did not improve
 poses (section 1.4). Mapping builds the code from the mapping images (:func:`aceg.mapping.mapper.map_scene`).

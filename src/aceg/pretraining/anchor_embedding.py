@@ -189,7 +189,8 @@ def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: 
     With ``out_dir``, the rows go to ``out_dir/log.csv`` and a checkpoint (model,
     optimizer, schedule, random state, rows) to ``out_dir/checkpoint.safetensors`` at every
     evaluation; a run finding a checkpoint there resumes from it exactly (same settings and
-    rooms; ``steps`` may differ, the cosine schedule then keeps its original length).
+    rooms; a larger ``steps`` adds steps: the cosine schedule keeps its first length, and the rate
+    then stays at its floor).
     """
     if not train:
         raise ValueError("no training rooms")
@@ -222,7 +223,7 @@ def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: 
             run.opt.zero_grad()
             loss.backward()
             run.opt.step()
-            run.sched.step()
+            run.step_schedule()
             window.append(float(loss.detach()))
         if step % config.eval_every == 0 or step == config.steps:
             record(step, window)

@@ -141,12 +141,13 @@ def train_metric(model: AnchorRegressor, train: list[SceneFeatures], held_out: l
     With ``out_dir``, the rows go to ``out_dir/log.csv`` and a checkpoint (model,
     optimizer, schedule, random state, log) to ``out_dir/checkpoint.safetensors`` at every
     evaluation; a run finding a checkpoint there resumes from it exactly (same settings
-    and scenes; ``steps`` may differ, the cosine schedule then keeps its original length).
+    and scenes; a larger ``steps`` adds steps: the cosine schedule keeps its first length, and the rate
+    then stays at its floor).
     """
     if not train:
         raise ValueError("no training scenes")
     run = start_run(model, asdict(config), out_dir, RUN_KEY, [sf.name for sf in train], seed)
-    gen, opt, sched = run.gen, run.opt, run.sched
+    gen, opt = run.gen, run.opt
 
     def record(step: int, train_stats: dict) -> None:
         row = {"step": step, "seconds": run.seconds(),
@@ -169,7 +170,7 @@ def train_metric(model: AnchorRegressor, train: list[SceneFeatures], held_out: l
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
+        run.step_schedule()
         for k, v in stats.items():
             window.setdefault(k, []).append(v)
         if step % config.eval_every == 0 or step == config.steps:

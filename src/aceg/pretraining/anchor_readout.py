@@ -187,7 +187,7 @@ def train_readout(readout: CandidateReadout, train: Candidates, held_out: Candid
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
-        run.sched.step()
+        run.step_schedule()
         window.append(float(loss.detach()))
         if step % config.eval_every == 0 or step == config.steps:
             record(step, sum(window) / len(window))

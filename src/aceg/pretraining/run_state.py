@@ -79,7 +79,8 @@ def write_log(path: Path, rows: list[dict]) -> None:
 
 @dataclass
 class Run:
-    """A training loop's optimiser (AdamW), cosine schedule (down to lr / 10), generator,
+    """A training loop's optimiser (AdamW), cosine schedule (down to lr / 10; advance it with
+    :meth:`step_schedule`), generator,
     evaluation rows and, with an output folder, its checkpoint and log; see :func:`start_run`."""
 
     opt: torch.optim.Optimizer
@@ -96,6 +97,12 @@ class Run:
     def seconds(self) -> float:
         """Training time so far, across resumptions."""
         return round(time.perf_counter() - self.t0, 1)
+
+    def step_schedule(self) -> None:
+        """Advance the cosine schedule; past its length (a resumed run given more steps than
+        it was started with) the rate stays at its floor, lr / 10."""
+        if self.sched.last_epoch < self.sched.T_max:
+            self.sched.step()
 
     def record(self, model: nn.Module, step: int, row: dict) -> None:
         """Append ``row``; with an output folder, rewrite the log and the checkpoint."""
