@@ -158,3 +158,58 @@ def test_cli_pretrain_anchors_mapped_then_map(tmp_path, capsys):
     assert "--radius applies to --objective mapped" in capsys.readouterr().err
     assert main(["pretrain-anchors", str(tmp_path / "data"), str(tmp_path / "x"), "--steps", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_ddp_pretrain_anchors_keeps_identical_weights(tmp_path):
+    """`aceg pretrain-anchors` under torchrun with 2 CPU processes (gloo): each maps its
+    own training scene, the gradients are averaged, and both ranks end with the same
+    weights, which differ from the start; re-running resumes at the end; a single-process
+    run refuses the 2-process checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    from aceg.cli.main import main
+    from aceg.data.synthetic import generate_scene
+
+    for i in range(3):
+        generate_scene(tmp_path / "data" / f"scene_{i}", 500 + i, frames_mapping=8, frames_query=2,
+                       height=96, width=128, splits=("mapping", "query_view"), contact_sheet=False)
+    out = tmp_path / "ddp"
+    args = [str(tmp_path / "data"), str(out), "--steps", "4", "--queries", "64", "--eval-every", "2",
+            "--held-out", "1", "--radius", "0.1", "--threads", "1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
+           "-m", "aceg", "pretrain-anchors", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = json.loads((out / "ranks.json").read_text())
+    assert ranks["step"] == 4 and len(ranks["weights"]) == 2
+    assert ranks["weights"][0] == ranks["weights"][1]
+    reg = load_regressor(out / "regressor.safetensors")
+    assert reg.identity == ranks["weights"][0] != _model().identity()
+    assert sorted(p.name for p in (out / "rooms").iterdir()) == [
+        "0000-scene_0.safetensors", "0001-scene_1.safetensors", "0002-scene_2.safetensors"]
+    with safe_open(str(out / "checkpoint.safetensors"), framework="pt") as fh:
+        assert {"generator", "generator.rank1"} <= set(fh.keys())
+    assert len((out / "log.csv").read_text().splitlines()) == 4  # header + steps 0, 2, 4
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert load_regressor(out / "regressor.safetensors").identity == reg.identity
+    assert main(["pretrain-anchors", *args]) == 2  # one process: another world size
+
+
+def test_cli_pretrain_anchors_names_a_scene_it_cannot_map(tmp_path, capsys):
+    """A training scene whose mapping images give no 3-D point (tiny, little parallax) is
+    a one-line error naming that scene, not a traceback."""
+    from aceg.cli.main import main
+    from aceg.data.synthetic import generate_scene
+
+    for i in range(2):
+        generate_scene(tmp_path / "data" / f"scene_{i}", 600 + i, frames_mapping=8, frames_query=2,
+                       height=96, width=128, splits=("mapping", "query_view"), contact_sheet=False)
+    capsys.readouterr()
+    assert main(["pretrain-anchors", str(tmp_path / "data"), str(tmp_path / "run"), "--held-out", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'data' / 'scene_0'}: no mapping patch has a 3-D point" in err

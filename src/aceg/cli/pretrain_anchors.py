@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from aceg.errors import AcegError
-from aceg.io import check_output_path
+from aceg.io import atomic_write_text, check_output_path
 from aceg.model.anchors import AnchorConfig, AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor, save_regressor
@@ -17,6 +19,7 @@ from aceg.pretraining.anchor_embedding import EmbeddingConfig, cached_mapped_roo
 from aceg.pretraining.anchor_metric import MetricConfig, train_metric
 from aceg.pretraining.feature_store import cached_scene_features, find_scene_roots
 from aceg.pretraining.mapped_rooms import ROOM_SHORT_SIDE
+from aceg.pretraining.trainer import init_distributed
 
 HELP = "pre-train the anchor model's embedding across many scenes (query pre-training)"
 DESCRIPTION = """\
@@ -45,6 +48,12 @@ Objectives:
 OUT receives log.csv, checkpoint.safetensors (re-running the same command resumes from it
 exactly) and, at the end, regressor.safetensors: map with it through `aceg map
 --regressor`, or ship it as the default. --init FILE continues from an anchor regressor file.
+
+Several processes (objective mapped): `torchrun --nproc-per-node N -m aceg pretrain-anchors
+DATA... OUT` (torch.distributed: gloo on CPU, nccl on GPU). The training scenes are shared
+out among the processes, each maps its own and draws one a step, and DDP averages the
+gradients; OUT/ranks.json records every process's weight hash (identical). A checkpoint
+resumes only with the same number of processes.
 """
 
 #: Settings of each objective: its config class and the flags only it takes.
@@ -140,26 +149,45 @@ def run(args) -> int:
     roots = find_scene_roots(args.data)
     if args.held_out < 0 or args.held_out >= len(roots):
         raise AcegError(f"--held-out {args.held_out} leaves no scene to train on ({len(roots)} found)")
+    rank, world = init_distributed()
+    if world > 1 and args.objective != "mapped":
+        raise AcegError("torchrun: only --objective mapped runs on several processes")
+    split = len(roots) - args.held_out
+    if world > split:
+        raise AcegError(f"{world} processes and {split} training scene(s): each process needs one")
     enc = get_encoder(args.encoder)
     model = _start_model(args, enc)
     out = Path(args.out)
-    split = len(roots) - args.held_out
     if args.objective == "mapped":
         cache = out / "rooms"
         cache.mkdir(parents=True, exist_ok=True)
-        rooms = [cached_mapped_room(r, cache, i, enc, model.config)
-                 for i, r in enumerate(tqdm(roots, desc="mapping scenes", unit="scene"))]
-        rows = train_embedding(model, rooms[:split], rooms[split:], config, out, seed=args.seed)
+        # Each rank maps its shard of the training scenes; rank 0 also the held-out ones.
+        mine = [i for i in range(split) if i % world == rank] + (list(range(split, len(roots))) if rank == 0 else [])
+        rooms = {i: cached_mapped_room(roots[i], cache, i, enc, model.config)
+                 for i in tqdm(mine, desc="mapping scenes", unit="scene", disable=rank != 0)}
+        rows = train_embedding(model, [rooms[i] for i in mine if i < split],
+                               [rooms[i] for i in mine if i >= split], config, out, seed=args.seed,
+                               scenes=[r.name for r in roots[:split]])
     else:
         cache = out / "features"
         cache.mkdir(parents=True, exist_ok=True)
         scenes = [cached_scene_features(r, cache, enc, args.short_side) for r in roots]
         rows = train_metric(model, scenes[:split], scenes[split:], config, out, seed=args.seed)
-    extra = {"embedding": f"query pre-trained by aceg pretrain-anchors --objective {args.objective}",
-             "pretraining": {"objective": args.objective, "scenes": [str(r) for r in roots[:split]],
-                             "held_out": [str(r) for r in roots[split:]], "config": asdict(config),
-                             "init": args.init, "seed": args.seed, "final": rows[-1]}}
-    save_regressor(out / "regressor.safetensors", model, enc.name, extra=extra)
-    print(f"wrote {out}/regressor.safetensors (identity {model.identity()}; {config.steps} steps; "
-          f"held-out: {rows[-1]})")
+    identities = [model.identity()]
+    if world > 1:
+        identities = [None] * world
+        dist.all_gather_object(identities, model.identity())
+    if rank == 0:
+        atomic_write_text(out / "ranks.json", json.dumps({"step": config.steps, "weights": identities}) + "\n")
+        extra = {"embedding": f"query pre-trained by aceg pretrain-anchors --objective {args.objective}",
+                 "pretraining": {"objective": args.objective, "scenes": [str(r) for r in roots[:split]],
+                                 "held_out": [str(r) for r in roots[split:]], "config": asdict(config),
+                                 "init": args.init, "seed": args.seed, "processes": world,
+                                 "final": rows[-1]}}
+        save_regressor(out / "regressor.safetensors", model, enc.name, extra=extra)
+        print(f"wrote {out}/regressor.safetensors (identity {model.identity()}; {config.steps} steps; "
+              f"{world} process(es); held-out: {rows[-1]})")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
     return 0

@@ -12,7 +12,7 @@ subset under the model's budget), with the identity embedding, so an anchor's fe
 its unit encoder feature rounded to 8 bits as a map stores it; every patch of the room's
 query splits with a rendered depth is a query, its ground truth the depth-derived point.
 
-Step (:func:`positives_loss`): one room and ``queries`` of its query patches at random;
+Step (:class:`PositivesLoss`): one room and ``queries`` of its query patches at random;
 every anchor within ``radius`` of a patch's point is a positive, every other anchor of the
 map a negative (the hard negatives come with the map: the other anchors of the same room,
 many on similar texture); the loss is minus the log of the softmax attention, at the
@@ -30,8 +30,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from aceg.errors import AcegError
@@ -137,21 +139,44 @@ def cached_mapped_room(root: Path, cache_dir: Path, index: int, encoder, config:
     return room
 
 
+class PositivesLoss(nn.Module):
+    """The step's loss as a module around the model, so that DDP can average its gradients
+    across ranks: ``forward(keys (N, C), queries (Q, C), positive (Q, N) bool)`` -> scalar,
+    the mean over the queries of -log(attention on their positives), each query having at
+    least one positive; with Q = 0, a zero that still reaches every weight (a rank whose
+    draw had no positive takes part in the gradient average with zeros)."""
+
+    def __init__(self, model: AnchorRegressor) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, keys: torch.Tensor, queries: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        keys = model.embed(keys)
+        if queries.shape[0] == 0:
+            return (keys.sum() + model.log_temperature.sum()) * 0.0
+        logits = model.embed(queries) @ keys.T / model.log_temperature.exp()
+        on_positives = logits.masked_fill(~positive, float("-inf"))
+        return (torch.logsumexp(logits, 1) - torch.logsumexp(on_positives, 1)).mean()
+
+
+def step_queries(room: RoomTensors, pick: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Of the query patches ``pick`` (indices into ``room``'s queries), the features of the
+    ones with an anchor within ``radius`` metres of their point (Q, C) and their positives
+    (Q, N) bool over the room's anchors."""
+    positive = torch.cdist(room.q_target[pick], room.points) < radius  # (len(pick), N)
+    has = positive.any(1)
+    return room.q_features[pick[has]], positive[has]
+
+
 def positives_loss(model: AnchorRegressor, room: RoomTensors, pick: torch.Tensor,
                    radius: float) -> torch.Tensor | None:
-    """Mean over the query patches ``pick`` (indices into ``room``'s queries) that have a
-    positive of -log(attention on the anchors within ``radius`` metres of the patch's
-    point), the softmax over all the room's anchors at the model's temperature; None when
-    no picked patch has a positive."""
-    positive = torch.cdist(room.q_target[pick], room.points) < radius  # (Q, N)
-    has = positive.any(1)
-    if not has.any():
+    """:class:`PositivesLoss` of the query patches ``pick`` of ``room`` that have an anchor
+    within ``radius`` metres; None when none has."""
+    queries, positive = step_queries(room, pick, radius)
+    if queries.shape[0] == 0:
         return None
-    keys = model.embed(room.keys)
-    queries = model.embed(room.q_features[pick[has]])
-    logits = queries @ keys.T / model.log_temperature.exp()
-    on_positives = logits.masked_fill(~positive[has], float("-inf"))
-    return (torch.logsumexp(logits, 1) - torch.logsumexp(on_positives, 1)).mean()
+    return PositivesLoss(model)(room.keys, queries, positive)
 
 
 @torch.no_grad()
@@ -181,7 +206,7 @@ def evaluate(model: AnchorRegressor, rooms: list[RoomTensors]) -> dict[str, floa
 
 def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: list[RoomTensors],
                     config: EmbeddingConfig, out_dir: Path | None = None, seed: int = 0,
-                    progress: bool = True) -> list[dict]:
+                    progress: bool = True, scenes: list[str] | None = None) -> list[dict]:
     """Pre-train ``model``'s embedding and temperature in place on ``train`` rooms (one a
     step); score ``held_out`` rooms at step 0, every ``eval_every`` steps and at the end.
     Returns the evaluation rows (``train_loss``: mean over the steps since the last row).
@@ -191,20 +216,31 @@ def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: 
     evaluation; a run finding a checkpoint there resumes from it exactly (same settings and
     rooms; a larger ``steps`` adds steps: the cosine schedule keeps its first length, and the rate
     then stays at its floor).
+
+    Under torchrun (process group initialised), every rank calls this with its own shard
+    of the training rooms as ``train`` and the names of all of them as ``scenes``; a step
+    draws one room per rank and DDP averages the gradients, so all ranks keep identical
+    weights. Rank 0 scores ``held_out`` (other ranks may pass none) and writes the log and
+    checkpoint. A single process skips a step whose draw has no positive; under torchrun
+    such a rank adds zeros to the average instead, as every rank must take part.
     """
     if not train:
         raise ValueError("no training rooms")
     if model.readout is not None:
         raise ValueError("the model has a learned read-out, trained on its present embedding: "
                          "pre-train the embedding of a model without one")
-    run = start_run(model, asdict(config), out_dir, RUN_KEY, [r.name for r in train], seed)
+    run = start_run(model, asdict(config), out_dir, RUN_KEY, scenes or [r.name for r in train], seed)
+    loss_fn: nn.Module = PositivesLoss(model)
+    if run.world > 1:
+        loss_fn = DistributedDataParallel(loss_fn)
+    progress = progress and run.rank == 0
 
     def record(step: int, window: list[float]) -> None:
         row = {"step": step, "seconds": run.seconds(),
                "temperature": round(float(model.log_temperature.detach().exp()), 4)}
         if window:
             row["train_loss"] = round(sum(window) / len(window), 4)
-        if held_out:
+        if held_out and run.rank == 0:
             row |= evaluate(model, held_out)
         run.record(model, step, row)
         if progress:
@@ -218,13 +254,15 @@ def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: 
                      initial=run.first - 1, total=config.steps):
         room = train[int(torch.randint(len(train), (1,), generator=run.gen))]
         pick = torch.randint(len(room.q_target), (config.queries,), generator=run.gen)
-        loss = positives_loss(model, room, pick, config.radius)
-        if loss is not None:
+        queries, positive = step_queries(room, pick, config.radius)
+        if queries.shape[0] or run.world > 1:
+            loss = loss_fn(room.keys, queries, positive)
             run.opt.zero_grad()
             loss.backward()
             run.opt.step()
             run.step_schedule()
-            window.append(float(loss.detach()))
+            if queries.shape[0]:
+                window.append(float(loss.detach()))
         if step % config.eval_every == 0 or step == config.steps:
             record(step, window)
             window = []

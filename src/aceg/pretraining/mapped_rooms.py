@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from aceg.data.readers import read_scene
+from aceg.errors import AcegError
 from aceg.mapping.buffer import TrainingBuffer, build_buffer
 from aceg.mapping.mapper import anchor_code
 from aceg.mapping.triangulation import triangulated_depth_maps
@@ -44,14 +45,18 @@ class MappedRoom:
 
 
 def map_room(root: Path, model: AnchorRegressor, encoder, short_side: int = ROOM_SHORT_SIDE) -> MappedRoom:
-    """Map ``root/mapping`` as ``aceg map`` does, with ``model``'s embedding and budget."""
+    """Map ``root/mapping`` as ``aceg map`` does, with ``model``'s embedding and budget; a
+    room that cannot be mapped is an :class:`AcegError` naming it."""
     mapping = read_scene(Path(root) / "mapping")
     short = mapping.working_short_side(short_side)
     depth_maps, _ = triangulated_depth_maps(mapping, short, encoder.stride, progress=False)
     buffer = build_buffer(mapping, encoder, short, 1, None, None, False, 0, depth_maps=depth_maps)
     with warnings.catch_warnings():  # the mapping CLI's advice; a training room just counts less
         warnings.filterwarnings("ignore", message="only .* mapping patches have a 3-D point")
-        code, _ = anchor_code(model, buffer, torch.Generator().manual_seed(0))
+        try:
+            code, _ = anchor_code(model, buffer, torch.Generator().manual_seed(0))
+        except AcegError as exc:
+            raise AcegError(f"{root}: {exc}") from None
     return MappedRoom(Path(root), code, buffer.centre, short)
 
 
