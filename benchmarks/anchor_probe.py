@@ -3,7 +3,8 @@ encoding pass shared by every variant), then localize their query splits with ea
 anchor regressor and anchor budget, through the real map file and localizer.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/anchor_probe.py /work/data/heldout 0 1 \
-        --regressor A.safetensors B.safetensors --max-anchors 8192 16384 [--max-queries 1024 2048] [--keep 0.5 0.75]
+        --regressor A.safetensors B.safetensors --max-anchors 8192 16384 [--max-queries 1024 2048] [--keep 0.5 0.75] \
+        [--pixels centre keypoint]
 
 Prints, per variant and split, the % of query images within 10 cm / 10 deg (and 5 cm /
 5 deg) over all scenes, with the median anchors kept and the map size.
@@ -35,6 +36,40 @@ from aceg.model.map_file import MapData, load_regressor, save_map
 SPLITS = ("query_same", "query_light", "query_view")
 
 
+class KeypointPixels:
+    """The XFeat encoder, but the pixel of each feature cell (``centres``) is the most likely
+    keypoint position of XFeat's keypoint head within the cell (argmax over its 64 sub-pixel
+    positions) of the image encoded last, instead of the cell centre: the anchors' points
+    are then back-projected there and the query patches enter PnP there. One image per
+    ``encode`` call (as the buffer and the localizer call it)."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self._pixels: np.ndarray | None = None
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
+
+    def encode(self, images) -> torch.Tensor:
+        from aceg.model.encoder import _as_batch
+
+        feats = self.encoder.encode(images)
+        batch = _as_batch(images)
+        h, w = batch.shape[-2:]
+        padded = torch.nn.functional.pad(batch, (0, (-w) % 32, 0, (-h) % 32), mode="replicate")
+        with torch.inference_mode():
+            _, logits, _ = self.encoder.net(padded)
+        sub = logits[0, :64, : h // 8, : w // 8].argmax(0).numpy()  # (rows, cols): r * 8 + c
+        rows, cols = np.mgrid[: h // 8, : w // 8]
+        self._pixels = np.stack([(cols * 8 + sub % 8).ravel(), (rows * 8 + sub // 8).ravel()],
+                                axis=1).astype(np.float32)
+        return feats
+
+    def centres(self, rows: int, cols: int) -> np.ndarray:
+        assert self._pixels is not None and len(self._pixels) == rows * cols
+        return self._pixels
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root")
@@ -64,8 +99,11 @@ def main() -> None:
                     help="fields of the triangulation's configuration to change, as JSON")
     ap.add_argument("--keep", nargs="+", type=float, default=[KEEP_QUANTILE],
                     help="localizer keep quantiles to compare (default: the localizer's)")
+    ap.add_argument("--pixels", nargs="+", default=["centre"], choices=["centre", "keypoint"],
+                    help="a cell's pixel for mapping and PnP: its centre (as aceg does) or XFeat's "
+                         "most likely keypoint in it (KeypointPixels)")
     args = ap.parse_args()
-    enc = get_encoder("xfeat")
+    plain = get_encoder("xfeat")
     variants = {}
     for path in args.regressor:
         base = load_regressor(path).model
@@ -80,7 +118,8 @@ def main() -> None:
     hits: dict = {}
     sizes: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for s in args.scenes:
+        for s, pixels in [(s, p) for s in args.scenes for p in args.pixels]:
+            enc = KeypointPixels(plain) if pixels == "keypoint" else plain
             root = Path(args.root) / f"scene_{s:04d}"
             mapping = read_scene(root / "mapping")
             short = mapping.working_short_side(480)
@@ -111,6 +150,7 @@ def main() -> None:
                 sizes.setdefault(key, []).append(save_map(map_path, data))
                 for keep in args.keep:
                     loc = Localizer(map_path, regressor=model, keep_quantile=keep)
+                    loc.encoder = enc
                     for sp, scene in queries.items():
                         for frame in scene.frames:
                             res = loc.localize_frame(frame)
@@ -118,13 +158,13 @@ def main() -> None:
                             if res.cam_to_world is not None:
                                 r, t = pose_errors(res.cam_to_world, frame.cam_to_world)
                                 good5, good10 = t <= 0.05 and r <= 5, t <= 0.10 and r <= 10
-                            hits.setdefault((key, keep, sp), []).append((good5, good10))
-                print(f"scene {s} {key}: {stats['anchors']} anchors "
+                            hits.setdefault((key, keep, pixels, sp), []).append((good5, good10))
+                print(f"scene {s} {pixels} {key}: {stats['anchors']} anchors "
                       f"({stats['cells']} % of cells with a point)", flush=True)
-    print("variant (regressor, max anchors, max queries, keep) | split | 10cm/10deg | 5cm/5deg | images | map MB")
-    for (key, keep, sp), v in hits.items():
+    print("variant (regressor, max anchors, max queries, keep, pixels) | split | 10cm/10deg | 5cm/5deg | images | map MB")
+    for (key, keep, pixels, sp), v in hits.items():
         a = np.asarray(v)
-        print(f"{key[0]} {key[1]} {key[2]} {keep} | {sp} | {100 * a[:, 1].mean():.1f} % | {100 * a[:, 0].mean():.1f} % | "
+        print(f"{key[0]} {key[1]} {key[2]} {keep} {pixels} | {sp} | {100 * a[:, 1].mean():.1f} % | {100 * a[:, 0].mean():.1f} % | "
               f"{len(a)} | {np.median(sizes[key]) / 1e6:.2f}")
 
 
