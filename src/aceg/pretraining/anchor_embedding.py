@@ -9,8 +9,10 @@ from another viewpoint than the mapping images.
 Data (:func:`mapped_room_tensors`, cached per room): each room is mapped as ``aceg map``
 maps it (:mod:`aceg.pretraining.mapped_rooms`: track triangulation, the mapper's anchor
 subset under the model's budget), with the identity embedding, so an anchor's feature is
-its unit encoder feature rounded to 8 bits as a map stores it; every patch of the room's
-query splits with a rendered depth is a query, its ground truth the depth-derived point.
+its unit encoder feature rounded to 8 bits as an identity map stores it (training embeds
+it from there; a map of the trained model rounds after embedding, an 8-bit difference);
+every patch of the room's query splits with a rendered depth is a query, its ground truth
+the depth-derived point.
 
 Step (:class:`PositivesLoss`): one room and ``queries`` of its query patches at random;
 every anchor within ``radius`` of a patch's point is a positive, every other anchor of the

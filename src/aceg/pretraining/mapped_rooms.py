@@ -21,7 +21,7 @@ import torch
 from aceg.data.readers import read_scene
 from aceg.errors import AcegError
 from aceg.mapping.buffer import TrainingBuffer, build_buffer
-from aceg.mapping.mapper import anchor_code
+from aceg.mapping.mapper import DEFAULT_SHORT_SIDE, anchor_code
 from aceg.mapping.triangulation import triangulated_depth_maps
 from aceg.model.anchors import AnchorRegressor
 
@@ -29,7 +29,7 @@ from aceg.model.anchors import AnchorRegressor
 QUERY_SPLITS = ("query_same", "query_light", "query_view")
 
 #: Working short side (px) the rooms are prepared at: ``aceg map``'s default.
-ROOM_SHORT_SIDE = 480
+ROOM_SHORT_SIDE = DEFAULT_SHORT_SIDE
 
 
 @dataclass
