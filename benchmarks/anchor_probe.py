@@ -4,7 +4,7 @@ anchor regressor and anchor budget, through the real map file and localizer.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/anchor_probe.py /work/data/heldout 0 1 \
         --regressor A.safetensors B.safetensors --max-anchors 8192 16384 [--max-queries 1024 2048] [--keep 0.5 0.75] \
-        [--pixels centre keypoint]
+        [--pixels centre keypoint] [--candidates 1 2 3]
 
 Prints, per variant and split, the % of query images within 10 cm / 10 deg (and 5 cm /
 5 deg) over all scenes, with the median anchors kept and the map size.
@@ -70,6 +70,30 @@ class KeypointPixels:
         return self._pixels
 
 
+def localize_candidates(loc: Localizer, model: AnchorRegressor, frame, k: int):
+    """``loc.localize_frame`` with each kept query patch giving its ``k`` most similar
+    anchors as ``k`` correspondences at the same pixel (RANSAC sorts them out); the patches
+    kept are the same as the localizer's (read subset, best/second-best margin quantile)."""
+    prep = prepare_image(frame.image_path, frame.intrinsics, loc.data.short_side, loc.encoder.stride)
+    feats = loc.encoder.encode(prep.rgb)[0]
+    rows, cols = feats.shape[1:]
+    flat = feats.reshape(feats.shape[0], -1).T
+    pixels = loc.encoder.centres(rows, cols).astype(np.float64)
+    if len(flat) > model.config.max_queries:
+        pick = torch.linspace(0, len(flat) - 1, model.config.max_queries).round().long()
+        flat, pixels = flat[pick], pixels[pick.numpy()]
+    code = loc.data.code
+    c = model.config.feature_dim
+    with torch.inference_mode():
+        sims, index = model.attend(model.embed(flat), code[:, :c], max(k, 2), model.anchor_lists(code))
+    margin = (sims[:, 0] - sims[:, 1]).numpy()
+    keep = margin >= np.quantile(margin, 1 - loc.keep_quantile)
+    world = (code[:, c:][index[:, :k]].double() + torch.as_tensor(loc.data.scene_centre)).numpy()
+    world = world[keep].reshape(-1, 3)
+    px = np.repeat(pixels[keep], k, axis=0)
+    return loc.solve_pnp(px, world, prep.intrinsics, prep.rgb.shape[1], prep.rgb.shape[0], frame.name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root")
@@ -102,6 +126,9 @@ def main() -> None:
     ap.add_argument("--pixels", nargs="+", default=["centre"], choices=["centre", "keypoint"],
                     help="a cell's pixel for mapping and PnP: its centre (as aceg does) or XFeat's "
                          "most likely keypoint in it (KeypointPixels)")
+    ap.add_argument("--candidates", nargs="+", type=int, default=[0],
+                    help="most similar anchors each kept patch gives RANSAC (localize_candidates; "
+                         "default 0: the localizer's own single point)")
     args = ap.parse_args()
     plain = get_encoder("xfeat")
     variants = {}
@@ -152,13 +179,14 @@ def main() -> None:
                     loc = Localizer(map_path, regressor=model, keep_quantile=keep)
                     loc.encoder = enc
                     for sp, scene in queries.items():
-                        for frame in scene.frames:
-                            res = loc.localize_frame(frame)
+                        for frame, cand in [(f, k) for f in scene.frames for k in args.candidates]:
+                            res = (localize_candidates(loc, model, frame, cand) if cand
+                                   else loc.localize_frame(frame))
                             good5 = good10 = False
                             if res.cam_to_world is not None:
                                 r, t = pose_errors(res.cam_to_world, frame.cam_to_world)
                                 good5, good10 = t <= 0.05 and r <= 5, t <= 0.10 and r <= 10
-                            hits.setdefault((key, keep, pixels, sp), []).append((good5, good10))
+                            hits.setdefault((key, keep, f"{pixels} k={cand}", sp), []).append((good5, good10))
                 print(f"scene {s} {pixels} {key}: {stats['anchors']} anchors "
                       f"({stats['cells']} % of cells with a point)", flush=True)
     print("variant (regressor, max anchors, max queries, keep, pixels) | split | 10cm/10deg | 5cm/5deg | images | map MB")
