@@ -49,6 +49,12 @@ def _model() -> AnchorRegressor:
     return AnchorRegressor(AnchorConfig(feature_dim=16, hidden=32))
 
 
+def _cli_start_identity() -> str:
+    """Identity of the model `aceg pretrain-anchors` starts from (fresh, --seed 0, XFeat)."""
+    torch.manual_seed(0)
+    return AnchorRegressor(AnchorConfig(feature_dim=64)).identity()
+
+
 def test_embedding_pretraining_improves_held_out_rooms(tmp_path):
     """Trained on some rooms, the embedding makes queries of other rooms pick an anchor at
     their own point far more often (raw cosines mostly pick by nuisance); the loss falls;
@@ -133,7 +139,7 @@ def test_cli_pretrain_anchors_mapped_then_map(tmp_path, capsys):
     assert main(args) == 0
     reg = load_regressor(out / "regressor.safetensors")
     assert isinstance(reg.model, AnchorRegressor) and reg.model.readout is None
-    assert reg.identity != _model().identity()
+    assert reg.identity != _cli_start_identity()  # trained
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) == 4 and "heldout_query_light" in log[0] and "heldout_query_view" in log[0]
     cached = sorted((out / "rooms").iterdir())
@@ -151,6 +157,18 @@ def test_cli_pretrain_anchors_mapped_then_map(tmp_path, capsys):
                  "--regressor", str(out / "regressor.safetensors")]) == 0
     assert load_map(tmp_path / "s.map").regressor == reg.identity
     capsys.readouterr()
+    assert main(args + ["--seed", "1"]) == 2  # another seed, so another start: not this run's
+    err = capsys.readouterr().err
+    assert "checkpoint has start=" in err and "cannot resume" in err
+    def stamp(path):
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata()["files"]
+
+    before = stamp(cached[2])
+    (tmp_path / "data" / "scene_2" / "mapping" / "notes.txt").write_text("x")
+    assert main(args) == 0  # a scene's files changed: mapped again (same content here)
+    assert stamp(cached[2]) != before
+    assert torch.equal(load_file(str(cached[2]))["points"], rooms_before[2]["points"])
     assert main(["pretrain-anchors", str(tmp_path / "data"), str(tmp_path / "x"), "--sigma", "0.1"]) == 2
     assert "--sigma applies to --objective sampled" in capsys.readouterr().err
     assert main(["pretrain-anchors", str(tmp_path / "data"), str(tmp_path / "x"), "--objective",
@@ -161,7 +179,7 @@ def test_cli_pretrain_anchors_mapped_then_map(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_pretrain_anchors_keeps_identical_weights(tmp_path):
+def test_two_process_ddp_pretrain_anchors_keeps_identical_weights(tmp_path, capsys):
     """`aceg pretrain-anchors` under torchrun with 2 CPU processes (gloo): each maps its
     own training scene, the gradients are averaged, and both ranks end with the same
     weights, which differ from the start; re-running resumes at the end; a single-process
@@ -188,7 +206,7 @@ def test_two_process_ddp_pretrain_anchors_keeps_identical_weights(tmp_path):
     assert ranks["step"] == 4 and len(ranks["weights"]) == 2
     assert ranks["weights"][0] == ranks["weights"][1]
     reg = load_regressor(out / "regressor.safetensors")
-    assert reg.identity == ranks["weights"][0] != _model().identity()
+    assert reg.identity == ranks["weights"][0] != _cli_start_identity()  # trained
     assert sorted(p.name for p in (out / "rooms").iterdir()) == [
         "0000-scene_0.safetensors", "0001-scene_1.safetensors", "0002-scene_2.safetensors"]
     with safe_open(str(out / "checkpoint.safetensors"), framework="pt") as fh:
@@ -197,7 +215,9 @@ def test_two_process_ddp_pretrain_anchors_keeps_identical_weights(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert load_regressor(out / "regressor.safetensors").identity == reg.identity
+    capsys.readouterr()
     assert main(["pretrain-anchors", *args]) == 2  # one process: another world size
+    assert "checkpoint made with 2 process(es), this run has 1: cannot resume" in capsys.readouterr().err
 
 
 def test_cli_pretrain_anchors_names_a_scene_it_cannot_map(tmp_path, capsys):

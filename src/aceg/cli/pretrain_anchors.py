@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, fields
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -15,10 +16,12 @@ from aceg.io import atomic_write_text, check_output_path
 from aceg.model.anchors import AnchorConfig, AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor, save_regressor
+from aceg.pretraining.anchor_embedding import RUN_KEY as EMBEDDING_RUN_KEY
 from aceg.pretraining.anchor_embedding import EmbeddingConfig, cached_mapped_room, train_embedding
 from aceg.pretraining.anchor_metric import MetricConfig, train_metric
 from aceg.pretraining.feature_store import cached_scene_features, find_scene_roots
 from aceg.pretraining.mapped_rooms import ROOM_SHORT_SIDE
+from aceg.pretraining.run_state import CHECKPOINT_NAME, checkpoint_world_size
 from aceg.pretraining.trainer import init_distributed
 
 HELP = "pre-train the anchor model's embedding across many scenes (query pre-training)"
@@ -31,7 +34,7 @@ light or from another viewpoint picks an anchor at its own surface point.
 
 DATA are scene folders, or folders of scene folders, as written by `aceg synth` (mapping/
 and query_*/ splits, ACE layout, with depth maps: the ground truth). The last --held-out
-scenes (sorted by path) are not trained on and are scored at every evaluation: the % of
+scenes (in the order of DATA, each folder's scenes sorted by name) are not trained on and are scored at every evaluation: the % of
 their query patches, per split, whose most similar anchor lies within 10 cm of their point.
 
 Objectives:
@@ -50,10 +53,11 @@ exactly) and, at the end, regressor.safetensors: map with it through `aceg map
 --regressor`, or ship it as the default. --init FILE continues from an anchor regressor file.
 
 Several processes (objective mapped): `torchrun --nproc-per-node N -m aceg pretrain-anchors
-DATA... OUT` (torch.distributed: gloo on CPU, nccl on GPU). The training scenes are shared
-out among the processes, each maps its own and draws one a step, and DDP averages the
-gradients; OUT/ranks.json records every process's weight hash (identical). A checkpoint
-resumes only with the same number of processes.
+DATA... OUT` (torch.distributed DDP over gloo: the embedding is small and trains on the
+CPU). The training scenes are shared out among the processes, each maps its own and draws
+one a step, and DDP averages the gradients; OUT/ranks.json records every process's weight
+hash (identical). A checkpoint resumes only with the same number of processes, scenes,
+encoder, start model, seed and settings (--steps and --eval-every may change).
 """
 
 #: Settings of each objective: its config class and the flags only it takes.
@@ -61,7 +65,7 @@ OBJECTIVES = {"mapped": (EmbeddingConfig, ("radius",)),
               "sampled": (MetricConfig, ("anchors", "sigma", "loss", "short_side"))}
 
 _HELPS = {
-    "steps": "training steps (one scene each)",
+    "steps": "training steps (one scene each, per process)",
     "queries": "query patches per step",
     "lr": "peak learning rate (AdamW, cosine decay to a tenth)",
     "weight_decay": "AdamW weight decay",
@@ -149,25 +153,31 @@ def run(args) -> int:
     roots = find_scene_roots(args.data)
     if args.held_out < 0 or args.held_out >= len(roots):
         raise AcegError(f"--held-out {args.held_out} leaves no scene to train on ({len(roots)} found)")
-    rank, world = init_distributed()
+    # Mapping a rank's share of the scenes can take long before the first collective.
+    rank, world = init_distributed(backend="gloo", timeout=timedelta(hours=6))
     if world > 1 and args.objective != "mapped":
         raise AcegError("torchrun: only --objective mapped runs on several processes")
     split = len(roots) - args.held_out
     if world > split:
         raise AcegError(f"{world} processes and {split} training scene(s): each process needs one")
+    out = Path(args.out)
+    saved_world = checkpoint_world_size(out / CHECKPOINT_NAME, EMBEDDING_RUN_KEY)
+    if args.objective == "mapped" and saved_world not in (None, world):
+        raise AcegError(f"{out / CHECKPOINT_NAME}: checkpoint made with {saved_world} process(es), "
+                        f"this run has {world}: cannot resume")
     enc = get_encoder(args.encoder)
     model = _start_model(args, enc)
-    out = Path(args.out)
     if args.objective == "mapped":
         cache = out / "rooms"
         cache.mkdir(parents=True, exist_ok=True)
         # Each rank maps its shard of the training scenes; rank 0 also the held-out ones.
         mine = [i for i in range(split) if i % world == rank] + (list(range(split, len(roots))) if rank == 0 else [])
+        run_info = {"encoder": enc.name, "start": model.identity(), "seed": args.seed}
         rooms = {i: cached_mapped_room(roots[i], cache, i, enc, model.config)
                  for i in tqdm(mine, desc="mapping scenes", unit="scene", disable=rank != 0)}
         rows = train_embedding(model, [rooms[i] for i in mine if i < split],
                                [rooms[i] for i in mine if i >= split], config, out, seed=args.seed,
-                               scenes=[r.name for r in roots[:split]])
+                               scenes=[str(r.resolve()) for r in roots[:split]], run_info=run_info)
     else:
         cache = out / "features"
         cache.mkdir(parents=True, exist_ok=True)
@@ -178,14 +188,14 @@ def run(args) -> int:
         identities = [None] * world
         dist.all_gather_object(identities, model.identity())
     if rank == 0:
-        atomic_write_text(out / "ranks.json", json.dumps({"step": config.steps, "weights": identities}) + "\n")
+        atomic_write_text(out / "ranks.json", json.dumps({"step": rows[-1]["step"], "weights": identities}) + "\n")
         extra = {"embedding": f"query pre-trained by aceg pretrain-anchors --objective {args.objective}",
                  "pretraining": {"objective": args.objective, "scenes": [str(r) for r in roots[:split]],
                                  "held_out": [str(r) for r in roots[split:]], "config": asdict(config),
                                  "init": args.init, "seed": args.seed, "processes": world,
                                  "final": rows[-1]}}
         save_regressor(out / "regressor.safetensors", model, enc.name, extra=extra)
-        print(f"wrote {out}/regressor.safetensors (identity {model.identity()}; {config.steps} steps; "
+        print(f"wrote {out}/regressor.safetensors (identity {model.identity()}; {rows[-1]['step']} steps; "
               f"{world} process(es); held-out: {rows[-1]})")
     if world > 1:
         dist.barrier()

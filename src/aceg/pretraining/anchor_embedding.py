@@ -28,6 +28,7 @@ patches whose most similar anchor lies within 10 cm of their own point.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,12 +120,24 @@ def mapped_room_tensors(root: Path, encoder, config: AnchorConfig) -> RoomTensor
                        torch.cat(splits))
 
 
+def files_fingerprint(root: Path) -> str:
+    """16 hex digits over the relative path, size and modification time of every file under
+    ``root``: a room written again at the same place gets another fingerprint."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def cached_mapped_room(root: Path, cache_dir: Path, index: int, encoder, config: AnchorConfig) -> RoomTensors:
     """:func:`mapped_room_tensors` kept in ``cache_dir/NNNN-<name>.safetensors`` (written
-    atomically) and reused when made from the same folder with the same encoder, budget,
-    working size, triangulation and file format; computed again otherwise."""
+    atomically) and reused when made from the same folder, unchanged since
+    (:func:`files_fingerprint`), with the same encoder, budget, working size, triangulation
+    and file format; computed again otherwise."""
     path = Path(cache_dir) / f"{index:04d}-{Path(root).name}.safetensors"
-    stamp = {"root": str(Path(root).resolve()), "format": ROOM_FORMAT, "encoder": encoder.name,
+    stamp = {"root": str(Path(root).resolve()), "files": files_fingerprint(Path(root)),
+             "format": ROOM_FORMAT, "encoder": encoder.name,
              "feature_dim": str(config.feature_dim), "max_anchors": str(config.max_anchors),
              "short_side": str(ROOM_SHORT_SIDE), "triangulation": TRIANGULATION_VERSION}
     if path.is_file():
@@ -208,7 +221,8 @@ def evaluate(model: AnchorRegressor, rooms: list[RoomTensors]) -> dict[str, floa
 
 def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: list[RoomTensors],
                     config: EmbeddingConfig, out_dir: Path | None = None, seed: int = 0,
-                    progress: bool = True, scenes: list[str] | None = None) -> list[dict]:
+                    progress: bool = True, scenes: list[str] | None = None,
+                    run_info: dict | None = None) -> list[dict]:
     """Pre-train ``model``'s embedding and temperature in place on ``train`` rooms (one a
     step); score ``held_out`` rooms at step 0, every ``eval_every`` steps and at the end.
     Returns the evaluation rows (``train_loss``: mean over the steps since the last row).
@@ -217,13 +231,14 @@ def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: 
     optimizer, schedule, random state, rows) to ``out_dir/checkpoint.safetensors`` at every
     evaluation; a run finding a checkpoint there resumes from it exactly (same settings and
     rooms; a larger ``steps`` adds steps: the cosine schedule keeps its first length, and the rate
-    then stays at its floor).
+    then stays at its floor). ``run_info`` (JSON-ready, e.g. the encoder and the start
+    model's identity) must match too: it is stored with the settings.
 
     Under torchrun (process group initialised), every rank calls this with its own shard
     of the training rooms as ``train`` and the names of all of them as ``scenes``; a step
     draws one room per rank and DDP averages the gradients, so all ranks keep identical
     weights. Rank 0 scores ``held_out`` (other ranks may pass none) and writes the log and
-    checkpoint. A single process skips a step whose draw has no positive; under torchrun
+    checkpoint; its ``train_loss`` is over rank 0's own draws. A single process skips a step whose draw has no positive; under torchrun
     such a rank adds zeros to the average instead, as every rank must take part.
     """
     if not train:
@@ -231,7 +246,8 @@ def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: 
     if model.readout is not None:
         raise ValueError("the model has a learned read-out, trained on its present embedding: "
                          "pre-train the embedding of a model without one")
-    run = start_run(model, asdict(config), out_dir, RUN_KEY, scenes or [r.name for r in train], seed)
+    run = start_run(model, asdict(config) | (run_info or {}), out_dir, RUN_KEY,
+                    scenes or [r.name for r in train], seed)
     loss_fn: nn.Module = PositivesLoss(model)
     if run.world > 1:
         loss_fn = DistributedDataParallel(loss_fn)

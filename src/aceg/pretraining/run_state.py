@@ -1,5 +1,6 @@
-"""Exact-resume checkpoints and CSV logs of the single-process pre-training loops
-(:mod:`aceg.pretraining.anchor_metric`, :mod:`aceg.pretraining.anchor_readout`).
+"""Exact-resume checkpoints and CSV logs of the anchor model's pre-training loops
+(:mod:`aceg.pretraining.anchor_embedding`, which also runs under torchrun,
+:mod:`aceg.pretraining.anchor_metric`, :mod:`aceg.pretraining.anchor_readout`).
 
 A checkpoint is one safetensors file: the trained module's state (``model.*``), the
 AdamW state (:func:`aceg.pretraining.trainer.optimizer_tensors`), the random generator's
@@ -51,6 +52,16 @@ def save_run_state(path: Path, key: str, model: nn.Module, opt: torch.optim.Opti
             "world_size": len(states)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={key: json.dumps(meta)})
+
+
+def checkpoint_world_size(path: Path, key: str) -> int | None:
+    """Processes the checkpoint at ``path`` was made with (None: no readable checkpoint of
+    loop ``key`` there), to refuse a resume early, before any long preparation."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return int(json.loads((fh.metadata() or {})[key]).get("world_size", 1))
+    except Exception:
+        return None
 
 
 def load_run_state(path: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer, sched,

@@ -39,6 +39,7 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -225,11 +226,12 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
             state["state"].setdefault(int(idx), {})[name] = v
     optimizer.load_state_dict(state)
 
-def init_distributed() -> tuple[int, int]:
-    """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU)."""
+def init_distributed(backend: str | None = None, timeout: timedelta | None = None) -> tuple[int, int]:
+    """Join the process group when launched by torchrun: ``backend`` (default gloo on CPU,
+    nccl on GPU), collectives timing out after ``timeout`` (default: torch's)."""
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend=backend, **({"timeout": timeout} if timeout else {}))
     return _dist_info()
 
 
