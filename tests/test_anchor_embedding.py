@@ -23,6 +23,7 @@ from aceg.pretraining.anchor_embedding import (
     train_embedding,
 )
 from test_anchors import _Interrupted
+from torchrun_helper import agreed_weights, run_two_processes
 
 
 def _room(seed: int) -> RoomTensors:
@@ -184,10 +185,6 @@ def test_two_process_ddp_pretrain_anchors_keeps_identical_weights(tmp_path, caps
     own training scene, the gradients are averaged, and both ranks end with the same
     weights, which differ from the start; re-running resumes at the end; a single-process
     run refuses the 2-process checkpoint."""
-    import os
-    import subprocess
-    import sys
-
     from aceg.cli.main import main
     from aceg.data.synthetic import generate_scene
 
@@ -197,23 +194,15 @@ def test_two_process_ddp_pretrain_anchors_keeps_identical_weights(tmp_path, caps
     out = tmp_path / "ddp"
     args = [str(tmp_path / "data"), str(out), "--steps", "4", "--queries", "64", "--eval-every", "2",
             "--held-out", "1", "--radius", "0.1", "--threads", "1"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
-           "-m", "aceg", "pretrain-anchors", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = json.loads((out / "ranks.json").read_text())
-    assert ranks["step"] == 4 and len(ranks["weights"]) == 2
-    assert ranks["weights"][0] == ranks["weights"][1]
+    run_two_processes(["pretrain-anchors", *args], port=29519)
     reg = load_regressor(out / "regressor.safetensors")
-    assert reg.identity == ranks["weights"][0] != _cli_start_identity()  # trained
+    assert reg.identity == agreed_weights(out, step=4) != _cli_start_identity()  # trained
     assert sorted(p.name for p in (out / "rooms").iterdir()) == [
         "0000-scene_0.safetensors", "0001-scene_1.safetensors", "0002-scene_2.safetensors"]
     with safe_open(str(out / "checkpoint.safetensors"), framework="pt") as fh:
         assert {"generator", "generator.rank1"} <= set(fh.keys())
     assert len((out / "log.csv").read_text().splitlines()) == 4  # header + steps 0, 2, 4
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert again.returncode == 0, again.stderr[-3000:]
+    run_two_processes(["pretrain-anchors", *args], port=29519)  # finished: resumes at the end
     assert load_regressor(out / "regressor.safetensors").identity == reg.identity
     capsys.readouterr()
     assert main(["pretrain-anchors", *args]) == 2  # one process: another world size

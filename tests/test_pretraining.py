@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ import torch
 
 from aceg.data.synthetic import generate_scene
 from aceg.pretraining.trainer import PretrainConfig, Pretrainer
+from torchrun_helper import agreed_weights, run_two_processes
 
 TINY = {"width": 32, "depth": 1, "heads": 2, "code_tokens": 8}
 
@@ -136,17 +134,11 @@ def test_resume_refuses_changed_settings(scenes: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_two_process_ddp_keeps_identical_weights(scenes: Path, tmp_path: Path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", "29517", "-m", "aceg", "pretrain", str(scenes / "scene_0"),
-           str(scenes / "scene_1"), str(out), "--steps", "4", "--batch-patches", "128",
-           "--scenes-per-step", "1", "--pool-size", "1", "--code-warmup", "1",
-           "--checkpoint-every", "2", "--regressor-config", json.dumps(TINY), "--threads", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = json.loads((out / "ranks.json").read_text())
-    assert ranks["step"] == 4 and len(ranks["weights"]) == 2
-    assert ranks["weights"][0] == ranks["weights"][1]
+    run_two_processes(["pretrain", str(scenes / "scene_0"), str(scenes / "scene_1"), str(out),
+                       "--steps", "4", "--batch-patches", "128", "--scenes-per-step", "1",
+                       "--pool-size", "1", "--code-warmup", "1", "--checkpoint-every", "2",
+                       "--regressor-config", json.dumps(TINY), "--threads", "1"], port=29517)
+    agreed_weights(out, step=4)
     assert (out / "regressor.safetensors").is_file()
 
 
