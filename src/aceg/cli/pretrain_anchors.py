@@ -173,7 +173,7 @@ def run(args) -> int:
         # Each rank maps its shard of the training scenes; rank 0 also the held-out ones.
         mine = [i for i in range(split) if i % world == rank] + (list(range(split, len(roots))) if rank == 0 else [])
         run_info = {"encoder": enc.name, "start": model.identity(), "seed": args.seed}
-        rooms = {i: cached_mapped_room(roots[i], cache, i, enc, model.config)
+        rooms = {i: cached_mapped_room(roots[i], cache, enc, model.config)
                  for i in tqdm(mine, desc="mapping scenes", unit="scene", disable=rank != 0)}
         rows = train_embedding(model, [rooms[i] for i in mine if i < split],
                                [rooms[i] for i in mine if i >= split], config, out, seed=args.seed,

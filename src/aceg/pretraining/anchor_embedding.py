@@ -130,13 +130,15 @@ def files_fingerprint(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_mapped_room(root: Path, cache_dir: Path, index: int, encoder, config: AnchorConfig) -> RoomTensors:
-    """:func:`mapped_room_tensors` kept in ``cache_dir/NNNN-<name>.safetensors`` (written
-    atomically) and reused when made from the same folder, unchanged since
+def cached_mapped_room(root: Path, cache_dir: Path, encoder, config: AnchorConfig) -> RoomTensors:
+    """:func:`mapped_room_tensors` kept in ``cache_dir/<name>-<hash of the folder's
+    path>.safetensors`` (written atomically; so adding or removing scenes leaves the other
+    scenes' files valid) and reused when made from the same folder, unchanged since
     (:func:`files_fingerprint`), with the same encoder, budget, working size, triangulation
     and file format; computed again otherwise."""
-    path = Path(cache_dir) / f"{index:04d}-{Path(root).name}.safetensors"
-    stamp = {"root": str(Path(root).resolve()), "files": files_fingerprint(Path(root)),
+    where = str(Path(root).resolve())
+    path = Path(cache_dir) / f"{Path(root).name}-{hashlib.sha256(where.encode()).hexdigest()[:8]}.safetensors"
+    stamp = {"root": where, "files": files_fingerprint(Path(root)),
              "format": ROOM_FORMAT, "encoder": encoder.name,
              "feature_dim": str(config.feature_dim), "max_anchors": str(config.max_anchors),
              "short_side": str(ROOM_SHORT_SIDE), "triangulation": TRIANGULATION_VERSION}
