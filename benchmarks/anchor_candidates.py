@@ -50,7 +50,7 @@ def main() -> None:
     paths = []
     for s in args.scenes:
         t0 = time.perf_counter()
-        path = cached_room_candidates(Path(args.root) / f"scene_{s:04d}", out, s, model, enc, args.k)
+        path = cached_room_candidates(Path(args.root) / f"scene_{s:04d}", out, model, enc, args.k)
         tensors = load_file(str(path))
         line = [f"scene {s}: {time.perf_counter() - t0:.0f} s"]
         for sp in QUERY_SPLITS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, fields
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from aceg.errors import AcegError
-from aceg.io import atomic_write_text, check_output_path
+from aceg.io import check_output_path
 from aceg.model.anchors import AnchorConfig, AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor, save_regressor
@@ -22,7 +21,7 @@ from aceg.pretraining.anchor_metric import MetricConfig, train_metric
 from aceg.pretraining.feature_store import cached_scene_features, find_scene_roots
 from aceg.pretraining.mapped_rooms import ROOM_SHORT_SIDE
 from aceg.pretraining.run_state import CHECKPOINT_NAME, checkpoint_world_size
-from aceg.pretraining.trainer import init_distributed
+from aceg.pretraining.trainer import init_distributed, record_rank_identities
 
 HELP = "pre-train the anchor model's embedding across many scenes (query pre-training)"
 DESCRIPTION = """\
@@ -183,12 +182,8 @@ def run(args) -> int:
         cache.mkdir(parents=True, exist_ok=True)
         scenes = [cached_scene_features(r, cache, enc, args.short_side) for r in roots]
         rows = train_metric(model, scenes[:split], scenes[split:], config, out, seed=args.seed)
-    identities = [model.identity()]
-    if world > 1:
-        identities = [None] * world
-        dist.all_gather_object(identities, model.identity())
+    record_rank_identities(out, rows[-1]["step"], model.identity())
     if rank == 0:
-        atomic_write_text(out / "ranks.json", json.dumps({"step": rows[-1]["step"], "weights": identities}) + "\n")
         extra = {"embedding": f"query pre-trained by aceg pretrain-anchors --objective {args.objective}",
                  "pretraining": {"objective": args.objective, "scenes": [str(r) for r in roots[:split]],
                                  "held_out": [str(r) for r in roots[split:]], "config": asdict(config),

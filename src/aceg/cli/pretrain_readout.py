@@ -89,8 +89,8 @@ def run(args) -> int:
     enc = get_encoder(loaded.encoder)
     cache = Path(args.out) / "candidates"
     cache.mkdir(parents=True, exist_ok=True)
-    paths = [cached_room_candidates(r, cache, i, base, enc, args.candidates)
-             for i, r in enumerate(tqdm(roots, desc="mapping scenes", unit="scene"))]
+    paths = [cached_room_candidates(r, cache, base, enc, args.candidates)
+             for r in tqdm(roots, desc="mapping scenes", unit="scene")]
     split = len(roots) - args.held_out
     torch.manual_seed(args.seed)
     readout = CandidateReadout(args.hidden)

@@ -28,22 +28,24 @@ patches whose most similar anchor lies within 10 cm of their own point.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from aceg.errors import AcegError
-from aceg.io import atomic_path
-from aceg.mapping.triangulation import TRIANGULATION_VERSION
 from aceg.model.anchors import AnchorConfig, AnchorRegressor
-from aceg.pretraining.mapped_rooms import QUERY_SPLITS, ROOM_SHORT_SIDE, map_room, query_buffers
+from aceg.pretraining.mapped_rooms import (
+    QUERY_SPLITS,
+    ROOM_SHORT_SIDE,
+    cached_room_file,
+    map_room,
+    query_buffers,
+)
 from aceg.pretraining.run_state import start_run
 
 #: Metadata key of this loop's checkpoints.
@@ -120,40 +122,15 @@ def mapped_room_tensors(root: Path, encoder, config: AnchorConfig) -> RoomTensor
                        torch.cat(splits))
 
 
-def files_fingerprint(root: Path) -> str:
-    """16 hex digits over the relative path, size and modification time of every file under
-    ``root``: a room written again at the same place gets another fingerprint."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def cached_mapped_room(root: Path, cache_dir: Path, encoder, config: AnchorConfig) -> RoomTensors:
-    """:func:`mapped_room_tensors` kept in ``cache_dir/<name>-<hash of the folder's
-    path>.safetensors`` (written atomically; so adding or removing scenes leaves the other
-    scenes' files valid) and reused when made from the same folder, unchanged since
-    (:func:`files_fingerprint`), with the same encoder, budget, working size, triangulation
-    and file format; computed again otherwise."""
-    where = str(Path(root).resolve())
-    path = Path(cache_dir) / f"{Path(root).name}-{hashlib.sha256(where.encode()).hexdigest()[:8]}.safetensors"
-    stamp = {"root": where, "files": files_fingerprint(Path(root)),
-             "format": ROOM_FORMAT, "encoder": encoder.name,
-             "feature_dim": str(config.feature_dim), "max_anchors": str(config.max_anchors),
-             "short_side": str(ROOM_SHORT_SIDE), "triangulation": TRIANGULATION_VERSION}
-    if path.is_file():
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                fresh = (fh.metadata() or {}) == stamp
-            if fresh:
-                return RoomTensors(Path(root).name, **load_file(str(path)))
-        except Exception:  # unreadable (e.g. cut short): compute again
-            pass
-    room = mapped_room_tensors(root, encoder, config)
-    with atomic_path(path) as tmp:
-        save_file(room.tensors(), str(tmp), metadata=stamp)
-    return room
+    """:func:`mapped_room_tensors`, kept in ``cache_dir`` by
+    :func:`aceg.pretraining.mapped_rooms.cached_room_file` (reused for the same room files,
+    encoder, budget, working size, triangulation and file format)."""
+    settings = {"format": ROOM_FORMAT, "encoder": encoder.name, "feature_dim": str(config.feature_dim),
+                "max_anchors": str(config.max_anchors), "short_side": str(ROOM_SHORT_SIDE)}
+    path = cached_room_file(cache_dir, root, settings,
+                            lambda: mapped_room_tensors(root, encoder, config).tensors())
+    return RoomTensors(Path(root).name, **load_file(str(path)))
 
 
 class PositivesLoss(nn.Module):

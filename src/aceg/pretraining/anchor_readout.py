@@ -23,15 +23,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from aceg.errors import AcegError
-from aceg.io import atomic_path
-from aceg.mapping.triangulation import TRIANGULATION_VERSION
 from aceg.model.anchors import AnchorRegressor, CandidateReadout
-from aceg.pretraining.mapped_rooms import QUERY_SPLITS, map_room, query_buffers
+from aceg.pretraining.mapped_rooms import QUERY_SPLITS, cached_room_file, map_room, query_buffers
 from aceg.pretraining.run_state import start_run
 
 #: Metadata key of this loop's checkpoints.
@@ -195,24 +192,15 @@ def train_readout(readout: CandidateReadout, train: Candidates, held_out: Candid
     return run.rows
 
 
-def cached_room_candidates(root: Path, cache_dir: Path, index: int, model: AnchorRegressor, encoder,
-                           k: int) -> Path:
-    """:func:`room_candidates` of ``root`` in ``cache_dir/NNNN-<name>.safetensors``
-    (written atomically), reused when it was made from the same folder with the same
-    embedding, K and triangulation (:data:`TRIANGULATION_VERSION`); returns its path."""
-    path = Path(cache_dir) / f"{index:04d}-{root.name}.safetensors"
-    stamp = {"root": str(Path(root).resolve()), "embedding": model.identity(), "k": str(k),
-             "triangulation": TRIANGULATION_VERSION, "max_anchors": str(model.config.max_anchors)}
-    if path.is_file():
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                if (fh.metadata() or {}) == stamp:
-                    return path
-        except Exception:  # unreadable (e.g. cut short): compute again
-            pass
-    tensors = room_candidates(Path(root), model, encoder, k)
-    if not tensors:
-        raise AcegError(f"{root}: no query split ({', '.join(QUERY_SPLITS)}) to pre-train on")
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=stamp)
-    return path
+def cached_room_candidates(root: Path, cache_dir: Path, model: AnchorRegressor, encoder, k: int) -> Path:
+    """:func:`room_candidates` of ``root``, kept in ``cache_dir`` by
+    :func:`aceg.pretraining.mapped_rooms.cached_room_file` (reused for the same room files,
+    embedding, K, budget and triangulation); returns the file's path."""
+    def compute() -> dict[str, torch.Tensor]:
+        tensors = room_candidates(Path(root), model, encoder, k)
+        if not tensors:
+            raise AcegError(f"{root}: no query split ({', '.join(QUERY_SPLITS)}) to pre-train on")
+        return tensors
+
+    settings = {"embedding": model.identity(), "k": str(k), "max_anchors": str(model.config.max_anchors)}
+    return cached_room_file(cache_dir, root, settings, compute)

@@ -6,23 +6,28 @@ other viewpoints) with rendered depth. Its anchors come from the mapping images 
 the mapper's own steps (track triangulation, the one-pass buffer, :func:`anchor_code`:
 the same subset under the same budget); its query splits are prepared at the same working
 size, with their depth-derived scene coordinates in the map's centred frame as ground truth.
+What a pre-training loop derives from a room is cached per room (:func:`cached_room_file`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from aceg.data.readers import read_scene
 from aceg.errors import AcegError
+from aceg.io import atomic_path
 from aceg.mapping.buffer import TrainingBuffer, build_buffer
 from aceg.mapping.mapper import DEFAULT_SHORT_SIDE, anchor_code
-from aceg.mapping.triangulation import triangulated_depth_maps
+from aceg.mapping.triangulation import TRIANGULATION_VERSION, triangulated_depth_maps
 from aceg.model.anchors import AnchorRegressor
 
 #: Query splits of an ``aceg synth`` room that pre-training reads, in this order.
@@ -68,3 +73,37 @@ def query_buffers(room: MappedRoom, encoder, splits=QUERY_SPLITS) -> Iterator[tu
         if (room.root / sp).is_dir():
             yield sp, build_buffer(read_scene(room.root / sp), encoder, room.short_side, 1, None, None,
                                    True, 0, centre=room.centre)
+
+
+def files_fingerprint(root: Path) -> str:
+    """16 hex digits over the relative path, size and modification time of every file under
+    ``root``: a room written again at the same place gets another fingerprint."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_room_file(cache_dir: Path, root: Path, settings: dict[str, str],
+                     compute: Callable[[], dict[str, torch.Tensor]]) -> Path:
+    """The file of ``cache_dir`` holding ``compute()``'s tensors for the room at ``root``:
+    ``<name>-<hash of the folder's path>.safetensors`` (so adding or removing rooms leaves
+    the others' files valid), stamped with the folder, its :func:`files_fingerprint`,
+    :data:`TRIANGULATION_VERSION` and ``settings``. Reused when the stamp matches;
+    computed again and written atomically otherwise (also when the file is unreadable)."""
+    where = str(Path(root).resolve())
+    path = Path(cache_dir) / f"{Path(root).name}-{hashlib.sha256(where.encode()).hexdigest()[:8]}.safetensors"
+    stamp = {"root": where, "files": files_fingerprint(Path(root)),
+             "triangulation": TRIANGULATION_VERSION, **settings}
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                if (fh.metadata() or {}) == stamp:
+                    return path
+        except Exception:  # unreadable (e.g. cut short): compute again
+            pass
+    tensors = compute()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=stamp)
+    return path

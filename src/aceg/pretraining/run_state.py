@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 
 from aceg.errors import file_error
 from aceg.io import atomic_path
-from aceg.pretraining.trainer import load_optimizer, optimizer_tensors
+from aceg.pretraining.trainer import dist_rank_world, load_optimizer, optimizer_tensors
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "log.csv"
@@ -144,13 +144,6 @@ class Run:
             write_log(self.out_dir / LOG_NAME, self.rows)
             save_run_state(self.out_dir / CHECKPOINT_NAME, self.key, model, self.opt, self.sched,
                            gens, step, self.rows, self.settings, self.scenes)
-
-
-def dist_rank_world() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) outside torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def start_run(model: nn.Module, settings: dict, out_dir: Path | None, key: str, scenes: list[str],

@@ -200,10 +200,23 @@ def learning_rate(step: int, cfg: PretrainConfig) -> float:
     return final + 0.5 * (cfg.lr - final) * (1 + math.cos(math.pi * t))
 
 
-def _dist_info() -> tuple[int, int]:
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) outside torchrun."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def record_rank_identities(out: Path, step: int, identity: str) -> None:
+    """Write ``out/ranks.json``: every rank's weight hash at ``step`` (identical under
+    correct DDP). Under torchrun every rank calls this (it gathers); rank 0 writes."""
+    rank, world = dist_rank_world()
+    idents = [identity]
+    if world > 1:
+        idents = [None] * world
+        dist.all_gather_object(idents, identity)
+    if rank == 0:
+        atomic_write_text(Path(out) / "ranks.json", json.dumps({"step": step, "weights": idents}) + "\n")
 
 
 
@@ -232,7 +245,7 @@ def init_distributed(backend: str | None = None, timeout: timedelta | None = Non
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend=backend, **({"timeout": timeout} if timeout else {}))
-    return _dist_info()
+    return dist_rank_world()
 
 
 def _warm_start(config: PretrainConfig, encoder: str) -> SceneRegressor:
@@ -292,7 +305,7 @@ class Pretrainer:
                  progress: bool = True) -> None:
         self.cfg = config
         self.out = Path(out_dir)
-        self.rank, self.world = _dist_info()
+        self.rank, self.world = dist_rank_world()
         self.progress = progress and self.rank == 0
         self.loss_cfg = LossConfig()
         roots = find_scene_roots(list(data))
@@ -496,7 +509,7 @@ class Pretrainer:
             if self.step % self.cfg.checkpoint_every == 0 or self.step == total:
                 self.save_checkpoint()
         bar.close()
-        self._record_rank_identities()
+        record_rank_identities(self.out, self.step, self.model.identity())
         if self.step >= total:
             self.save_checkpoint()
             if self.rank == 0:
@@ -504,17 +517,6 @@ class Pretrainer:
                                extra={"pretraining": {"steps": self.step,
                                                       "config": asdict(self.cfg),
                                                       "scenes": len(self.all_scenes)}})
-
-    def _record_rank_identities(self) -> None:
-        """Write ``ranks.json``: every rank's weight hash (identical under correct DDP)."""
-        ident = self.model.identity()
-        idents = [ident]
-        if self.world > 1:
-            idents = [None] * self.world
-            dist.all_gather_object(idents, ident)
-        if self.rank == 0:
-            atomic_write_text(self.out / "ranks.json",
-                              json.dumps({"step": self.step, "weights": idents}) + "\n")
 
     def _pool_path(self, rank: int, step: int) -> Path:
         return self.out / f"pool-rank{rank}-step{step}.safetensors"
