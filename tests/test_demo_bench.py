@@ -53,17 +53,25 @@ def test_bench_quick_runs_all_methods(tiny_room, tmp_path, shared_data, capsys):
     md.write_text("# Benchmarks\n\nkept text\n")
     code = aceg_main(["bench", "--quick", "--synthetic", str(tiny_room.parent), "--real",
                       str(shared_data), "--work", str(tmp_path / "work"), "--markdown", str(md),
-                      "--json", str(js)])
+                      "--json", str(js), "--real-split", "every3", "sparse4", "--ablation"])
     assert code == 0
     text = md.read_text()
     assert "kept text" in text and "<!-- aceg-bench:start -->" in text
-    for label in ("ACE-G", "ACE", "Feature matching"):
+    for label in ("ACE-G", "ACE-G, identity embedding", "ACE head on XFeat", "Feature matching"):
         assert f"| {label} |" in text
+    assert "Confident flag" in text and "med. trans / feature matching" in text
     payload = json.loads(js.read_text())
     splits = {(s["kind"], s["split"]) for s in payload["summary"]}
     assert ("synthetic", "query_light") in splits and ("real", "query_photometric") in splits
+    assert ("real", "query_sparse4") in splits
     methods = {r["method"] for r in payload["runs"]}
-    assert methods == {"aceg", "ace", "feature-matching"}
+    assert methods == {"aceg", "aceg-identity", "ace", "feature-matching"}
+    for r in payload["runs"]:  # the confident flag is recorded for every ACE-G query
+        flags = r["confident"]
+        if r["method"].startswith("aceg"):
+            assert {k: len(v) for k, v in flags.items()} == {k: len(v) for k, v in r["errors"].items()}
+        else:
+            assert flags == {}
     assert all(r["map_bytes"] > 0 and r["mapping_seconds"] > 0 for r in payload["runs"])
 
 

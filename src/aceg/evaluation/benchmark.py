@@ -4,16 +4,21 @@ Data sets (each: one mapping scene and named query splits):
     * held-out synthetic scenes (``aceg synth`` output; seeds disjoint from pre-training):
       map on ``mapping/``, query ``query_same``, ``query_light``, ``query_view`` (and
       ``query_moved`` when present);
-    * the real sets in ``../shared/data``: each Strecha scene and templeRing is split by
-      index, **mapping = frames with index % 3 != 1, queries = index % 3 == 1** (fixed);
-      queries are also run with a photometric change applied to the query images
-      (:func:`photometric_change`: gamma 1.8, a warm colour cast and brightness x0.6),
-      which approximates a lighting change on real photos.
+    * the real sets in ``../shared/data``, split by index (:data:`REAL_SPLITS`):
+      ``every3`` maps frames with index % 3 != 1 and queries index % 3 == 1, also with a
+      photometric change applied to the query images (:func:`photometric_change`: gamma
+      1.8, a warm colour cast and brightness x0.6, which approximates a lighting change on
+      real photos); ``sparse4`` maps only index % 4 == 0 and queries all the others (wide
+      baselines between the mapping views).
+
+The ``aceg-identity`` method is the ablation of the anchor model's learned part: the same
+pipeline with the untrained (identity) descriptor embedding, i.e. reading the point of the
+nearest raw XFeat descriptor.
 
 Per method and split: the accuracy table (:mod:`aceg.evaluation.metrics`, pooled over all
 queries of that split across scenes), mapping time, median and p90 query time, map size,
-and peak memory (resident set size sampled every 20 ms during mapping, minus the size
-before it). Times are measured in the same process and run, so ratios are meaningful.
+peak memory (resident set size sampled every 20 ms during mapping, minus the size
+before it), and for ACE-G methods how often a pose flagged confident is right. Times are measured in the same process and run, so ratios are meaningful.
 """
 
 from __future__ import annotations
@@ -37,16 +42,24 @@ from aceg.errors import AcegError
 from aceg.evaluation.metrics import AccuracyTable, accuracy_table, pose_errors
 from aceg.io import atomic_write_text
 
-METHODS = ("aceg", "aceg-tri", "ace", "ace-tri", "feature-matching")
+METHODS = ("aceg", "aceg-identity", "aceg-tri", "ace", "ace-tri", "feature-matching")
 #: What ``aceg bench`` runs unless told otherwise.
 DEFAULT_METHODS = ("aceg", "ace", "feature-matching")
-METHOD_LABELS = {"aceg": "ACE-G", "aceg-tri": "ACE-G + triangulated depth", "ace": "ACE",
-                 "ace-tri": "ACE + triangulated depth", "feature-matching": "Feature matching"}
+METHOD_LABELS = {"aceg": "ACE-G", "aceg-identity": "ACE-G, identity embedding",
+                 "aceg-tri": "ACE-G + triangulated depth", "ace": "ACE head on XFeat",
+                 "ace-tri": "ACE head on XFeat + triangulated depth",
+                 "feature-matching": "Feature matching"}
 #: Methods that map with :func:`aceg.mapping.mapper.map_scene`: (its method, ``triangulate``).
-SCR_METHODS = {"aceg": ("aceg", False), "aceg-tri": ("aceg", True), "ace": ("ace", False),
-               "ace-tri": ("ace", True)}
+SCR_METHODS = {"aceg": ("aceg", False), "aceg-identity": ("aceg", False),
+               "aceg-tri": ("aceg", True), "ace": ("ace", False), "ace-tri": ("ace", True)}
+#: Ablations: method -> weights file (in ``aceg.model.map_file.WEIGHTS_DIR``) replacing the
+#: shipped regressor.
+ABLATION_WEIGHTS = {"aceg-identity": "anchors-identity-xfeat.safetensors"}
 SYNTHETIC_SPLITS = ("query_same", "query_light", "query_view", "query_moved")
 REAL_SETS = ("strecha/fountain-P11", "strecha/castle-P30", "middlebury/templeRing")
+#: Index splits of the real sets: name -> (k, r, mapping side) where the frames with
+#: index % k == r are the queries ("rest" mapping side) or the mapping frames ("picked").
+REAL_SPLITS = {"every3": (3, 1, "rest"), "sparse4": (4, 0, "picked")}
 MARK_START = "<!-- aceg-bench:start -->"
 MARK_END = "<!-- aceg-bench:end -->"
 
@@ -83,16 +96,27 @@ def synthetic_datasets(root: Path) -> list[Dataset]:
     return out
 
 
-def real_datasets(shared_data: Path, names=REAL_SETS) -> list[Dataset]:
+def real_datasets(shared_data: Path, names=REAL_SETS, splits=("every3",)) -> list[Dataset]:
+    """The real sets found below ``shared_data``, once per split of :data:`REAL_SPLITS`
+    (``every3``: queries ``query`` and ``query_photometric``; ``sparse4``: ``query_sparse4``,
+    data set named ``<set>-sparse4``)."""
     out = []
     for name in names:
         path = Path(shared_data) / name
         if not path.exists():
             continue
         scene = read_scene(path)
-        mapping, query = scene.split_every(3, 1)
-        out.append(Dataset(Path(name).name, "real", mapping, {"query": query, "query_photometric": query},
-                           {"query_photometric": photometric_change}))
+        for split in splits:
+            k, r, mapping_side = REAL_SPLITS[split]
+            rest, picked = scene.split_every(k, r)
+            if split == "every3":
+                out.append(Dataset(Path(name).name, "real", rest,
+                                   {"query": picked, "query_photometric": picked},
+                                   {"query_photometric": photometric_change}))
+            else:
+                mapping, query = (picked, rest) if mapping_side == "picked" else (rest, picked)
+                out.append(Dataset(f"{Path(name).name}-{split}", "real", mapping,
+                                   {f"query_{split}": query}))
     return out
 
 
@@ -139,10 +163,12 @@ class MethodRun:
     peak_memory_bytes: int
     errors: dict[str, list[tuple[float, float]]]  # split -> [(rot_deg, trans_m)], inf = failed
     query_seconds: dict[str, list[float]]
+    confident: dict[str, list[bool]] = field(default_factory=dict)  # ACE-G methods only
 
 
 def _mapper_and_localizer(method: str, settings: dict):
-    """(map(scene, path) -> None, localizer(path) -> callable(rgb, intrinsics) -> pose)."""
+    """(map(scene, path) -> None, localizer(path) -> callable(rgb, frame) -> (pose or None,
+    confident flag or None))."""
     if method == "feature-matching":
         from aceg.baselines.feature_matching import (
             FeatureMatchingLocalizer,
@@ -157,7 +183,8 @@ def _mapper_and_localizer(method: str, settings: dict):
 
         def open_map(path):
             loc = FeatureMatchingLocalizer(path, features=features)
-            return lambda rgb, frame: loc.localize(frame.image_path, frame.intrinsics, rgb=rgb).cam_to_world
+            return lambda rgb, frame: (
+                loc.localize(frame.image_path, frame.intrinsics, rgb=rgb).cam_to_world, None)
 
         return build, open_map
 
@@ -165,6 +192,10 @@ def _mapper_and_localizer(method: str, settings: dict):
     from aceg.mapping.mapper import map_scene
     from aceg.model.regressor import CODE_INITS
 
+    if method in ABLATION_WEIGHTS:
+        from aceg.model.map_file import WEIGHTS_DIR
+
+        settings = {**settings, "regressor": str(WEIGHTS_DIR / ABLATION_WEIGHTS[method])}
     method, triangulate = SCR_METHODS[method]
 
     def build(scene, path):
@@ -177,7 +208,11 @@ def _mapper_and_localizer(method: str, settings: dict):
 
     def open_map(path):
         loc = Localizer(path, regressor=settings.get("regressor") if method == "aceg" else None)
-        return lambda rgb, frame: loc.localize(rgb, frame.intrinsics, name=frame.name).cam_to_world
+        def localize(rgb, frame):
+            result = loc.localize(rgb, frame.intrinsics, name=frame.name)
+            return result.cam_to_world, (result.confident if method == "aceg" else None)
+
+        return localize
 
     return build, open_map
 
@@ -192,6 +227,7 @@ def run_method(method: str, data: Dataset, work: Path, settings: dict, log=print
     localize = open_map(map_path)
     errors: dict[str, list[tuple[float, float]]] = {}
     times: dict[str, list[float]] = {}
+    confident: dict[str, list[bool]] = {}
     for split, scene in data.queries.items():
         transform = data.transforms.get(split)
         errors[split], times[split] = [], []
@@ -200,12 +236,14 @@ def run_method(method: str, data: Dataset, work: Path, settings: dict, log=print
             if transform is not None:
                 rgb = transform(rgb)
             t = time.perf_counter()
-            pose = localize(rgb, frame)
+            pose, flag = localize(rgb, frame)
             times[split].append(time.perf_counter() - t)
             errors[split].append(pose_errors(pose, frame.cam_to_world) if pose is not None
                                  else (math.inf, math.inf))
+            if flag is not None:
+                confident.setdefault(split, []).append(bool(flag))
     run = MethodRun(method, data.name, data.kind, mapping_seconds, map_path.stat().st_size,
-                    mem.peak, errors, times)
+                    mem.peak, errors, times, confident)
     log(f"  {METHOD_LABELS[method]:<17} {data.name}: mapped in {mapping_seconds:.1f} s, "
         + ", ".join(f"{s} {_pct(e)}% <10cm/10deg" for s, e in errors.items()))
     return run
@@ -252,7 +290,7 @@ def markdown(summaries: list[SplitSummary], command: str, machine: str, seconds:
              runs: list[MethodRun] | None = None) -> str:
     """The markdown section: per kind of data, the pooled table, ACE-G against the baselines
     and, for the real sets (given ``runs``), a table per set."""
-    lines = [MARK_START, "## Side-by-side benchmark: ACE-G vs ACE vs feature matching", "",
+    lines = [MARK_START, "## Side-by-side benchmark: ACE-G vs the ACE head vs feature matching", "",
              f"Command: `{command}`  ", f"Machine: {machine}  ", f"Total wall time: {seconds / 60:.1f} min",
              ""]
     for kind in ("synthetic", "real"):
@@ -274,6 +312,8 @@ def markdown(summaries: list[SplitSummary], command: str, machine: str, seconds:
         lines.append("")
         for reference in ("aceg", "aceg-tri"):
             lines += comparison_lines(rows, reference)
+        if runs:
+            lines += confidence_lines(runs, kind)
         if runs and kind == "real":
             lines += per_dataset_lines(runs, kind)
     lines.append(MARK_END)
@@ -304,21 +344,63 @@ def comparison_lines(rows: list[SplitSummary], reference: str = "aceg") -> list[
     return out + [""]
 
 
+def confidence_stats(errors: list[tuple[float, float]], confident: list[bool]) -> dict:
+    """How the confident flag relates to being within 10 cm / 10 deg: ``flagged`` poses,
+    ``precision`` (% of them that are good), ``good`` poses and ``missed`` (good, not
+    flagged)."""
+    good = [r <= 10.0 and t <= 0.10 for r, t in errors]
+    flagged = sum(confident)
+    right = sum(g and c for g, c in zip(good, confident, strict=True))
+    return {"queries": len(good), "flagged": flagged, "good": sum(good),
+            "precision": 100.0 * right / flagged if flagged else math.nan,
+            "missed": sum(g and not c for g, c in zip(good, confident, strict=True))}
+
+
+def confidence_lines(runs: list[MethodRun], kind: str) -> list[str]:
+    """Per ACE-G method and split (pooled over the data sets of ``kind``): the confident
+    flag's precision and the good poses it misses."""
+    pooled: dict[tuple[str, str], tuple[list, list]] = {}
+    for r in runs:
+        if r.kind != kind:
+            continue
+        for split, flags in r.confident.items():
+            errs, conf = pooled.setdefault((r.method, split), ([], []))
+            errs += r.errors[split]
+            conf += flags
+    if not pooled:
+        return []
+    out = ["Confident flag (a pose is good within 10cm/10deg; precision: % of the flagged "
+           "poses that are good; missed: good poses not flagged):", "",
+           "| split | method | queries | flagged | precision | good | missed |",
+           "|---|---|---|---|---|---|---|"]
+    for (method, split), (errs, conf) in sorted(pooled.items(), key=lambda kv: (kv[0][1], METHODS.index(kv[0][0]))):
+        c = confidence_stats(errs, conf)
+        out.append(f"| {split} | {METHOD_LABELS[method]} | {c['queries']} | {c['flagged']} | "
+                   f"{_f(c['precision'], 1)}% | {c['good']} | {c['missed']} |")
+    return out + [""]
+
+
 def per_dataset_lines(runs: list[MethodRun], kind: str = "real") -> list[str]:
-    """One row per data set, method and split: % within 10 cm / 10 deg and median errors
-    (the pooled table mixes scenes of very different scale)."""
+    """One row per data set, method and split: % within 10 cm / 10 deg, median errors and
+    the median translation error over feature matching's in the same run (the pooled table
+    mixes scenes of very different scale)."""
     sel = [r for r in runs if r.kind == kind]
     if not sel:
         return []
+    reference = {(r.dataset, split): accuracy_table([e[0] for e in errs], [e[1] for e in errs])
+                 for r in sel if r.method == "feature-matching" for split, errs in r.errors.items()}
     out = [f"### {kind} data per set", "",
-           "| set | split | method | queries | 10cm/10deg | med. rot (deg) | med. trans (m) |",
-           "|---|---|---|---|---|---|---|"]
+           "| set | split | method | queries | 10cm/10deg | med. rot (deg) | med. trans (m) "
+           "| med. trans / feature matching |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in sorted(sel, key=lambda r: (r.dataset, METHODS.index(r.method))):
         for split, errs in r.errors.items():
             t = accuracy_table([e[0] for e in errs], [e[1] for e in errs])
+            ref = reference.get((r.dataset, split))
+            ratio = _ratio(t.median_trans_m, ref.median_trans_m) if ref else "-"
             out.append(f"| {r.dataset} | {split} | {METHOD_LABELS[r.method]} | {len(errs)} | "
                        f"{t.within['10cm/10deg']:.1f}% | {_f(t.median_rot_deg, 2)} | "
-                       f"{_f(t.median_trans_m, 3)} |")
+                       f"{_f(t.median_trans_m, 3)} | {ratio} |")
     return out + [""]
 
 
@@ -369,6 +451,6 @@ def write_json(path: Path, runs: list[MethodRun], summaries: list[SplitSummary],
                   "mapping_seconds": r.mapping_seconds, "map_bytes": r.map_bytes,
                   "peak_memory_bytes": r.peak_memory_bytes,
                   "errors": {k: [[enc(a), enc(b)] for a, b in v] for k, v in r.errors.items()},
-                  "query_seconds": r.query_seconds} for r in runs],
+                  "query_seconds": r.query_seconds, "confident": r.confident} for r in runs],
     }
     atomic_write_text(path, json.dumps(payload, indent=1, default=lambda o: None) + "\n")
