@@ -32,9 +32,11 @@ from aceg import __version__
 from aceg.data.camera import Intrinsics
 from aceg.data.synthetic.ace_layout import AceSplitWriter
 from aceg.data.synthetic.contact_sheet import thumbnail, write_contact_sheet
-from aceg.data.synthetic.layout import Layout, build_mesh, displace_objects, random_layout
+from aceg.data.synthetic.layout import Layout, displace_objects
 from aceg.data.synthetic.lighting import lighting_a, lighting_b
+from aceg.data.synthetic.mesh import build_mesh
 from aceg.data.synthetic.renderer import Lighting, RenderedView, Renderer
+from aceg.data.synthetic.rooms import random_layout
 from aceg.data.synthetic.textures import PhotoSource, TextureSet
 from aceg.data.synthetic.trajectories import (
     CAMERA_CLEARANCE,

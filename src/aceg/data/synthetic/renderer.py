@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aceg.data.camera import invert_pose
-from aceg.data.synthetic.layout import VERTEX_ATTRIBUTES, VERTEX_FORMAT, Mesh
+from aceg.data.synthetic.mesh import VERTEX_ATTRIBUTES, VERTEX_FORMAT, Mesh
 from aceg.errors import AcegError
 
 #: Most point lights a lighting may have.
