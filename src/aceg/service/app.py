@@ -278,27 +278,18 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> FastAPI:
-    """The FastAPI application of a service (see module docstring).
+#: OpenAPI documentation of the error answers, by status.
+_ERROR_RESPONSES = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in ((400, "bad image or intrinsics"), (401, "missing or wrong API key"),
+                       (404, "unknown map"), (413, "upload or image too large"),
+                       (415, "not a PNG or JPEG"), (422, "missing or malformed field"),
+                       (503, "busy: all workers and queue slots taken"))
+}
 
-    ``registry`` defaults to the maps of ``config.maps_dir``; it and the work queue are
-    reachable as ``app.state.registry`` and ``app.state.work``.
-    """
-    registry = registry if registry is not None else MapRegistry(config.maps_dir)
-    work = WorkQueue(config.workers, config.queue)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        if config.preload:
-            registry.preload()
-        yield
-        work.shutdown()
-
-    app = FastAPI(title="aceg localization service", version=__version__,
-                  description=DESCRIPTION, lifespan=lifespan)
-    app.state.registry = registry
-    app.state.work = work
-    app.state.config = config
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answered as :func:`_error` JSON."""
 
     @app.exception_handler(RequestRejected)
     async def _rejected(request: Request, exc: RequestRejected):
@@ -322,16 +313,72 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, "internal_error", "internal error (logged on the server)")
 
-    error_responses = {
-        code: {"model": ErrorBody, "description": text}
-        for code, text in ((400, "bad image or intrinsics"), (401, "missing or wrong API key"),
-                           (404, "unknown map"), (413, "upload or image too large"),
-                           (415, "not a PNG or JPEG"), (422, "missing or malformed field"),
-                           (503, "busy: all workers and queue slots taken"))
-    }
+
+def _localize_job(waited: float, registry: MapRegistry, map_name: str, data: bytes, kind: str,
+                  filename: str, intr: dict, started: float) -> LocalizeBody:
+    """The worker-thread part of ``POST /maps/{name}/localize``: decode, check the
+    intrinsics, localize. ``waited`` (seconds in the queue) and ``started``
+    (``perf_counter`` when the request arrived) go into the timings."""
+    t = time.perf_counter()
+    image = decode_image(data, kind, filename)
+    t_decode = time.perf_counter() - t
+    intrinsics = make_intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"],
+                                 intr["distortion"], image.width, image.height)
+    try:
+        localizer = registry.localizer(map_name)
+    except AcegError as exc:  # the file changed or vanished since start-up
+        log.error("map %s cannot be loaded: %s", map_name, exc)
+        raise RequestRejected(500, "map_unavailable",
+                              f"map {map_name!r} cannot be loaded on the server") from None
+    t = time.perf_counter()
+    try:
+        result = localizer.localize(image.rgb, intrinsics, name=filename)
+    except AcegError as exc:
+        raise RequestRejected(400, "unusable_image", str(exc)) from None
+    t_localize = time.perf_counter() - t
+    timings = {"queue": waited, "decode": t_decode,
+               **{k: v for k, v in result.timings.items() if k != "total"},
+               "localize": t_localize, "total": time.perf_counter() - started}
+    pose = result.cam_to_world
+    return LocalizeBody(
+        map=map_name,
+        image=ImageInfo(filename=filename, width=image.width, height=image.height),
+        localized=pose is not None,
+        confident=bool(result.confident),
+        reason=result.reason,
+        cam_to_world=None if pose is None else np.asarray(pose, dtype=float).tolist(),
+        rotation_wxyz=None if pose is None else rotation_to_quaternion(pose[:3, :3]).tolist(),
+        translation=None if pose is None else np.asarray(pose[:3, 3], dtype=float).tolist(),
+        inliers=int(result.inliers), correspondences=int(result.correspondences),
+        timings={k: round(float(v), 6) for k, v in timings.items()},
+    )
+
+
+def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> FastAPI:
+    """The FastAPI application of a service (see module docstring).
+
+    ``registry`` defaults to the maps of ``config.maps_dir``; it and the work queue are
+    reachable as ``app.state.registry`` and ``app.state.work``.
+    """
+    registry = registry if registry is not None else MapRegistry(config.maps_dir)
+    work = WorkQueue(config.workers, config.queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if config.preload:
+            registry.preload()
+        yield
+        work.shutdown()
+
+    app = FastAPI(title="aceg localization service", version=__version__,
+                  description=DESCRIPTION, lifespan=lifespan)
+    app.state.registry = registry
+    app.state.work = work
+    app.state.config = config
+    _add_error_handlers(app)
 
     @app.get("/health", response_model=HealthBody, tags=["service"],
-             responses={401: error_responses[401]})
+             responses={401: _ERROR_RESPONSES[401]})
     def health(_key: Annotated[str | None, Security(api_key_doc)] = None) -> HealthBody:
         """Liveness and load of the service."""
         return HealthBody(status="ok", version=__version__, maps=len(registry),
@@ -339,51 +386,15 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
                           workers=work.workers, queue=work.queue, in_flight=work.in_flight)
 
     @app.get("/maps", response_model=MapList, tags=["maps"],
-             responses={401: error_responses[401]})
+             responses={401: _ERROR_RESPONSES[401]})
     def list_maps(_key: Annotated[str | None, Security(api_key_doc)] = None) -> MapList:
         """The maps this server localizes against."""
         return MapList(maps=[MapInfo(name=e.name, size=e.size, frames=e.frames, method=e.method,
                                      encoder=e.encoder, scene=e.scene)
                              for e in registry.entries.values()])
 
-    def _localize_job(waited: float, map_name: str, data: bytes, kind: str, filename: str,
-                      intr: dict, started: float) -> LocalizeBody:
-        t = time.perf_counter()
-        image = decode_image(data, kind, filename)
-        t_decode = time.perf_counter() - t
-        intrinsics = make_intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"],
-                                     intr["distortion"], image.width, image.height)
-        try:
-            localizer = registry.localizer(map_name)
-        except AcegError as exc:  # the file changed or vanished since start-up
-            log.error("map %s cannot be loaded: %s", map_name, exc)
-            raise RequestRejected(500, "map_unavailable",
-                                  f"map {map_name!r} cannot be loaded on the server") from None
-        t = time.perf_counter()
-        try:
-            result = localizer.localize(image.rgb, intrinsics, name=filename)
-        except AcegError as exc:
-            raise RequestRejected(400, "unusable_image", str(exc)) from None
-        t_localize = time.perf_counter() - t
-        timings = {"queue": waited, "decode": t_decode,
-                   **{k: v for k, v in result.timings.items() if k != "total"},
-                   "localize": t_localize, "total": time.perf_counter() - started}
-        pose = result.cam_to_world
-        return LocalizeBody(
-            map=map_name,
-            image=ImageInfo(filename=filename, width=image.width, height=image.height),
-            localized=pose is not None,
-            confident=bool(result.confident),
-            reason=result.reason,
-            cam_to_world=None if pose is None else np.asarray(pose, dtype=float).tolist(),
-            rotation_wxyz=None if pose is None else rotation_to_quaternion(pose[:3, :3]).tolist(),
-            translation=None if pose is None else np.asarray(pose[:3, 3], dtype=float).tolist(),
-            inliers=int(result.inliers), correspondences=int(result.correspondences),
-            timings={k: round(float(v), 6) for k, v in timings.items()},
-        )
-
     @app.post("/maps/{name}/localize", response_model=LocalizeBody, tags=["localization"],
-              responses={c: error_responses[c] for c in (400, 401, 404, 413, 415, 422, 503)})
+              responses={c: _ERROR_RESPONSES[c] for c in (400, 401, 404, 413, 415, 422, 503)})
     async def localize(
         name: Annotated[str, Path(description="map name, as listed by GET /maps")],
         image: Annotated[UploadFile, File(description="the photo, JPEG or PNG")],
@@ -413,7 +424,7 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
                                                f"{work.queue} queue slots taken; retry later")
         intr = {"fx": fx, "fy": fy, "cx": cx, "cy": cy,
                 "distortion": {"k1": k1, "k2": k2, "p1": p1, "p2": p2, "k3": k3}}
-        return await work.run(_localize_job, name, data, kind, filename, intr, started)
+        return await work.run(_localize_job, registry, name, data, kind, filename, intr, started)
 
     app.add_middleware(BodyLimitMiddleware,
                        limit=config.max_upload_bytes + FORM_OVERHEAD_BYTES)
