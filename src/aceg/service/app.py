@@ -1,10 +1,8 @@
 """The HTTP API (FastAPI): health, map listing and localization of one uploaded photo.
 
-Frames and units of the answers are those of :mod:`aceg.data.camera`: poses are
-**camera-to-world** (the camera centre in world coordinates is the translation), camera
-axes are OpenCV's (x right, y down, z forward), positions in metres (the map's world
-frame), intrinsics in pixels of the uploaded image with pixel centres at integer
-coordinates.
+Frames and units are those of :mod:`aceg.data.camera` (camera-to-world poses, OpenCV
+camera axes, metres in the map's world frame; intrinsics in pixels of the uploaded image,
+pixel centres at integers), spelled out for clients in :data:`DESCRIPTION`.
 
 Request flow of ``POST /maps/{name}/localize``:
 
