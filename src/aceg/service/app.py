@@ -7,7 +7,7 @@ pixel centres at integers), spelled out for clients in :data:`DESCRIPTION`.
 Request flow of ``POST /maps/{name}/localize``:
 
 1. API key (when configured) and a cap on the request body size, both checked by ASGI
-   middleware before the body is read;
+   middleware (:mod:`aceg.service.middleware`) before the body is read;
 2. multipart parsing and form validation (FastAPI, 422 on a missing/unparsable field);
 3. the map name is looked up among the maps found at start-up (404 otherwise);
 4. the upload's content type, byte size, magic bytes and header dimensions are checked
@@ -23,7 +23,6 @@ loaded, or a bug, logged).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -35,7 +34,6 @@ from typing import Annotated
 import numpy as np
 from fastapi import FastAPI, File, Form, Path, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -44,12 +42,16 @@ from aceg import __version__
 from aceg.data.camera import rotation_to_quaternion
 from aceg.errors import AcegError
 from aceg.service.maps import MapRegistry
+from aceg.service.middleware import (
+    API_KEY_HEADER,
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    error_response,
+)
 from aceg.service.queue import WorkQueue
 from aceg.service.uploads import RequestRejected, check_upload, decode_image, make_intrinsics
 
 log = logging.getLogger("aceg.service")
-
-API_KEY_HEADER = "X-API-Key"
 
 #: Room for the multipart framing and the form fields on top of the image bytes.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -170,102 +172,9 @@ api_key_doc = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                            description="needed only when the server has an API key")
 
 
-def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    """The JSON error response; the message is forced onto one line (it may quote request
-    text, e.g. a percent-decoded path) and capped at 500 characters."""
-    one_line = "".join(c if c.isprintable() else " " for c in message)[:500]
-    return JSONResponse({"error": code, "message": one_line}, status_code=status, headers=headers)
-
-
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
                  405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type",
                  422: "invalid_request"}
-
-
-class ApiKeyMiddleware:
-    """ASGI middleware: 401 JSON unless the request carries the API key."""
-
-    def __init__(self, app, api_key: str) -> None:
-        self.app = app
-        self.key = api_key.encode()
-
-    def _authorised(self, scope) -> bool:
-        for name, value in scope.get("headers", []):
-            if name == b"x-api-key" and hmac.compare_digest(value, self.key):
-                return True
-            if name == b"authorization" and value[:7].lower() == b"bearer " and \
-                    hmac.compare_digest(value[7:].strip(), self.key):
-                return True
-        return False
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or self._authorised(scope):
-            await self.app(scope, receive, send)
-            return
-        response = _error(401, "unauthorized",
-                          f"missing or wrong API key (send it in the {API_KEY_HEADER} header)",
-                          headers={"WWW-Authenticate": "ApiKey"})
-        await response(scope, receive, send)
-
-
-class BodyLimitMiddleware:
-    """ASGI middleware: 413 JSON for a request body larger than ``limit`` bytes.
-
-    A declared ``Content-Length`` over the limit is refused before anything is read; a
-    body without one (chunked) is counted as it streams and refused as soon as it goes
-    over. The app then sees a disconnect and whatever it sends is dropped.
-    """
-
-    def __init__(self, app, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _error(400, "bad_request", "invalid Content-Length header")(
-                        scope, receive, send)
-                    return
-                if declared > self.limit:
-                    await self._too_large(scope, receive, send)
-                    return
-        state = {"received": 0, "refused": False, "started": False}
-
-        async def limited_receive():
-            if state["refused"]:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > self.limit and not state["started"]:
-                    state["refused"] = True
-                    await self._too_large(scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message):
-            if state["refused"]:
-                return
-            if message["type"] == "http.response.start":
-                state["started"] = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not state["refused"]:
-                raise
-
-    async def _too_large(self, scope, receive, send):
-        await _error(413, "request_too_large",
-                     f"request body is larger than the limit of {self.limit} bytes")(
-            scope, receive, send)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -287,12 +196,12 @@ _ERROR_RESPONSES = {
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """Every error answered as :func:`_error` JSON."""
+    """Every error answered as :func:`~aceg.service.middleware.error_response` JSON."""
 
     @app.exception_handler(RequestRejected)
     async def _rejected(request: Request, exc: RequestRejected):
         headers = {"Retry-After": "1"} if exc.status == 503 else None
-        return _error(exc.status, exc.code, exc.message, headers=headers)
+        return error_response(exc.status, exc.code, exc.message, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
@@ -300,16 +209,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such path: {request.url.path}"
-        return _error(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return _error(422, "invalid_request", _validation_message(exc))
+        return error_response(422, "invalid_request", _validation_message(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # pragma: no cover - a bug
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", "internal error (logged on the server)")
+        return error_response(500, "internal_error", "internal error (logged on the server)")
 
 
 def _localize_job(waited: float, registry: MapRegistry, map_name: str, data: bytes, kind: str,
