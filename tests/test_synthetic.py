@@ -21,7 +21,8 @@ from aceg.data.synthetic.generate import (
     scene_layout,
     scene_seed,
 )
-from aceg.data.synthetic.layout import Material, MeshBuilder
+from aceg.data.synthetic.layout import Material
+from aceg.data.synthetic.mesh import MeshBuilder
 from aceg.data.synthetic.renderer import Lighting, Renderer
 
 HEIGHT, WIDTH = 60, 80

@@ -1,9 +1,9 @@
 """File output: checked up front, written atomically, readable as the umask allows.
 
 Commands call :func:`check_output_path` on every output before they start work, so a bad
-output path fails in a second with a clear error instead of after minutes of mapping; the
-writers then go through :func:`atomic_path` (temporary file beside the target, renamed on
-success), so an interrupted run never leaves a half-written file under the target's name.
+output path fails before any mapping is done; the writers then go through
+:func:`atomic_path` (temporary file beside the target, renamed on success), so an
+interrupted run never leaves a half-written file under the target's name.
 """
 
 from __future__ import annotations

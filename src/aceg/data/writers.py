@@ -15,15 +15,13 @@ read by :mod:`aceg.data.readers.ace`:
 must stay unique). Numbers are written as the shortest text that reads back to the same
 float, so a round trip is exact.
 
-Distorted frames are **undistorted on writing** with
-:func:`aceg.data.images.prepare_image` (same K, distortion removed, same size): the image is
-written as a lossless PNG (``rgb/<stem>.png``), its depth map (if any) is undistorted with
-nearest-neighbour sampling and written as a 16-bit PNG in millimetres, and the pinhole K is
-written. ``copy_images=False`` therefore links only the frames without distortion.
+Distorted frames are **undistorted on writing** (:func:`aceg.data.images.prepare_image`:
+same K and size, distortion removed): the image as a lossless PNG ``rgb/<stem>.png``, its
+depth map (if any) resampled nearest-neighbour into a 16-bit millimetre PNG, and the
+pinhole K. ``copy_images=False`` therefore links only the frames without distortion.
 
-The scene is written into a temporary folder beside ``out_dir`` and renamed into place at
-the end, so an interrupted write leaves no half-written scene. An existing non-empty
-``out_dir`` is refused unless ``overwrite=True``.
+The scene is written into a temporary folder beside ``out_dir`` and renamed into place, so
+an interrupted write leaves no half-written scene.
 """
 
 from __future__ import annotations

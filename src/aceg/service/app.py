@@ -1,15 +1,13 @@
 """The HTTP API (FastAPI): health, map listing and localization of one uploaded photo.
 
-Frames and units of the answers are those of :mod:`aceg.data.camera`: poses are
-**camera-to-world** (the camera centre in world coordinates is the translation), camera
-axes are OpenCV's (x right, y down, z forward), positions in metres (the map's world
-frame), intrinsics in pixels of the uploaded image with pixel centres at integer
-coordinates.
+Frames and units are those of :mod:`aceg.data.camera` (camera-to-world poses, OpenCV
+camera axes, metres in the map's world frame; intrinsics in pixels of the uploaded image,
+pixel centres at integers), spelled out for clients in :data:`DESCRIPTION`.
 
 Request flow of ``POST /maps/{name}/localize``:
 
 1. API key (when configured) and a cap on the request body size, both checked by ASGI
-   middleware before the body is read;
+   middleware (:mod:`aceg.service.middleware`) before the body is read;
 2. multipart parsing and form validation (FastAPI, 422 on a missing/unparsable field);
 3. the map name is looked up among the maps found at start-up (404 otherwise);
 4. the upload's content type, byte size, magic bytes and header dimensions are checked
@@ -25,7 +23,6 @@ loaded, or a bug, logged).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -37,7 +34,6 @@ from typing import Annotated
 import numpy as np
 from fastapi import FastAPI, File, Form, Path, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,12 +42,16 @@ from aceg import __version__
 from aceg.data.camera import rotation_to_quaternion
 from aceg.errors import AcegError
 from aceg.service.maps import MapRegistry
+from aceg.service.middleware import (
+    API_KEY_HEADER,
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    error_response,
+)
 from aceg.service.queue import WorkQueue
 from aceg.service.uploads import RequestRejected, check_upload, decode_image, make_intrinsics
 
 log = logging.getLogger("aceg.service")
-
-API_KEY_HEADER = "X-API-Key"
 
 #: Room for the multipart framing and the form fields on top of the image bytes.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -172,102 +172,9 @@ api_key_doc = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                            description="needed only when the server has an API key")
 
 
-def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    """The JSON error response; the message is forced onto one line (it may quote request
-    text, e.g. a percent-decoded path) and capped at 500 characters."""
-    one_line = "".join(c if c.isprintable() else " " for c in message)[:500]
-    return JSONResponse({"error": code, "message": one_line}, status_code=status, headers=headers)
-
-
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
                  405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type",
                  422: "invalid_request"}
-
-
-class ApiKeyMiddleware:
-    """ASGI middleware: 401 JSON unless the request carries the API key."""
-
-    def __init__(self, app, api_key: str) -> None:
-        self.app = app
-        self.key = api_key.encode()
-
-    def _authorised(self, scope) -> bool:
-        for name, value in scope.get("headers", []):
-            if name == b"x-api-key" and hmac.compare_digest(value, self.key):
-                return True
-            if name == b"authorization" and value[:7].lower() == b"bearer " and \
-                    hmac.compare_digest(value[7:].strip(), self.key):
-                return True
-        return False
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or self._authorised(scope):
-            await self.app(scope, receive, send)
-            return
-        response = _error(401, "unauthorized",
-                          f"missing or wrong API key (send it in the {API_KEY_HEADER} header)",
-                          headers={"WWW-Authenticate": "ApiKey"})
-        await response(scope, receive, send)
-
-
-class BodyLimitMiddleware:
-    """ASGI middleware: 413 JSON for a request body larger than ``limit`` bytes.
-
-    A declared ``Content-Length`` over the limit is refused before anything is read; a
-    body without one (chunked) is counted as it streams and refused as soon as it goes
-    over. The app then sees a disconnect and whatever it sends is dropped.
-    """
-
-    def __init__(self, app, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _error(400, "bad_request", "invalid Content-Length header")(
-                        scope, receive, send)
-                    return
-                if declared > self.limit:
-                    await self._too_large(scope, receive, send)
-                    return
-        state = {"received": 0, "refused": False, "started": False}
-
-        async def limited_receive():
-            if state["refused"]:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > self.limit and not state["started"]:
-                    state["refused"] = True
-                    await self._too_large(scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message):
-            if state["refused"]:
-                return
-            if message["type"] == "http.response.start":
-                state["started"] = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not state["refused"]:
-                raise
-
-    async def _too_large(self, scope, receive, send):
-        await _error(413, "request_too_large",
-                     f"request body is larger than the limit of {self.limit} bytes")(
-            scope, receive, send)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -276,6 +183,82 @@ def _validation_message(exc: RequestValidationError) -> str:
         loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body",))
         parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+#: OpenAPI documentation of the error answers, by status.
+_ERROR_RESPONSES = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in ((400, "bad image or intrinsics"), (401, "missing or wrong API key"),
+                       (404, "unknown map"), (413, "upload or image too large"),
+                       (415, "not a PNG or JPEG"), (422, "missing or malformed field"),
+                       (503, "busy: all workers and queue slots taken"))
+}
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answered as :func:`~aceg.service.middleware.error_response` JSON."""
+
+    @app.exception_handler(RequestRejected)
+    async def _rejected(request: Request, exc: RequestRejected):
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return error_response(exc.status, exc.code, exc.message, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such path: {request.url.path}"
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return error_response(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # pragma: no cover - a bug
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal error (logged on the server)")
+
+
+def _localize_job(waited: float, registry: MapRegistry, map_name: str, data: bytes, kind: str,
+                  filename: str, intr: dict, started: float) -> LocalizeBody:
+    """The worker-thread part of ``POST /maps/{name}/localize``: decode, check the
+    intrinsics, localize. ``waited`` (seconds in the queue) and ``started``
+    (``perf_counter`` when the request arrived) go into the timings."""
+    t = time.perf_counter()
+    image = decode_image(data, kind, filename)
+    t_decode = time.perf_counter() - t
+    intrinsics = make_intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"],
+                                 intr["distortion"], image.width, image.height)
+    try:
+        localizer = registry.localizer(map_name)
+    except AcegError as exc:  # the file changed or vanished since start-up
+        log.error("map %s cannot be loaded: %s", map_name, exc)
+        raise RequestRejected(500, "map_unavailable",
+                              f"map {map_name!r} cannot be loaded on the server") from None
+    t = time.perf_counter()
+    try:
+        result = localizer.localize(image.rgb, intrinsics, name=filename)
+    except AcegError as exc:
+        raise RequestRejected(400, "unusable_image", str(exc)) from None
+    t_localize = time.perf_counter() - t
+    timings = {"queue": waited, "decode": t_decode,
+               **{k: v for k, v in result.timings.items() if k != "total"},
+               "localize": t_localize, "total": time.perf_counter() - started}
+    pose = result.cam_to_world
+    return LocalizeBody(
+        map=map_name,
+        image=ImageInfo(filename=filename, width=image.width, height=image.height),
+        localized=pose is not None,
+        confident=bool(result.confident),
+        reason=result.reason,
+        cam_to_world=None if pose is None else np.asarray(pose, dtype=float).tolist(),
+        rotation_wxyz=None if pose is None else rotation_to_quaternion(pose[:3, :3]).tolist(),
+        translation=None if pose is None else np.asarray(pose[:3, 3], dtype=float).tolist(),
+        inliers=int(result.inliers), correspondences=int(result.correspondences),
+        timings={k: round(float(v), 6) for k, v in timings.items()},
+    )
 
 
 def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> FastAPI:
@@ -299,39 +282,10 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
     app.state.registry = registry
     app.state.work = work
     app.state.config = config
-
-    @app.exception_handler(RequestRejected)
-    async def _rejected(request: Request, exc: RequestRejected):
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
-        return _error(exc.status, exc.code, exc.message, headers=headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        if exc.status_code == 404 and message == "Not Found":
-            message = f"no such path: {request.url.path}"
-        return _error(exc.status_code, code, message, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError):
-        return _error(422, "invalid_request", _validation_message(exc))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):  # pragma: no cover - a bug
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", "internal error (logged on the server)")
-
-    error_responses = {
-        code: {"model": ErrorBody, "description": text}
-        for code, text in ((400, "bad image or intrinsics"), (401, "missing or wrong API key"),
-                           (404, "unknown map"), (413, "upload or image too large"),
-                           (415, "not a PNG or JPEG"), (422, "missing or malformed field"),
-                           (503, "busy: all workers and queue slots taken"))
-    }
+    _add_error_handlers(app)
 
     @app.get("/health", response_model=HealthBody, tags=["service"],
-             responses={401: error_responses[401]})
+             responses={401: _ERROR_RESPONSES[401]})
     def health(_key: Annotated[str | None, Security(api_key_doc)] = None) -> HealthBody:
         """Liveness and load of the service."""
         return HealthBody(status="ok", version=__version__, maps=len(registry),
@@ -339,51 +293,15 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
                           workers=work.workers, queue=work.queue, in_flight=work.in_flight)
 
     @app.get("/maps", response_model=MapList, tags=["maps"],
-             responses={401: error_responses[401]})
+             responses={401: _ERROR_RESPONSES[401]})
     def list_maps(_key: Annotated[str | None, Security(api_key_doc)] = None) -> MapList:
         """The maps this server localizes against."""
         return MapList(maps=[MapInfo(name=e.name, size=e.size, frames=e.frames, method=e.method,
                                      encoder=e.encoder, scene=e.scene)
                              for e in registry.entries.values()])
 
-    def _localize_job(waited: float, map_name: str, data: bytes, kind: str, filename: str,
-                      intr: dict, started: float) -> LocalizeBody:
-        t = time.perf_counter()
-        image = decode_image(data, kind, filename)
-        t_decode = time.perf_counter() - t
-        intrinsics = make_intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"],
-                                     intr["distortion"], image.width, image.height)
-        try:
-            localizer = registry.localizer(map_name)
-        except AcegError as exc:  # the file changed or vanished since start-up
-            log.error("map %s cannot be loaded: %s", map_name, exc)
-            raise RequestRejected(500, "map_unavailable",
-                                  f"map {map_name!r} cannot be loaded on the server") from None
-        t = time.perf_counter()
-        try:
-            result = localizer.localize(image.rgb, intrinsics, name=filename)
-        except AcegError as exc:
-            raise RequestRejected(400, "unusable_image", str(exc)) from None
-        t_localize = time.perf_counter() - t
-        timings = {"queue": waited, "decode": t_decode,
-                   **{k: v for k, v in result.timings.items() if k != "total"},
-                   "localize": t_localize, "total": time.perf_counter() - started}
-        pose = result.cam_to_world
-        return LocalizeBody(
-            map=map_name,
-            image=ImageInfo(filename=filename, width=image.width, height=image.height),
-            localized=pose is not None,
-            confident=bool(result.confident),
-            reason=result.reason,
-            cam_to_world=None if pose is None else np.asarray(pose, dtype=float).tolist(),
-            rotation_wxyz=None if pose is None else rotation_to_quaternion(pose[:3, :3]).tolist(),
-            translation=None if pose is None else np.asarray(pose[:3, 3], dtype=float).tolist(),
-            inliers=int(result.inliers), correspondences=int(result.correspondences),
-            timings={k: round(float(v), 6) for k, v in timings.items()},
-        )
-
     @app.post("/maps/{name}/localize", response_model=LocalizeBody, tags=["localization"],
-              responses={c: error_responses[c] for c in (400, 401, 404, 413, 415, 422, 503)})
+              responses={c: _ERROR_RESPONSES[c] for c in (400, 401, 404, 413, 415, 422, 503)})
     async def localize(
         name: Annotated[str, Path(description="map name, as listed by GET /maps")],
         image: Annotated[UploadFile, File(description="the photo, JPEG or PNG")],
@@ -413,7 +331,7 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
                                                f"{work.queue} queue slots taken; retry later")
         intr = {"fx": fx, "fy": fy, "cx": cx, "cy": cy,
                 "distortion": {"k1": k1, "k2": k2, "p1": p1, "p2": p2, "k3": k3}}
-        return await work.run(_localize_job, name, data, kind, filename, intr, started)
+        return await work.run(_localize_job, registry, name, data, kind, filename, intr, started)
 
     app.add_middleware(BodyLimitMiddleware,
                        limit=config.max_upload_bytes + FORM_OVERHEAD_BYTES)

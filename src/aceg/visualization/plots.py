@@ -1,4 +1,4 @@
-"""Figures people would rather look at than read: error CDFs and a top-down camera view.
+"""Error CDFs and a top-down camera view of localization results.
 
 Top-down view: camera centres (and optionally a point cloud) are projected on the plane of
 the two principal directions of the ground-truth camera centres (PCA), which for a person

@@ -175,7 +175,7 @@ def _locate_text_error(model_folder: Path) -> AcegError | None:
 
 
 #: Parameter count of every COLMAP camera model id (COLMAP's ``models.h`` numbering); the
-#: binary check needs all of them to walk the file, the reader accepts only ``CAMERA_MODELS``.
+#: binary check needs all of them to walk the file, the reader accepts only ``SUPPORTED_MODELS``.
 BINARY_MODEL_PARAMS = {0: 3, 1: 4, 2: 4, 3: 5, 4: 8, 5: 8, 6: 12, 7: 5, 8: 4, 9: 5, 10: 12, 11: 16}
 
 

@@ -2,8 +2,11 @@
 
 One module per concern:
 
-* :mod:`~aceg.data.synthetic.layout`: the room and its objects from a seed (world frame,
-  metres, z up), and the triangle mesh built from them.
+* :mod:`~aceg.data.synthetic.layout`: the room and its objects (world frame, metres,
+  z up); moving objects.
+* :mod:`~aceg.data.synthetic.rooms`: a random furnished room from a seed, its pieces from
+  :mod:`~aceg.data.synthetic.furniture`.
+* :mod:`~aceg.data.synthetic.mesh`: the triangle mesh built from a layout.
 * :mod:`~aceg.data.synthetic.textures`: photographs (``skimage.data``, optionally
   ``shared/data/textures``) mixed with procedural textures.
 * :mod:`~aceg.data.synthetic.lighting`: point lights + ambient; lighting A and a changed

@@ -32,9 +32,11 @@ from aceg import __version__
 from aceg.data.camera import Intrinsics
 from aceg.data.synthetic.ace_layout import AceSplitWriter
 from aceg.data.synthetic.contact_sheet import thumbnail, write_contact_sheet
-from aceg.data.synthetic.layout import Layout, build_mesh, displace_objects, random_layout
+from aceg.data.synthetic.layout import Layout, displace_objects
 from aceg.data.synthetic.lighting import lighting_a, lighting_b
+from aceg.data.synthetic.mesh import build_mesh
 from aceg.data.synthetic.renderer import Lighting, RenderedView, Renderer
+from aceg.data.synthetic.rooms import random_layout
 from aceg.data.synthetic.textures import PhotoSource, TextureSet
 from aceg.data.synthetic.trajectories import (
     CAMERA_CLEARANCE,
@@ -246,16 +248,59 @@ def _generate(out_dir: Path, seed: int, settings: SynthSettings, renderer: Rende
               photos: PhotoSource | None) -> dict:
     rng = _split_streams(seed)
     layout, textures = _layout_and_textures(rng, settings, photos)
-    photos = textures.photos
     intrinsics = camera_intrinsics(rng["camera"], settings.width, settings.height)
-    K = intrinsics.K
     light_a, light_a_info = lighting_a(rng["lighting"], layout)
     light_b, light_b_info = lighting_b(rng["lighting"], layout, light_a)
     lightings = {"A": light_a, "B": light_b}
-    texture_stack = textures.stack()
-    renderer.load_scene(build_mesh(layout), texture_stack)
+    renderer.load_scene(build_mesh(layout), textures.stack())
     check = _ViewChecker(renderer, layout, intrinsics, light_a, settings)
+    path, poses, rejected = _plan_views(layout, settings, check, rng, seed)
 
+    tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    if tmp_dir.exists():
+        shutil.rmtree(tmp_dir)
+    tmp_dir.mkdir(parents=True)
+    thumbs: dict[str, list[np.ndarray]] = {}
+    stats: dict[str, dict] = {}
+
+    def render(split: str) -> None:
+        thumbs[split], stats[split] = _render_split(
+            renderer, tmp_dir / split, poses[split], poses["mapping"], intrinsics.K,
+            SPLIT_LIGHTING[split], lightings[SPLIT_LIGHTING[split]], rejected.get(split, 0),
+            settings)
+
+    q = settings.frames_query
+    try:
+        for split in SPLITS:
+            if split in settings.splits and split in poses:
+                render(split)
+        moved_names: list[str] = []
+        if q > 0 and "query_moved" in settings.splits:
+            moved_layout, moved_names = displace_objects(layout, rng["moved"],
+                                                         settings.moved_objects)
+            renderer.load_scene(build_mesh(moved_layout), None)
+            moved_check = _ViewChecker(renderer, moved_layout, intrinsics, light_a, settings)
+            poses["query_moved"], rejected["query_moved"] = query_near_path(
+                path, q, moved_check, rng["moved"])
+            render("query_moved")
+        info = _scene_info(seed, settings, intrinsics, path.base_height, layout, textures,
+                           {"A": light_a_info, "B": light_b_info}, stats, moved_names)
+        atomic_write_text(tmp_dir / "scene.json", json.dumps(info, indent=1) + "\n")
+        if settings.contact_sheet:
+            write_contact_sheet(tmp_dir / "contact_sheet.png", thumbs, poses)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp_dir, out_dir)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+    return info
+
+
+def _plan_views(layout: Layout, settings: SynthSettings, check: _ViewChecker,
+                rng: dict[str, np.random.Generator], seed: int):
+    """The scanning path and the poses of the mapping and query splits (all but
+    ``query_moved``), with the number of candidate views rejected per split."""
     poses: dict[str, list[np.ndarray]] = {}
     rejected: dict[str, int] = {}
     for attempt in range(PATH_ATTEMPTS):  # another path if this one has too few good views
@@ -276,81 +321,61 @@ def _generate(out_dir: Path, seed: int, settings: SynthSettings, renderer: Rende
     if q > 0 and "query_view" in wanted:
         poses["query_view"], rejected["query_view"] = query_far_from_path(
             path, q, check, rng["query"], layout.room.height)
+    return path, poses, rejected
 
-    tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    tmp_dir.mkdir(parents=True)
-    thumbs: dict[str, list[np.ndarray]] = {}
-    stats: dict[str, dict] = {}
 
-    def render_split(split: str, split_poses: list[np.ndarray]) -> None:
-        lighting = lightings[SPLIT_LIGHTING[split]]
-        medians, means = [], []
-        thumbs[split] = []
-        with AceSplitWriter(tmp_dir / split) as writer:
-            for index, pose in enumerate(split_poses):
-                view = renderer.render(K, pose, settings.width, settings.height, lighting)
-                writer.add(f"frame_{index:05d}", view.rgb, view.depth, pose, K)
-                thumbs[split].append(thumbnail(view.rgb))
-                medians.append(float(np.median(view.depth[view.depth > 0])))
-                means.append(float(view.rgb.mean()))
-        distance, angle = _offset_from_mapping(split_poses, poses["mapping"])
-        stats[split] = {
-            "frames": len(split_poses),
-            "median_distance_to_mapping_m": distance,
-            "median_angle_to_mapping_deg": angle,
-            "lighting": SPLIT_LIGHTING[split],
-            "rejected_candidates": rejected.get(split, 0),
-            "median_depth_m": round(float(np.median(medians)), 4) if medians else None,
-            "mean_intensity": round(float(np.mean(means)), 2) if means else None,
-        }
+def _render_split(renderer: Renderer, split_dir: Path, split_poses: list[np.ndarray],
+                  mapping: list[np.ndarray], K: np.ndarray, lighting_name: str,
+                  lighting: Lighting, rejected: int, settings: SynthSettings
+                  ) -> tuple[list[np.ndarray], dict]:
+    """Render and write one split; its thumbnails and its ``scene.json`` statistics."""
+    medians, means, thumbs = [], [], []
+    with AceSplitWriter(split_dir) as writer:
+        for index, pose in enumerate(split_poses):
+            view = renderer.render(K, pose, settings.width, settings.height, lighting)
+            writer.add(f"frame_{index:05d}", view.rgb, view.depth, pose, K)
+            thumbs.append(thumbnail(view.rgb))
+            medians.append(float(np.median(view.depth[view.depth > 0])))
+            means.append(float(view.rgb.mean()))
+    distance, angle = _offset_from_mapping(split_poses, mapping)
+    return thumbs, {
+        "frames": len(split_poses),
+        "median_distance_to_mapping_m": distance,
+        "median_angle_to_mapping_deg": angle,
+        "lighting": lighting_name,
+        "rejected_candidates": rejected,
+        "median_depth_m": round(float(np.median(medians)), 4) if medians else None,
+        "mean_intensity": round(float(np.mean(means)), 2) if means else None,
+    }
 
-    try:
-        for split in SPLITS:
-            if split in wanted and split in poses:
-                render_split(split, poses[split])
-        moved_names: list[str] = []
-        if q > 0 and "query_moved" in wanted:
-            moved_layout, moved_names = displace_objects(layout, rng["moved"],
-                                                         settings.moved_objects)
-            renderer.load_scene(build_mesh(moved_layout), None)
-            moved_check = _ViewChecker(renderer, moved_layout, intrinsics, light_a, settings)
-            poses["query_moved"], rejected["query_moved"] = query_near_path(
-                path, q, moved_check, rng["moved"])
-            render_split("query_moved", poses["query_moved"])
-        info = {
-            "generator": "aceg.data.synthetic",
-            "generator_version": GENERATOR_VERSION,
-            "aceg_version": __version__,
-            "seed": seed,
-            "settings": {k: v for k, v in asdict(settings).items() if k != "texture_dirs"},
-            "image_size_hw": [settings.height, settings.width],
-            "intrinsics": {"fx": intrinsics.fx, "fy": intrinsics.fy, "cx": intrinsics.cx,
-                           "cy": intrinsics.cy},
-            "conventions": "world z up, metres; poses camera-to-world with OpenCV camera axes; "
-                           "depth PNG = camera z in millimetres (0 invalid)",
-            "camera_height_m": round(path.base_height, 4),
-            "layout": layout.summary(),
-            "textures": textures.names(),
-            "photo_count": {"surface": len(photos.surface), "objects": len(photos.objects),
-                            "poster": len(photos.poster)},
-            "extra_photo_dirs": [str(d) for d in photos.extra_dirs],
-            "lighting": {"A": light_a_info, "B": light_b_info},
-            "splits": stats,
-            "query_light_poses": "identical to query_same",
-            "moved_objects": moved_names,
-        }
-        atomic_write_text(tmp_dir / "scene.json", json.dumps(info, indent=1) + "\n")
-        if settings.contact_sheet:
-            write_contact_sheet(tmp_dir / "contact_sheet.png", thumbs, poses)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir)
-    return info
+
+def _scene_info(seed: int, settings: SynthSettings, intrinsics: Intrinsics,
+                camera_height: float, layout: Layout, textures: TextureSet,
+                lighting_info: dict, stats: dict, moved_names: list[str]) -> dict:
+    """The content of ``scene.json``."""
+    photos = textures.photos
+    return {
+        "generator": "aceg.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "aceg_version": __version__,
+        "seed": seed,
+        "settings": {k: v for k, v in asdict(settings).items() if k != "texture_dirs"},
+        "image_size_hw": [settings.height, settings.width],
+        "intrinsics": {"fx": intrinsics.fx, "fy": intrinsics.fy, "cx": intrinsics.cx,
+                       "cy": intrinsics.cy},
+        "conventions": "world z up, metres; poses camera-to-world with OpenCV camera axes; "
+                       "depth PNG = camera z in millimetres (0 invalid)",
+        "camera_height_m": round(camera_height, 4),
+        "layout": layout.summary(),
+        "textures": textures.names(),
+        "photo_count": {"surface": len(photos.surface), "objects": len(photos.objects),
+                        "poster": len(photos.poster)},
+        "extra_photo_dirs": [str(d) for d in photos.extra_dirs],
+        "lighting": lighting_info,
+        "splits": stats,
+        "query_light_poses": "identical to query_same",
+        "moved_objects": moved_names,
+    }
 
 
 # --------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """Headless rasterisation of a synthetic scene: RGB and metric z-depth, OpenCV conventions.
 
-Why moderngl on EGL (and not pyrender): moderngl is maintained, ships wheels for current
-Pythons and numpy 2, and creates a standalone OpenGL 3.3+ context on EGL (Mesa llvmpipe
-on a machine without a GPU) with no display. pyrender has had no release since 2021, pins
-an old PyOpenGL and needs a shim to run with numpy 2. We only need a few shaders, so the
-thin binding is the better fit.
+Why moderngl on EGL (and not pyrender): moderngl is maintained, ships wheels for numpy 2
+and creates a standalone OpenGL 3.3+ context on EGL (Mesa llvmpipe without a GPU) with no
+display; pyrender is no longer released, pins an old PyOpenGL and needs a shim for numpy 2.
+A few shaders is all we need, so the thin binding fits.
 
 Conventions (those of :mod:`aceg.data.camera`):
 
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aceg.data.camera import invert_pose
-from aceg.data.synthetic.layout import VERTEX_ATTRIBUTES, VERTEX_FORMAT, Mesh
+from aceg.data.synthetic.mesh import VERTEX_ATTRIBUTES, VERTEX_FORMAT, Mesh
 from aceg.errors import AcegError
 
 #: Most point lights a lighting may have.
@@ -180,10 +179,9 @@ class Renderer:
     """An EGL OpenGL context with the shaders; load a scene, then render views of it.
 
     One renderer per process; reuse it across scenes (:meth:`load_scene` replaces the
-    geometry and textures). Several renderers may coexist in a process: every method makes
-    its own context current for the duration of the call (moderngl issues GL calls to
-    whichever context is current, so without this a second renderer created and released
-    in between would leave the first one drawing into a context that no longer exists).
+    geometry and textures). Every method makes its own context current for the call:
+    moderngl draws into whichever context is current, so a second renderer created and
+    released in between would otherwise leave this one drawing into a released context.
     """
 
     def __init__(self):
