@@ -34,18 +34,14 @@ measured cost.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from aceg.model.common import LOG_UNC_MAX, LOG_UNC_MIN, weights_hash
 from aceg.model.homogeneous import MAX_SCALE, MIN_SCALE, dehomogenize
-
-#: Clamp of the predicted log-uncertainty (log pixels): b in [exp(-2), exp(6)] ~ [0.14, 400] px.
-LOG_UNC_MIN = -2.0
-LOG_UNC_MAX = 6.0
 
 #: Forms of the map code (see the module docstring).
 CODE_FORMS = ("tokens", "keys_values")
@@ -266,20 +262,6 @@ class SceneRegressor(nn.Module):
     def identity(self) -> str:
         """Content hash of the configuration and weights (16 hex digits)."""
         return weights_hash(self.state_dict(), self.config.identity_dict())
-
-
-def weights_hash(state: dict[str, torch.Tensor], config: dict | None = None) -> str:
-    """sha256 over sorted parameter names, shapes, dtypes and bytes (+ config), 16 hex digits."""
-    h = hashlib.sha256()
-    if config is not None:
-        h.update(repr(sorted(config.items())).encode())
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
 
 
 def random_regressor(config: RegressorConfig | None = None, seed: int = 0) -> SceneRegressor:
