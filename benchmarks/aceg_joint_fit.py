@@ -20,7 +20,8 @@ import tempfile
 import time
 
 from aceg.model.map_file import WEIGHTS_DIR
-from aceg.pretraining.trainer import PretrainConfig, Pretrainer
+from aceg.pretraining.pretrain_config import PretrainConfig
+from aceg.pretraining.trainer import Pretrainer
 
 
 def main() -> None:

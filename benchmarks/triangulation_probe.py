@@ -3,7 +3,7 @@ right it is, for the triangulated depth maps of `aceg map` (any triangulation se
 for the same maps refined by :func:`aceg.mapping.triangulation.refine_cell_depth`.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/triangulation_probe.py /work/data/heldout 0 1 \
-        --cache /work/data/tri-cache --triangulation '{"triangulation": "pairs"}' \
+        --cache /work/data/tri-cache --triangulation '{"method": "pairs"}' \
         --refine '{"fill": false}' '{"smooth": false}' '{}'
 
 Scenes need depth maps (synthetic ones have them): the truth is the rendered depth at each
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("scenes", nargs="+", type=int)
     ap.add_argument("--cache", type=Path, default=None, help="folder caching the triangulated maps")
     ap.add_argument("--triangulation", type=json.loads, default={},
-                    help="fields of TRIANGULATION_CONFIG to change, as JSON (e.g. '{\"triangulation\": \"tracks\"}')")
+                    help="fields of TRIANGULATION_CONFIG to change, as JSON (e.g. '{\"method\": \"pairs\"}')")
     ap.add_argument("--refine", nargs="*", type=json.loads, default=[],
                     help="keyword arguments of refine_cell_depth to compare, one JSON object each")
     args = ap.parse_args()

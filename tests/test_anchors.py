@@ -1,5 +1,5 @@
 """The anchor model (aceg.model.anchors): attention with points as values, its map files,
-mapping and localization, and its query pre-training (aceg.pretraining.anchor_metric)."""
+mapping and localization."""
 
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ from aceg.errors import AcegError
 from aceg.localization.localizer import Localizer
 from aceg.mapping.mapper import anchor_code, map_scene
 from aceg.model.anchors import AnchorConfig, AnchorRegressor, dequantize_keys, quantize_keys
+from aceg.model.common import LOG_UNC_MAX, LOG_UNC_MIN
 from aceg.model.map_file import MapData, load_map, load_regressor, save_map, save_regressor
-from aceg.model.regressor import LOG_UNC_MAX, LOG_UNC_MIN, RegressorConfig
-from aceg.pretraining.anchor_metric import MetricConfig, evaluate, train_metric
-from aceg.pretraining.feature_store import SceneFeatures, SplitFeatures
+from aceg.model.regressor import RegressorConfig
 from planar_scenes import corner_scene
 from test_mapping import _held_out_errors
 
@@ -205,40 +204,6 @@ def test_anchor_code_skips_featureless_patches():
         anchor_code(model, buffer, torch.Generator(), max_anchors=0)
 
 
-def _room(seed: int) -> SceneFeatures:
-    """A toy room: 200 surface points whose descriptors live in channels 0-7; every
-    observation adds a strong random "nuisance" in channels 8-15 (light, say), the same
-    kind in every room, so a learned embedding can suppress it and raw cosines cannot."""
-    g = torch.Generator().manual_seed(seed)
-    points = torch.rand(200, 3, generator=g) * 4
-    desc = F.normalize(torch.randn(200, 8, generator=g), dim=1)
-
-    def split() -> SplitFeatures:
-        idx = torch.randint(200, (4, 5, 10), generator=g)
-        f = torch.cat([desc[idx], 1.5 * torch.randn(4, 5, 10, 8, generator=g)], dim=-1)
-        return SplitFeatures(f.half(), points[idx], torch.eye(4).repeat(4, 1, 1), torch.eye(3).repeat(4, 1, 1))
-
-    return SceneFeatures(f"room{seed}", np.zeros(3), {"mapping": split(), "query_light": split()}, 8)
-
-
-@pytest.mark.parametrize("loss", ["gaussian", "nce"])
-def test_metric_pretraining_improves_held_out_retrieval(tmp_path, loss):
-    """Query pre-training makes held-out queries pick anchors at their own point more often
-    (a ranking, which the temperature alone cannot change) and lowers the cross-entropy."""
-    rooms = [_room(i) for i in range(6)]
-    torch.manual_seed(0)
-    model = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=32))
-    config = MetricConfig(steps=300, anchors=256, queries=128, sigma=0.05, lr=1e-2, eval_every=50,
-                          loss=loss)
-    before = evaluate(model, rooms[4:], config)
-    rows = train_metric(model, rooms[:4], rooms[4:], config, tmp_path / "run", progress=False)
-    after = evaluate(model, rooms[4:], config)
-    # raw cosines pick the right point for ~1 % of queries here (the nuisance dominates)
-    assert after["top1_10cm"] > before["top1_10cm"] + 0.1, (before, after)
-    assert after["ce"] < before["ce"] - 0.5, (before, after)
-    assert rows[-1]["step"] == 300 and (tmp_path / "run/log.csv").read_text().count("\n") == len(rows) + 1
-
-
 class _Interrupted(list):
     """A scene list whose ``stop``-th read raises, as a killed run would stop."""
 
@@ -253,58 +218,43 @@ class _Interrupted(list):
         return super().__getitem__(i)
 
 
-def test_metric_pretraining_resumes_exactly(tmp_path):
-    rooms = [_room(i) for i in range(3)]
-    config = MetricConfig(steps=40, anchors=64, queries=32, lr=1e-2, eval_every=10)
-    torch.manual_seed(0)
-    whole = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))
-    rows = train_metric(whole, rooms[:2], rooms[2:], config, tmp_path / "a", progress=False)
-    torch.manual_seed(0)
-    cut = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))  # the same start
-    with pytest.raises(KeyboardInterrupt):
-        train_metric(cut, _Interrupted(rooms[:2], 25), rooms[2:], config, tmp_path / "b", progress=False)
-    resumed = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))
-    rows_b = train_metric(resumed, rooms[:2], rooms[2:], config, tmp_path / "b", progress=False)
-    assert resumed.identity() == whole.identity()
-    assert [r["heldout_ce"] for r in rows_b] == [r["heldout_ce"] for r in rows]
-    with pytest.raises(AcegError, match="cannot resume"):
-        train_metric(resumed, rooms[:2], rooms[2:], MetricConfig(steps=40, anchors=32), tmp_path / "b",
-                     progress=False)
-
-
-def test_cli_pretrain_anchors_then_map(tmp_path, capsys):
-    """`aceg pretrain-anchors --objective sampled` over tiny synthetic scenes writes a
-    regressor that `aceg map` takes; a transformer file is refused as --init."""
+def test_cli_refuses_a_zero_anchor_budget_and_a_transformer_start(tmp_path, capsys):
+    """`aceg map --max-anchors 0` stops before writing anything, and `aceg pretrain-anchors
+    --init` refuses a map-code transformer file, each with a one-line error."""
     from aceg.cli.main import main
     from aceg.data.synthetic import generate_scene
+    from aceg.model.map_file import WEIGHTS_DIR
 
-    for i in range(3):
+    for i in range(2):
         generate_scene(tmp_path / "data" / f"scene_{i}", 300 + i, frames_mapping=6, frames_query=3,
                        height=64, width=80, splits=("mapping", "query_light"), contact_sheet=False)
-    out = tmp_path / "run"
-    args = ["pretrain-anchors", str(tmp_path / "data"), str(out), "--objective", "sampled",
-            "--steps", "6", "--anchors", "64",
-            "--queries", "32", "--eval-every", "3", "--held-out", "1"]
-    assert main(args) == 0
-    reg = load_regressor(out / "regressor.safetensors")
-    assert isinstance(reg.model, AnchorRegressor)
-    assert (out / "log.csv").read_text().count("\n") == 4  # header + steps 0, 3, 6
-    assert main(args) == 0  # finished: resumes at the end and writes the same model
-    assert load_regressor(out / "regressor.safetensors").identity == reg.identity
-    mapped = main(["map", str(tmp_path / "data" / "scene_0" / "mapping"), str(tmp_path / "s.map"),
-                   "--regressor", str(out / "regressor.safetensors"), "--depth"])
-    assert mapped == 0 and isinstance(load_map(tmp_path / "s.map").regressor_config, AnchorConfig)
     capsys.readouterr()
     assert main(["map", str(tmp_path / "data" / "scene_0" / "mapping"), str(tmp_path / "t.map"),
                  "--max-anchors", "0"]) == 2
     assert "--max-anchors must be positive" in capsys.readouterr().err
     assert not (tmp_path / "t.map").exists()
-    from aceg.model.map_file import WEIGHTS_DIR
-
     transformer = WEIGHTS_DIR / "transformer-xfeat.safetensors"
     assert main(["pretrain-anchors", str(tmp_path / "data"), str(tmp_path / "x"), "--held-out", "1",
-                 "--init", str(transformer)]) != 0
+                 "--init", str(transformer)]) == 2
     assert "not an anchor regressor" in capsys.readouterr().err
+
+
+def test_learned_read_out_files_are_refused_and_nearest_ones_read(tmp_path):
+    """A regressor file recording the removed learned read-out is a one-line error naming
+    it; one recording the nearest read-out (every shipped file does) loads with the same
+    identity as the model it was saved from."""
+    model = AnchorRegressor(AnchorConfig(feature_dim=8, hidden=16))
+    for readout, ok in (("nearest", True), ("learned", False)):
+        path = tmp_path / f"{readout}.safetensors"
+        config = {**model.config.to_dict(), "readout": readout, "candidates": 16, "readout_hidden": 32}
+        meta = {"format_version": 1, "config": config, "encoder": "xfeat"}
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+                  metadata={"aceg_regressor": json.dumps(meta)})
+        if ok:
+            assert load_regressor(path).identity == model.identity()
+        else:
+            with pytest.raises(AcegError, match=f"{path.name}.*read-out 'learned' is not supported"):
+                load_regressor(path)
 
 
 def test_list_search_matches_exact_search_and_caches_per_code():

@@ -232,7 +232,7 @@ def test_anchored_code_puts_keys_on_the_scenes_own_patches():
 
 
 def test_config_files_without_code_form_are_tokens_and_keep_their_identity():
-    from aceg.model.regressor import weights_hash
+    from aceg.model.common import weights_hash
 
     legacy = {k: v for k, v in TINY_TOKENS.to_dict().items() if k != "code_form"}
     assert RegressorConfig.from_dict(legacy) == TINY_TOKENS

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from aceg.data.synthetic import generate_scene
-from aceg.pretraining.trainer import PretrainConfig, Pretrainer
+from aceg.pretraining.pretrain_config import PretrainConfig
+from aceg.pretraining.trainer import Pretrainer
 from torchrun_helper import agreed_weights, run_two_processes
 
 TINY = {"width": 32, "depth": 1, "heads": 2, "code_tokens": 8}
@@ -58,7 +59,7 @@ def test_snapshot_of_a_stopped_run_is_a_usable_regressor(scenes: Path, tmp_path:
     holding exactly the weights trained so far; a missing checkpoint is a clear error."""
     from aceg.errors import AcegError
     from aceg.model.map_file import load_regressor
-    from aceg.pretraining.trainer import export_regressor
+    from aceg.pretraining.pretrain_checkpoint import export_regressor
 
     run = Pretrainer([scenes], tmp_path / "run", config(), progress=False)
     run.run(stop_after=4)
@@ -75,7 +76,7 @@ def test_warm_start_from_a_regressor_file(scenes: Path, tmp_path: Path):
     from there, and refuses overrides that contradict the file's architecture."""
     from aceg.errors import AcegError
     from aceg.model.map_file import load_regressor
-    from aceg.pretraining.trainer import export_regressor
+    from aceg.pretraining.pretrain_checkpoint import export_regressor
 
     torch.set_num_threads(1)
     first = Pretrainer([scenes], tmp_path / "first", config(), progress=False)
@@ -232,7 +233,7 @@ def test_checkpoints_record_the_code_form(scenes: Path, tmp_path: Path):
 
     from aceg.errors import AcegError
     from aceg.model.map_file import load_regressor
-    from aceg.pretraining.trainer import export_regressor
+    from aceg.pretraining.pretrain_checkpoint import export_regressor
 
     torch.set_num_threads(1)
     tokens = {**TINY, "code_form": "tokens"}
@@ -328,7 +329,7 @@ def test_pool_codes_fit_triangulated_depth(textured_scene: Path, tmp_path: Path,
     assert torch.equal(torch.nan_to_num(again.scenes[0].splits[MAPPING_SPLIT].triangulated),
                        torch.nan_to_num(tri))
     # ... unless the triangulation has changed since: then it triangulates again
-    monkeypatch.setattr("aceg.mapping.triangulation.TRIANGULATION_VERSION", "a later one")
+    monkeypatch.setattr("aceg.mapping.triangulation.TRIANGULATION_VERSION", 4)
     with pytest.raises(AssertionError, match="triangulated again"):
         Pretrainer([textured_scene], tmp_path / "run", cfg, progress=False)
     monkeypatch.undo()

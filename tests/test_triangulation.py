@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from aceg.baselines.feature_matching import track_labels, triangulate_tracks
 from aceg.cli.main import main
 from aceg.errors import AcegError
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import map_scene
+from aceg.mapping.tracks import track_labels, triangulate_tracks
 from aceg.mapping.triangulation import (
     SMALL_SCENE_IMAGES,
     SMALL_SCENE_KEYPOINTS,

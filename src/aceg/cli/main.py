@@ -15,7 +15,7 @@ from aceg.errors import AcegError
 
 #: Sub-commands, in the order ``aceg --help`` lists them.
 COMMANDS = ("demo", "info", "convert", "eval", "synth", "map", "localize", "pretrain",
-            "pretrain-anchors", "pretrain-readout", "bench", "export", "plot", "serve")
+            "pretrain-anchors", "bench", "export", "plot", "serve")
 
 DESCRIPTION = """\
 aceg: visual relocalization by scene coordinate regression (ACE-G).

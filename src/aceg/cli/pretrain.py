@@ -8,7 +8,9 @@ from dataclasses import fields
 import torch
 
 from aceg.io import check_output_path
-from aceg.pretraining.trainer import FINAL_NAME, PretrainConfig, Pretrainer, init_distributed
+from aceg.pretraining.distributed import init_distributed
+from aceg.pretraining.pretrain_config import FINAL_NAME, PretrainConfig
+from aceg.pretraining.trainer import Pretrainer
 
 HELP = "pre-train the ACE-G transformer across many scenes (mapping + query iterations)"
 DESCRIPTION = """\
@@ -26,7 +28,7 @@ OUT receives checkpoint.safetensors (+ pool-rank*.safetensors), log.csv and, at 
 regressor.safetensors (use it with `aceg map --regressor`, or ship it as the default).
 Re-running the same command resumes from the checkpoint exactly; raise --steps to continue
 a finished run. A snapshot of a run still going (or stopped early) becomes a regressor file
-with `python -c "from aceg.pretraining.trainer import export_regressor;
+with `python -c "from aceg.pretraining.pretrain_checkpoint import export_regressor;
 export_regressor('OUT', 'snapshot.safetensors')"`. --init FILE starts from a regressor
 file (e.g. the shipped model) instead of random weights: fine-tuning on more or on real data.
 

@@ -17,11 +17,9 @@ from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_regressor, save_regressor
 from aceg.pretraining.anchor_embedding import RUN_KEY as EMBEDDING_RUN_KEY
 from aceg.pretraining.anchor_embedding import EmbeddingConfig, cached_mapped_room, train_embedding
-from aceg.pretraining.anchor_metric import MetricConfig, train_metric
-from aceg.pretraining.feature_store import cached_scene_features, find_scene_roots
-from aceg.pretraining.mapped_rooms import ROOM_SHORT_SIDE
+from aceg.pretraining.distributed import init_distributed, record_rank_identities
+from aceg.pretraining.feature_store import find_scene_roots
 from aceg.pretraining.run_state import CHECKPOINT_NAME, checkpoint_world_size
-from aceg.pretraining.trainer import init_distributed, record_rank_identities
 
 HELP = "pre-train the anchor model's embedding across many scenes (query pre-training)"
 DESCRIPTION = """\
@@ -33,94 +31,62 @@ light or from another viewpoint picks an anchor at its own surface point.
 
 DATA are scene folders, or folders of scene folders, as written by `aceg synth` (mapping/
 and query_*/ splits, ACE layout, with depth maps: the ground truth). The last --held-out
-scenes (in the order of DATA, each folder's scenes sorted by name) are not trained on and are scored at every evaluation: the % of
-their query patches, per split, whose most similar anchor lies within 10 cm of their point.
+scenes (in the order of DATA, each folder's scenes sorted by name) are not trained on and
+are scored at every evaluation: the share of their query patches, per split, whose most
+similar anchor lies within 10 cm of their point.
 
-Objectives:
-  mapped   (default; made the shipped model, MODEL_CARD.md 1.8) each scene is mapped once
-           as `aceg map` maps it (track triangulation, the anchor budget) and cached in
-           OUT/rooms/; a step draws one scene and --queries of its query patches; every
-           anchor within --radius of a patch's point is a positive, every other anchor of
-           the map a negative; the loss is -log of the attention the positives get.
-  sampled  (MODEL_CARD.md 1.3; it made localization worse) a step draws --anchors random
-           mapping patches with rendered depth as the anchors; the attention should follow
-           a Gaussian (--loss gaussian, width --sigma) of the 3-D distance, or fall on the
-           anchors within --sigma (--loss nce). Encoder features are cached in OUT/features/.
+Each scene is mapped once as `aceg map` maps it (track triangulation, the anchor budget)
+and cached in OUT/rooms/; a step draws one scene and --queries of its query patches; every
+anchor within --radius of a patch's point is a positive, every other anchor of the map a
+negative; the loss is -log of the attention the positives get. The defaults made the
+shipped embedding.
 
 OUT receives log.csv, checkpoint.safetensors (re-running the same command resumes from it
 exactly) and, at the end, regressor.safetensors: map with it through `aceg map
 --regressor`, or ship it as the default. --init FILE continues from an anchor regressor file.
 
-Several processes (objective mapped): `torchrun --nproc-per-node N -m aceg pretrain-anchors
-DATA... OUT` (torch.distributed DDP over gloo: the embedding is small and trains on the
-CPU). The training scenes are shared out among the processes, each maps its own and draws
-one a step, and DDP averages the gradients; OUT/ranks.json records every process's weight
-hash (identical). A checkpoint resumes only with the same number of processes, scenes,
+Several processes: `torchrun --nproc-per-node N -m aceg pretrain-anchors DATA... OUT`
+(torch.distributed DDP over gloo: the embedding is small and trains on the CPU). The
+training scenes are shared out among the processes, each maps its own and draws one a
+step, and DDP averages the gradients; OUT/ranks.json records every process's weight hash
+(identical). A checkpoint resumes only with the same number of processes, scenes,
 encoder, start model, seed and settings (--steps and --eval-every may change).
 """
-
-#: Settings of each objective: its config class and the flags only it takes.
-OBJECTIVES = {"mapped": (EmbeddingConfig, ("radius",)),
-              "sampled": (MetricConfig, ("anchors", "sigma", "loss", "short_side"))}
 
 _HELPS = {
     "steps": "training steps (one scene each, per process)",
     "queries": "query patches per step",
+    "radius": "metres within which an anchor is a positive",
     "lr": "peak learning rate (AdamW, cosine decay to a tenth)",
     "weight_decay": "AdamW weight decay",
     "eval_every": "steps between evaluations and checkpoints",
-    "radius": "mapped: metres within which an anchor is a positive",
-    "anchors": "sampled: anchors drawn per step from the scene's mapping images",
-    "sigma": "sampled: metres, width of the Gaussian target over 3-D distance (nce: the radius "
-             "within which anchors are positives)",
-    "loss": "sampled: gaussian (attention should follow a Gaussian of 3-D distance) or nce "
-            "(all anchors within --sigma are positives)",
 }
-
-
-def _default(name: str) -> str:
-    """The default of setting ``name`` for --help: one value, or one per objective."""
-    values = {obj: getattr(cls(), name) for obj, (cls, _) in OBJECTIVES.items()
-              if name in cls.__dataclass_fields__}
-    if len(set(values.values())) == 1 and len(values) == len(OBJECTIVES):
-        return str(next(iter(values.values())))
-    return ", ".join(f"{v} {obj}" for obj, v in values.items())
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("data", nargs="+", metavar="DATA", help="scene folders or folders of scenes")
     parser.add_argument("out", metavar="OUT", help="output folder (checkpoint, log, final model)")
-    parser.add_argument("--objective", choices=tuple(OBJECTIVES), default="mapped",
-                        help="what the embedding learns from (see above; default: %(default)s)")
+    defaults = EmbeddingConfig()
     for name, text in _HELPS.items():
-        cls = EmbeddingConfig if name in EmbeddingConfig.__dataclass_fields__ else MetricConfig
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(cls(), name)), default=None,
-                            choices=("gaussian", "nce") if name == "loss" else None,
-                            help=f"{text} (default: {_default(name)})")
+        value = getattr(defaults, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
+                            help=f"{text} (default: {value})")
     parser.add_argument("--held-out", type=int, default=4,
                         help="scenes kept out of training and scored (default: %(default)s)")
     parser.add_argument("--init", metavar="FILE", help="anchor regressor file to start from "
                         "(default: a fresh model, the identity embedding)")
     parser.add_argument("--encoder", default="xfeat", help="frozen encoder (default: %(default)s)")
-    parser.add_argument("--short-side", type=int, default=None,
-                        help=f"sampled: working short side in pixels (default: the images' own size; "
-                             f"mapped prepares images as aceg map does, at most {ROOM_SHORT_SIDE})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (default: torch's choice)")
 
 
-def _config(args):
-    """The chosen objective's config from the flags given; clear error for a flag of the other."""
-    cls, own = OBJECTIVES[args.objective]
-    for other, (_, flags) in OBJECTIVES.items():
-        for name in flags:
-            if other != args.objective and name not in own and getattr(args, name) is not None:
-                raise AcegError(f"--{name.replace('_', '-')} applies to --objective {other}, "
-                                f"not {args.objective}")
-    given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name) is not None}
+def _config(args) -> EmbeddingConfig:
+    """The run's settings from the flags given (the defaults for the others)."""
+    given = {f.name: getattr(args, f.name) for f in fields(EmbeddingConfig)
+             if getattr(args, f.name, None) is not None}
     try:
-        return cls(**given)
+        return EmbeddingConfig(**given)
     except ValueError as exc:
         raise AcegError(str(exc)) from None
 
@@ -135,10 +101,6 @@ def _start_model(args, enc) -> AnchorRegressor:
         raise AcegError(f"{args.init}: not an anchor regressor (use aceg pretrain for the transformer)")
     if loaded.encoder != enc.name:
         raise AcegError(f"{args.init}: made for encoder {loaded.encoder!r}, not {enc.name!r}")
-    if loaded.model.readout is not None:
-        raise AcegError(f"{args.init}: has a learned read-out, trained on its present embedding; "
-                        "pre-train the embedding of a model without one, then the read-out "
-                        "(aceg pretrain-readout)")
     model = AnchorRegressor(loaded.model.config)
     model.load_state_dict(loaded.model.state_dict())
     return model
@@ -154,38 +116,30 @@ def run(args) -> int:
         raise AcegError(f"--held-out {args.held_out} leaves no scene to train on ({len(roots)} found)")
     # Mapping a rank's share of the scenes can take long before the first collective.
     rank, world = init_distributed(backend="gloo", timeout=timedelta(hours=6))
-    if world > 1 and args.objective != "mapped":
-        raise AcegError("torchrun: only --objective mapped runs on several processes")
     split = len(roots) - args.held_out
     if world > split:
         raise AcegError(f"{world} processes and {split} training scene(s): each process needs one")
     out = Path(args.out)
     saved_world = checkpoint_world_size(out / CHECKPOINT_NAME, EMBEDDING_RUN_KEY)
-    if args.objective == "mapped" and saved_world not in (None, world):
+    if saved_world not in (None, world):
         raise AcegError(f"{out / CHECKPOINT_NAME}: checkpoint made with {saved_world} process(es), "
                         f"this run has {world}: cannot resume")
     enc = get_encoder(args.encoder)
     model = _start_model(args, enc)
-    if args.objective == "mapped":
-        cache = out / "rooms"
-        cache.mkdir(parents=True, exist_ok=True)
-        # Each rank maps its shard of the training scenes; rank 0 also the held-out ones.
-        mine = [i for i in range(split) if i % world == rank] + (list(range(split, len(roots))) if rank == 0 else [])
-        run_info = {"encoder": enc.name, "start": model.identity(), "seed": args.seed}
-        rooms = {i: cached_mapped_room(roots[i], cache, enc, model.config)
-                 for i in tqdm(mine, desc="mapping scenes", unit="scene", disable=rank != 0)}
-        rows = train_embedding(model, [rooms[i] for i in mine if i < split],
-                               [rooms[i] for i in mine if i >= split], config, out, seed=args.seed,
-                               scenes=[str(r.resolve()) for r in roots[:split]], run_info=run_info)
-    else:
-        cache = out / "features"
-        cache.mkdir(parents=True, exist_ok=True)
-        scenes = [cached_scene_features(r, cache, enc, args.short_side) for r in roots]
-        rows = train_metric(model, scenes[:split], scenes[split:], config, out, seed=args.seed)
+    cache = out / "rooms"
+    cache.mkdir(parents=True, exist_ok=True)
+    # Each rank maps its shard of the training scenes; rank 0 also the held-out ones.
+    mine = [i for i in range(split) if i % world == rank] + (list(range(split, len(roots))) if rank == 0 else [])
+    run_info = {"encoder": enc.name, "start": model.identity(), "seed": args.seed}
+    rooms = {i: cached_mapped_room(roots[i], cache, enc, model.config)
+             for i in tqdm(mine, desc="mapping scenes", unit="scene", disable=rank != 0)}
+    rows = train_embedding(model, [rooms[i] for i in mine if i < split],
+                           [rooms[i] for i in mine if i >= split], config, out, seed=args.seed,
+                           scenes=[str(r.resolve()) for r in roots[:split]], run_info=run_info)
     record_rank_identities(out, rows[-1]["step"], model.identity())
     if rank == 0:
-        extra = {"embedding": f"query pre-trained by aceg pretrain-anchors --objective {args.objective}",
-                 "pretraining": {"objective": args.objective, "scenes": [str(r) for r in roots[:split]],
+        extra = {"embedding": "query pre-trained by aceg pretrain-anchors",
+                 "pretraining": {"scenes": [str(r) for r in roots[:split]],
                                  "held_out": [str(r) for r in roots[split:]], "config": asdict(config),
                                  "init": args.init, "seed": args.seed, "processes": world,
                                  "final": rows[-1]}}

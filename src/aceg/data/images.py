@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from aceg.data.camera import Intrinsics
+from aceg.data.image_headers import jpeg_size, png_size
 from aceg.errors import AcegError, file_error
 
 #: Default working short side in pixels (as ACE).
@@ -38,9 +39,7 @@ def load_image(path: str | Path, grey: bool = False) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise file_error(path, "image file is empty")
-    from aceg.data.readers._common import _jpeg_size, _png_size
-
-    declared = _png_size(data[:24].tobytes()) or _jpeg_size(path)
+    declared = png_size(data[:24].tobytes()) or jpeg_size(path)
     if declared is not None and declared[0] * declared[1] > MAX_IMAGE_PIXELS:
         raise file_error(path, f"image too large ({declared[0]}x{declared[1]} pixels declared)")
     try:

@@ -170,11 +170,8 @@ def _mapper_and_localizer(method: str, settings: dict):
     """(map(scene, path) -> None, localizer(path) -> callable(rgb, frame) -> (pose or None,
     confident flag or None))."""
     if method == "feature-matching":
-        from aceg.baselines.feature_matching import (
-            FeatureMatchingLocalizer,
-            SparseFeatures,
-            build_feature_map,
-        )
+        from aceg.baselines.feature_matching import FeatureMatchingLocalizer, build_feature_map
+        from aceg.mapping.keypoints import SparseFeatures
 
         features = SparseFeatures()
 

@@ -1,17 +1,17 @@
 """Sparse depth for RGB-only mapping, triangulated from the mapping images and their poses.
 
 Reprojection-only mapping pins each patch's scene coordinate to its viewing ray; where on
-the ray it lies comes only from several views agreeing, and the maps of both ACE-G and ACE
-end up 0.36-0.46 m off along the rays on held-out synthetic scenes (MODEL_CARD.md, "Map
-geometry"). The poses of the mapping images are known, so matched keypoints of
-neighbouring images can be triangulated: :func:`triangulated_depth_maps` runs the
-feature-matching baseline's mapping step (:func:`aceg.baselines.feature_matching.build_feature_map`
-without depth: XFeat keypoints, LighterGlue matches with the nearest cameras, chained into
-tracks across images, each track triangulated from all its views and kept when in front of
-them, reprojecting within a few pixels and seen under a minimum angle) and turns its 3-D
-points into one sparse depth map per image. Local planes fitted over the patch cells then
-denoise those depths (:func:`refine_cell_depth`, which can also fill the empty cells
-between them; off by default).
+the ray it lies comes only from several views agreeing, and maps of both ACE-G and ACE
+end up off along the rays. The poses of the mapping images are known, so matched
+keypoints of neighbouring images can be triangulated: :func:`triangulated_depth_maps`
+extracts XFeat keypoints (:mod:`aceg.mapping.keypoints`), matches each image with its
+nearest cameras (LighterGlue), chains the matches into tracks across images and
+triangulates each track from all its views, keeping a point when it is in front of them,
+reprojects within a few pixels and is seen under a minimum angle
+(:mod:`aceg.mapping.tracks`), then turns the 3-D points into one sparse depth map per
+image. Local planes fitted over the patch cells then denoise those depths
+(:func:`refine_cell_depth`, which can also fill the empty cells between them; off by
+default).
 
 A depth map here is (H, W) float32 metres in the *prepared* image (working short side,
 the crop of :func:`aceg.data.images.prepare_image`), camera z along the OpenCV optical
@@ -24,32 +24,35 @@ ray (:func:`aceg.mapping.buffer.build_buffer` ``depth_maps``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
 
-from aceg.baselines.feature_matching import FeatureMatchingConfig, build_feature_map
 from aceg.data.camera import invert_pose
 from aceg.data.scene import Scene
+from aceg.errors import AcegError
+from aceg.mapping.keypoints import SparseFeatures, extract_scene_keypoints
+from aceg.mapping.tracks import TriangulationConfig, triangulate_scene
 
-#: Keypoints and matching of the triangulation (the feature-matching baseline's settings,
-#: with fewer keypoints, a sparse depth per patch cell being all mapping needs, and tracks
-#: across images instead of pairs: 76 against 67 % of the cells within 10 cm of the true
-#: depth on 8 held-out rooms, MODEL_CARD.md 1.6).
-TRIANGULATION_CONFIG = FeatureMatchingConfig(max_keypoints=1024, triangulation_max_error_px=1.5,
-                                             min_triangulation_angle_deg=2.0, triangulation="tracks")
+#: Keypoints, matching and triangulation of mapping (:class:`TriangulationConfig`'s
+#: defaults): fewer keypoints than the feature-matching baseline, a sparse depth per patch
+#: cell being all mapping needs, and tracks across images rather than pairs, which put
+#: more cells near their true depth.
+TRIANGULATION_CONFIG = TriangulationConfig()
 
 #: Small scenes get more keypoints per image: with few images the anchors would fall short
-#: (castle-P30, 20 images at short side 480: 10,316 anchors at 1,024 keypoints, the budget then 12,288), and
-#: the matching stays within the work of 200 images at 1,024 (the mapping-time target) as
-#: long as there are at most 70 images, 2,048 keypoints costing 2.8x per matched pair
-#: (MODEL_CARD.md 1.6).
+#: of the budget, and the matching stays within the work of a large scene at the default
+#: keypoints as long as there are at most this many images.
 SMALL_SCENE_IMAGES = 70
 SMALL_SCENE_KEYPOINTS = 2048
 
-#: Names what :func:`triangulated_depth_maps` computes by default; caches of its output
-#: (pre-training targets, read-out candidates) are made again when it differs.
-TRIANGULATION_VERSION = "tracks+planes+small-scene-keypoints/2026-12-03"
+#: Version of what :func:`triangulated_depth_maps` computes by default, a plain number
+#: raised whenever its output changes. It stamps the caches of that output (pre-training
+#: targets in :mod:`aceg.pretraining.feature_store`, mapped rooms in
+#: :mod:`aceg.pretraining.mapped_rooms`); a cache stamped with another value, including
+#: the strings older versions wrote, is stale and computed again.
+TRIANGULATION_VERSION = 3
 
 
 def default_keypoints(images: int) -> int:
@@ -83,7 +86,7 @@ def keypoint_depth_map(keypoints: np.ndarray, depths: np.ndarray, height: int, w
 
 
 def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
-                            config: FeatureMatchingConfig | None = None,
+                            config: TriangulationConfig | None = None,
                             progress: bool = True, refine: bool = True) -> tuple[list[np.ndarray], dict]:
     """One sparse depth map per frame of ``scene`` (see module docstring) and statistics.
     ``config`` defaults to :data:`TRIANGULATION_CONFIG` with :func:`default_keypoints`.
@@ -96,22 +99,31 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
     """
     if config is None:
         config = replace(TRIANGULATION_CONFIG, max_keypoints=default_keypoints(len(scene.frames)))
-    fmap = build_feature_map(scene, replace(config, short_side=short_side), use_depth=False,
-                             progress=progress)
-    maps, cells, total = [], 0, 0
-    for frame, image in zip(scene.frames, fmap.images, strict=True):
+    if not scene.has_poses:
+        raise AcegError(f"scene {scene.name!r}: mapping needs a pose for every frame")
+    features = SparseFeatures(config.max_keypoints)
+    start = time.perf_counter()
+    keypoints = extract_scene_keypoints(scene, scene.working_short_side(short_side), features,
+                                        progress=progress)
+    world = triangulate_scene(scene, keypoints, features, config, progress)
+    seconds = time.perf_counter() - start
+    maps, cells, total, points = [], 0, 0, 0
+    for frame, feats, xyz in zip(scene.frames, keypoints.features, world, strict=True):
+        keep = np.isfinite(xyz).all(1)
+        # rounded to float32 first, as a point is stored (the depths depend on it bit for bit)
+        xyz = xyz[keep].astype(np.float32).astype(np.float64)
         w2c = invert_pose(frame.cam_to_world)
-        z = image.points3d.astype(np.float64) @ w2c[2, :3] + w2c[2, 3]
-        depth = keypoint_depth_map(image.keypoints, z, image.height, image.width, stride)
+        depth = keypoint_depth_map(feats.keypoints[keep], xyz @ w2c[2, :3] + w2c[2, 3],
+                                   feats.height, feats.width, stride)
         if refine:
             depth = refine_cell_depth(depth, stride)
         grid = depth[stride // 2:: stride, stride // 2:: stride]
         cells += int((grid > 0).sum())
         total += grid.size
+        points += len(xyz)
         maps.append(depth)
-    stats = {"points": fmap.num_points, "keypoints": config.max_keypoints,
-             "cells": round(100.0 * cells / max(total, 1), 1),
-             "seconds": round(fmap.stats["mapping_seconds"], 1)}
+    stats = {"points": points, "keypoints": config.max_keypoints,
+             "cells": round(100.0 * cells / max(total, 1), 1), "seconds": round(seconds, 1)}
     return maps, stats
 
 

@@ -19,7 +19,7 @@ The map code comes in one of two forms (:data:`CODE_FORMS`, ``RegressorConfig.co
   projection of random tokens, so the frozen projection layers still set its starting
   statistics; an *anchored* one (:meth:`SceneRegressor.anchored_code`, what mapping and
   pre-training use) puts each token's keys on one of the scene's own patches.
-  ``benchmarks/aceg_fit_probe.py --code-form`` measures the difference (MODEL_CARD.md).
+  ``benchmarks/aceg_fit_probe.py --code-form`` compares the two forms.
 
 The output head gives, per patch, a homogeneous scene coordinate (see
 :mod:`aceg.model.homogeneous`) in metres **relative to the scene centre** (mean mapping
@@ -29,23 +29,19 @@ error in pixels (Laplace scale ``b``).
 The keys and values of the code are computed once per block for a whole batch of
 patches, so the cost per patch is that of ``depth`` x (query projection, attention over N
 tokens, output projection, MLP). See :class:`RegressorConfig` for the defaults and their
-measured cost.
+cost.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from aceg.model.common import LOG_UNC_MAX, LOG_UNC_MIN, weights_hash
 from aceg.model.homogeneous import MAX_SCALE, MIN_SCALE, dehomogenize
-
-#: Clamp of the predicted log-uncertainty (log pixels): b in [exp(-2), exp(6)] ~ [0.14, 400] px.
-LOG_UNC_MIN = -2.0
-LOG_UNC_MAX = 6.0
 
 #: Forms of the map code (see the module docstring).
 CODE_FORMS = ("tokens", "keys_values")
@@ -57,8 +53,7 @@ CODE_INITS = ("anchored", "random")
 
 #: Learning rate of a code form's optimisation relative to that of "keys_values" (mapping
 #: presets and pre-training state the "keys_values" rate). Token codes pass a LayerNorm, so
-#: Adam's fixed-size steps move them much further: 1e-2 was their best mapping peak, where
-#: keys and values fit best at 0.1 (MODEL_CARD.md, "The code form").
+#: Adam's fixed-size steps move them much further: they take a tenth of the rate.
 CODE_LR_SCALE = {"tokens": 0.1, "keys_values": 1.0}
 
 
@@ -66,13 +61,10 @@ CODE_LR_SCALE = {"tokens": 0.1, "keys_values": 1.0}
 class RegressorConfig:
     """Sizes of the map-code transformer.
 
-    Defaults are those of the shipped model (MODEL_CARD.md): 2 blocks at width 128 over a
-    map code of 1024 tokens in the "keys_values" form (2 x 2 x 1024 x 128 values, 1 MiB
-    in a map file's float16). About 0.75 M multiply-adds per patch, most
-    of them in the attention over the code (2 x N x D per block); a 480x640 query (4800
-    patches at stride 8) takes ~56 ms on 2 threads (``benchmarks/core_speed.py``). 290k
-    parameters. The first pre-training run used N=128, L=3 (0.42 M multiply-adds per
-    patch): 8x more code tokens fit the mapping views about twice as well for ~1.2x the
+    Defaults are those of the shipped transformer: 2 blocks at width 128 over a map code of
+    1024 tokens in the "keys_values" form (2 x 2 x 1024 x 128 values, 1 MiB in a map file's
+    float16). About 0.75 M multiply-adds per patch, most of them in the attention over the
+    code (2 x N x D per block); 290k parameters. ``benchmarks/core_speed.py`` measures the
     query time.
 
     Attributes:
@@ -158,8 +150,8 @@ class CrossBlock(nn.Module):
         P, D = x.shape
         h, dh = self.heads, D // self.heads
         # 4-D (batch 1, heads, tokens, dh) so that CPU uses the fused (flash) kernel: with 3-D
-        # inputs torch falls back to materialising the (h, P, N) attention matrix, 6x slower
-        # forward at N=1024 (benchmarks/core_speed.py).
+        # inputs torch falls back to materialising the (h, P, N) attention matrix, several
+        # times slower at the default code size.
         q = self.q(self.norm_q(x)).view(1, P, h, dh).transpose(1, 2)  # (1, h, P, dh)
         k = keys.reshape(1, -1, h, dh).transpose(1, 2)  # (1, h, N, dh)
         v = values.reshape(1, -1, h, dh).transpose(1, 2)
@@ -266,20 +258,6 @@ class SceneRegressor(nn.Module):
     def identity(self) -> str:
         """Content hash of the configuration and weights (16 hex digits)."""
         return weights_hash(self.state_dict(), self.config.identity_dict())
-
-
-def weights_hash(state: dict[str, torch.Tensor], config: dict | None = None) -> str:
-    """sha256 over sorted parameter names, shapes, dtypes and bytes (+ config), 16 hex digits."""
-    h = hashlib.sha256()
-    if config is not None:
-        h.update(repr(sorted(config.items())).encode())
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
 
 
 def random_regressor(config: RegressorConfig | None = None, seed: int = 0) -> SceneRegressor:

@@ -1,5 +1,5 @@
 """Query pre-training of the anchor model's embedding against the anchors mapping builds:
-the objective of the shipped ``regressor-xfeat.safetensors`` (MODEL_CARD.md 1.8).
+the objective of the shipped ``regressor-xfeat.safetensors``.
 
 A query patch reads the point of its most similar anchor (:mod:`aceg.model.anchors`); the
 embedding decides which anchor that is. Pre-training teaches it, across rooms, to pick an
@@ -59,7 +59,7 @@ ROOM_FORMAT = "1"
 class EmbeddingConfig:
     """Settings of a pre-training run (module docstring). ``lr``: AdamW peak rate, cosine
     decay to a tenth over ``steps``; ``radius`` in metres; ``eval_every`` steps between
-    evaluations and checkpoints. The defaults made the shipped embedding (MODEL_CARD.md 1.8)."""
+    evaluations and checkpoints. The defaults made the shipped embedding."""
 
     steps: int = 1500
     queries: int = 1024
@@ -94,10 +94,10 @@ class RoomTensors:
 
 
 def identity_embedding(config: AnchorConfig) -> AnchorRegressor:
-    """A fresh model of ``config`` (nearest read-out): its embedding is the identity on unit
-    features (the residual's last layer starts at zero). Leaves the global RNG as it was."""
+    """A fresh model of ``config``: its embedding is the identity on unit features (the
+    residual's last layer starts at zero). Leaves the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
-        return AnchorRegressor(AnchorConfig(**{**config.to_dict(), "readout": "nearest"}))
+        return AnchorRegressor(config)
 
 
 def mapped_room_tensors(root: Path, encoder, config: AnchorConfig) -> RoomTensors:
@@ -222,9 +222,6 @@ def train_embedding(model: AnchorRegressor, train: list[RoomTensors], held_out: 
     """
     if not train:
         raise ValueError("no training rooms")
-    if model.readout is not None:
-        raise ValueError("the model has a learned read-out, trained on its present embedding: "
-                         "pre-train the embedding of a model without one")
     run = start_run(model, asdict(config) | (run_info or {}), out_dir, RUN_KEY,
                     scenes or [r.name for r in train], seed)
     loss_fn: nn.Module = PositivesLoss(model)

@@ -1,5 +1,5 @@
 """Training rooms mapped exactly as ``aceg map`` maps a scene, for the anchor model's query
-pre-training (:mod:`aceg.pretraining.anchor_embedding`, :mod:`aceg.pretraining.anchor_readout`).
+pre-training (:mod:`aceg.pretraining.anchor_embedding`).
 
 A room is a folder written by ``aceg synth``: ``mapping/`` and query splits (other light,
 other viewpoints) with rendered depth. Its anchors come from the mapping images through
@@ -95,7 +95,7 @@ def cached_room_file(cache_dir: Path, root: Path, settings: dict[str, str],
     where = str(Path(root).resolve())
     path = Path(cache_dir) / f"{Path(root).name}-{hashlib.sha256(where.encode()).hexdigest()[:8]}.safetensors"
     stamp = {"root": where, "files": files_fingerprint(Path(root)),
-             "triangulation": TRIANGULATION_VERSION, **settings}
+             "triangulation": str(TRIANGULATION_VERSION), **settings}
     if path.is_file():
         try:
             with safe_open(str(path), framework="pt") as fh:

@@ -1,9 +1,8 @@
-"""Exact-resume checkpoints and CSV logs of the anchor model's pre-training loops
-(:mod:`aceg.pretraining.anchor_embedding`, which also runs under torchrun,
-:mod:`aceg.pretraining.anchor_metric`, :mod:`aceg.pretraining.anchor_readout`).
+"""Exact-resume checkpoints and CSV logs of the anchor model's pre-training loop
+(:mod:`aceg.pretraining.anchor_embedding`, which also runs under torchrun).
 
 A checkpoint is one safetensors file: the trained module's state (``model.*``), the
-AdamW state (:func:`aceg.pretraining.trainer.optimizer_tensors`), the random generator's
+AdamW state (:func:`aceg.pretraining.optim_state.optimizer_tensors`), the random generator's
 state (``generator``; under torchrun one per rank, ``generator.rank<r>`` for r > 0), and in
 the metadata (under a key naming the loop) the step, the evaluation rows so far, the
 scheduler state, the run's settings, its list of scenes and its number of processes. A
@@ -27,7 +26,8 @@ from safetensors.torch import save_file
 
 from aceg.errors import file_error
 from aceg.io import atomic_path
-from aceg.pretraining.trainer import dist_rank_world, load_optimizer, optimizer_tensors
+from aceg.pretraining.distributed import dist_rank_world
+from aceg.pretraining.optim_state import load_optimizer, optimizer_tensors
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "log.csv"

@@ -8,10 +8,10 @@ line, for text files).
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Iterable
 from pathlib import Path
 
+from aceg.data.image_headers import jpeg_size, png_size
 from aceg.data.images import image_size as decoded_image_size
 from aceg.data.scene import Frame, Scene
 from aceg.errors import AcegError, file_error
@@ -126,48 +126,6 @@ def match_by_key(
     return matched
 
 
-def _png_size(head: bytes) -> tuple[int, int] | None:
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
-        width, height = struct.unpack(">II", head[16:24])
-        return width, height
-    return None
-
-
-#: JPEG start-of-frame markers (they carry the image size); C4, C8 and CC are not frames.
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _jpeg_size(path: Path) -> tuple[int, int] | None:
-    with path.open("rb") as handle:
-        if handle.read(2) != b"\xff\xd8":
-            return None
-        for _ in range(10_000):
-            if handle.read(1) != b"\xff":
-                return None  # a marker must start here
-            marker = handle.read(1)
-            while marker == b"\xff":  # fill bytes
-                marker = handle.read(1)
-            if not marker:
-                return None
-            code = marker[0]
-            if code in (0x01, *range(0xD0, 0xD8)):
-                continue  # stand-alone markers carry no length
-            length_bytes = handle.read(2)
-            if len(length_bytes) != 2:
-                return None
-            (length,) = struct.unpack(">H", length_bytes)
-            if code in _JPEG_SOF:
-                data = handle.read(5)
-                if len(data) != 5:
-                    return None
-                height, width = struct.unpack(">HH", data[1:5])
-                return (width, height) if width > 0 and height > 0 else None
-            if code == 0xD9 or length < 2:
-                return None
-            handle.seek(length - 2, 1)
-    return None
-
-
 def image_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` of an image file in pixels, as stored on disk.
 
@@ -180,9 +138,9 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with path.open("rb") as handle:
             head = handle.read(32)
-        size = _png_size(head)
+        size = png_size(head)
         if size is None and head[:2] == b"\xff\xd8":
-            size = _jpeg_size(path)
+            size = jpeg_size(path)
     except OSError as exc:
         raise file_error(path, f"cannot read image file ({exc.strerror})") from None
     if size is not None and size[0] > 0 and size[1] > 0:

