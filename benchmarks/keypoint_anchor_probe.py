@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aceg.baselines.feature_matching import SparseFeatures, build_feature_map
+from aceg.baselines.feature_matching import build_feature_map
 from aceg.data.images import DEFAULT_SHORT_SIDE, load_image, prepare_image
 from aceg.evaluation.benchmark import real_datasets, synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table, pose_errors
 from aceg.localization.localizer import KEEP_QUANTILE, solve_pnp
+from aceg.mapping.keypoints import SparseFeatures
 from aceg.mapping.triangulation import TRIANGULATION_CONFIG, default_keypoints
 from aceg.model.map_file import load_regressor
 
