@@ -36,7 +36,12 @@ from aceg.data.scene import Frame
 from aceg.errors import AcegError
 from aceg.localization.pnp import estimate_pose
 from aceg.model.encoder import get_encoder
-from aceg.model.map_file import check_regressor_matches, load_map, resolve_regressor
+from aceg.model.map_file import (
+    check_regressor_matches,
+    load_map,
+    regressor_for_map,
+    resolve_regressor,
+)
 
 #: Inlier count from which a pose is flagged confident.
 CONFIDENT_INLIERS = 200
@@ -84,8 +89,9 @@ class Localizer:
 
     Args:
         map_path: map written by :func:`aceg.mapping.mapper.map_scene`.
-        regressor: ACE-G maps only: the regressor used for mapping (None = the default one,
-            a path, or a model); a different one is an :class:`AcegError`.
+        regressor: maps of the anchor model or the transformer only: the regressor used for
+            mapping, a path or a model (a different one is an :class:`AcegError`); None finds
+            it among the shipped weights by the identity the map records.
         keep_quantile, ransac_px, confident_inliers: see module constants.
     """
 
@@ -105,7 +111,8 @@ class Localizer:
         self.ransac_iterations = ransac_iterations
         self.centre = torch.as_tensor(self.data.scene_centre, dtype=torch.float64)
         if self.data.method == "aceg":
-            reg = resolve_regressor(regressor, self.data.encoder)
+            reg = (regressor_for_map(self.data, map_path) if regressor is None
+                   else resolve_regressor(regressor, None, self.data.encoder))
             check_regressor_matches(self.data, reg, map_path)
             self.regressor = reg
             model = reg.model.to(self.device)

@@ -1,9 +1,8 @@
 """Sparse depth for RGB-only mapping, triangulated from the mapping images and their poses.
 
 Reprojection-only mapping pins each patch's scene coordinate to its viewing ray; where on
-the ray it lies comes only from several views agreeing, and the maps of both ACE-G and ACE
-end up 0.36-0.46 m off along the rays on held-out synthetic scenes (MODEL_CARD.md, "Map
-geometry"). The poses of the mapping images are known, so matched keypoints of
+the ray it lies comes only from several views agreeing, which leaves the optimised maps'
+points loose along the rays. The poses of the mapping images are known, so matched keypoints of
 neighbouring images can be triangulated: :func:`triangulated_depth_maps` runs the
 feature-matching baseline's mapping step (:func:`aceg.baselines.feature_matching.build_feature_map`
 without depth: XFeat keypoints, LighterGlue matches with the nearest cameras, chained into
@@ -32,18 +31,16 @@ from aceg.baselines.feature_matching import FeatureMatchingConfig, build_feature
 from aceg.data.camera import invert_pose
 from aceg.data.scene import Scene
 
-#: Keypoints and matching of the triangulation (the feature-matching baseline's settings,
-#: with fewer keypoints, a sparse depth per patch cell being all mapping needs, and tracks
-#: across images instead of pairs: 76 against 67 % of the cells within 10 cm of the true
-#: depth on 8 held-out rooms, MODEL_CARD.md 1.6).
+#: Keypoints and matching of the triangulation: the feature-matching baseline's settings,
+#: with fewer keypoints (a sparse depth per patch cell is all mapping needs) and tracks
+#: across images instead of pairs (more cells get a depth close to the true one).
 TRIANGULATION_CONFIG = FeatureMatchingConfig(max_keypoints=1024, triangulation_max_error_px=1.5,
                                              min_triangulation_angle_deg=2.0, triangulation="tracks")
 
-#: Small scenes get more keypoints per image: with few images the anchors would fall short
-#: (castle-P30, 20 images at short side 480: 10,316 anchors at 1,024 keypoints, the budget then 12,288), and
-#: the matching stays within the work of 200 images at 1,024 (the mapping-time target) as
-#: long as there are at most 70 images, 2,048 keypoints costing 2.8x per matched pair
-#: (MODEL_CARD.md 1.6).
+#: Small scenes get more keypoints per image: with few images the anchor model's anchors
+#: would fall short of its budget, and with at most ``SMALL_SCENE_IMAGES`` images the
+#: matching of ``SMALL_SCENE_KEYPOINTS`` keypoints per image stays within the work of a
+#: large scene's ``TRIANGULATION_CONFIG.max_keypoints``.
 SMALL_SCENE_IMAGES = 70
 SMALL_SCENE_KEYPOINTS = 2048
 
@@ -90,7 +87,7 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
     With ``refine`` each map is denoised by :func:`refine_cell_depth` (its defaults).
 
     ``short_side`` is the working short side the buffer prepares the images at; every frame
-    needs a pose (:func:`aceg.mapping.mapper.check_mapping_scene`). Returns the maps, in
+    needs a pose (:func:`aceg.mapping.common.check_mapping_scene`). Returns the maps, in
     frame order, and ``{"points": triangulated keypoints, "cells": % of patch cells with a
     depth, "seconds": wall time}``.
     """
@@ -162,7 +159,7 @@ def refine_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neigh
         aty = np.einsum("mab,pab,mab->mp", weight, basis, wi)
         coef = np.linalg.solve(ata, aty[..., None])[..., 0]  # (M, 3)
         residual = np.abs(np.einsum("mp,pab->mab", coef, basis) - wi) * wk
-        scale = 0.02 * np.abs(coef[:, 2])[:, None, None]  # Huber-like: full weight within 2 %
+        scale = 0.02 * np.abs(coef[:, 2])[:, None, None]  # Huber-like: full weight within depth / 50
         weight = wk * np.minimum(1.0, scale / np.maximum(residual, 1e-12))
     value = coef[:, 2]
     rms = np.sqrt((weight * residual ** 2).sum((1, 2)) / np.maximum(weight.sum((1, 2)), 1e-12))
