@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("scenes", nargs="+", type=int)
     ap.add_argument("--k", type=int, default=16, help="candidates per patch")
-    ap.add_argument("--regressor", default="src/aceg/weights/regressor-xfeat.safetensors",
+    ap.add_argument("--regressor", default="src/aceg/weights/anchors-xfeat.safetensors",
                     help="anchor regressor whose embedding maps the rooms")
     ap.add_argument("--radius", type=float, default=0.10, help="metres (default: %(default)s)")
     ap.add_argument("--readout", nargs="*", default=[], metavar="FILE",

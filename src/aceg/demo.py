@@ -1,6 +1,6 @@
 """The end-to-end demonstration behind ``aceg demo``: scene, map, localize, evaluate, show.
 
-Steps (all on CPU in a few minutes; the same code uses CUDA when present):
+Steps (on CPU; the same code uses CUDA when present):
 
 1. **Scene**: by default a small synthetic room generated on the spot
    (:data:`DEMO_SETTINGS`, seed :func:`demo_seed`, never used for pre-training):
@@ -8,7 +8,8 @@ Steps (all on CPU in a few minutes; the same code uses CUDA when present):
    ``query_light/`` (the same viewpoints under lighting B). With a user scene
    (:func:`demo_splits`): its ``mapping/`` and ``query*/`` sub-folders if it has them,
    otherwise every ``query_every``-th frame is a query and the rest is mapped.
-2. **Map** with ACE-G (the shipped regressor unless another is given).
+2. **Map** with one of :data:`aceg.mapping.mapper.MODELS` (the anchor model by default;
+   the model's shipped weights unless others are given).
 3. **Localize** every query split; poses files in the ACE results format.
 4. **Evaluate** against the queries' ground-truth poses: one accuracy table.
 5. **Show**: the map's point cloud (predicted scene coordinates of the mapping images,
@@ -34,7 +35,7 @@ from aceg.errors import AcegError
 #: Pre-training uses base seeds below 900000; the demo's scene is index 0 of base 900000.
 DEMO_BASE_SEED = 900_000
 
-#: What the demo generates: small enough to run in about a minute on 2 cores.
+#: What the demo generates: a small room, quick to map and localize on a CPU.
 DEMO_SETTINGS = dict(frames_mapping=60, frames_query=20, height=240, width=320,
                      splits=("mapping", "query_same", "query_light"))
 
@@ -87,9 +88,11 @@ def demo_splits(path: str | Path, query_every: int = 4, fmt: str | None = None
 
 
 def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int = 4,
-             preset: str = "default", regressor=None, short_side: int | None = None,
-             fmt: str | None = None, log=print) -> DemoResult:
-    """Run the demonstration into ``out`` (see module docstring) and return its results."""
+             model: str = "anchors", regressor=None, short_side: int | None = None,
+             fmt: str | None = None, log=print, **settings) -> DemoResult:
+    """Run the demonstration into ``out`` (see module docstring) and return its results.
+    ``model``, ``regressor`` and ``settings`` (e.g. ``preset="fast"`` for the optimised
+    models) are those of :func:`aceg.mapping.mapper.map_scene`."""
     from aceg.data.images import DEFAULT_SHORT_SIDE
     from aceg.evaluation.metrics import format_tables
     from aceg.evaluation.results import PoseResult, evaluate_results, write_results
@@ -122,15 +125,16 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
     log(f"      {len(mapping)} mapping images; queries: "
         + ", ".join(f"{k} {len(v)}" for k, v in queries.items()))
 
-    log("[2/5] mapping with ACE-G")
+    log(f"[2/5] mapping with the {model} model")
     map_path = out / "map.map"
     t = time.perf_counter()
-    mapped = map_scene(mapping, map_path, method="aceg", preset=preset, regressor=regressor,
-                       short_side=short_side or DEFAULT_SHORT_SIDE, progress=True)
+    mapped = map_scene(mapping, map_path, model=model, regressor=regressor,
+                       short_side=short_side or DEFAULT_SHORT_SIDE, progress=True, **settings)
     result.seconds["mapping"] = time.perf_counter() - t
     result.files["map"] = map_path
     log(f"      map {map_path} ({mapped.file_size / 1024:.0f} KB) in "
-        f"{result.seconds['mapping']:.0f} s, regressor: {mapped.regressor_source}")
+        f"{result.seconds['mapping']:.0f} s"
+        + (f", regressor: {mapped.regressor_source}" if mapped.regressor_source else ""))
 
     log("[3/5] localizing the queries")
     localizer = Localizer(map_path, regressor=regressor)
@@ -173,7 +177,7 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
     else:
         log("      no map point survived the filters: no PLY written")
     gt_all = np.concatenate([q.camera_centres() for q in queries.values()])
-    title = (f"aceg demo: {label}, {len(mapping)} mapping images, ACE-G map "
+    title = (f"aceg demo: {label}, {len(mapping)} mapping images, {model} map "
              f"{mapped.file_size / 1024:.0f} KB")
     fig = results_figure(errors, gt_all, cameras, title=title,
                          cloud=cloud.points if len(cloud.points) else None,

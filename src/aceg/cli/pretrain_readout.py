@@ -66,7 +66,7 @@ def add_arguments(parser) -> None:
                         help="hidden width of the read-out's MLP (default: %(default)s)")
     parser.add_argument("--held-out", type=int, default=4,
                         help="scenes kept out of training and scored (default: %(default)s)")
-    parser.add_argument("--init", metavar="FILE", default=str(WEIGHTS_DIR / "regressor-xfeat.safetensors"),
+    parser.add_argument("--init", metavar="FILE", default=str(WEIGHTS_DIR / "anchors-xfeat.safetensors"),
                         help="anchor regressor whose embedding maps the scenes and receives the "
                              "read-out (default: the shipped one)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")

@@ -12,8 +12,8 @@ Steps (:meth:`Localizer.localize`):
    ``fx, fy, cx, cy`` of the prepared image; threshold ``ransac_px`` pixels), followed by
    poselib's non-linear refinement on the inliers;
 5. the pose is *localized* when RANSAC found one, and *confident* when it has at least
-   :data:`CONFIDENT_INLIERS` inliers (about 4% of the 4800 patches of a 480x640 query;
-   ACE's practice of judging a pose by its inlier count).
+   :data:`CONFIDENT_INLIERS` inliers (a small share of the 4,800 patches of a 480x640
+   query; ACE's practice of judging a pose by its inlier count).
 
 Fewer than :data:`MIN_CORRESPONDENCES` usable correspondences, or an image that cannot be
 read, give a "not localized" :class:`LocalizationResult` with a reason (never an exception
