@@ -95,11 +95,10 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
     models) are those of :func:`aceg.mapping.mapper.map_scene`."""
     from aceg.data.images import DEFAULT_SHORT_SIDE
     from aceg.evaluation.metrics import format_tables
-    from aceg.evaluation.results import PoseResult, evaluate_results, write_results
     from aceg.localization.localizer import Localizer
     from aceg.mapping.mapper import map_scene
     from aceg.visualization.map_cloud import map_point_cloud
-    from aceg.visualization.plots import CameraSeries, ErrorSeries, results_figure, save_figure
+    from aceg.visualization.plots import results_figure, save_figure
     from aceg.visualization.pointcloud import write_ply
 
     out = Path(out)
@@ -107,20 +106,7 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
     result = DemoResult(out)
     t0 = time.perf_counter()
 
-    if scene is None:
-        from aceg.data.synthetic.generate import generate_scene
-
-        seed = demo_seed()
-        scene_dir = out / "scene"
-        log(f"[1/5] generating a synthetic room (seed {seed}) into {scene_dir}")
-        if not (scene_dir / "scene.json").is_file():
-            generate_scene(scene_dir, seed, **DEMO_SETTINGS)
-        mapping, queries = demo_splits(scene_dir)
-        label = f"synthetic room (seed {seed})"
-    else:
-        log(f"[1/5] reading {scene}")
-        mapping, queries = demo_splits(scene, query_every, fmt)
-        label = Path(scene).resolve().name
+    mapping, queries, label = _demo_scene(out, scene, query_every, fmt, log)
     result.seconds["scene"] = time.perf_counter() - t0
     log(f"      {len(mapping)} mapping images; queries: "
         + ", ".join(f"{k} {len(v)}" for k, v in queries.items()))
@@ -138,27 +124,8 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
 
     log("[3/5] localizing the queries")
     localizer = Localizer(map_path, regressor=regressor)
-    errors, cameras, query_times = [], [], []
     t = time.perf_counter()
-    for split, qscene in queries.items():
-        results = []
-        for frame in tqdm(qscene.frames, desc=split, unit="img"):
-            r = localizer.localize_frame(frame)
-            if r.localized:
-                query_times.append(r.timings["total"])
-            results.append(PoseResult(frame.name, r.cam_to_world, r.inliers, reason=r.reason))
-        evaluated, table = evaluate_results(qscene, results)
-        poses_path = out / f"poses_{split}.txt"
-        write_results(poses_path, evaluated)
-        result.files[f"poses_{split}"] = poses_path
-        result.tables[split] = table
-        errors.append(ErrorSeries(split, np.array([r.rot_err_deg for r in evaluated]),
-                                  np.array([r.trans_err_m for r in evaluated])))
-        frames = qscene.by_name()
-        done = [r for r in evaluated if r.localized]
-        cameras.append(CameraSeries(
-            split, np.array([r.cam_to_world[:3, 3] for r in done]).reshape(-1, 3),
-            np.array([frames[r.name].camera_centre for r in done]).reshape(-1, 3)))
+    errors, cameras, query_times = _localize_queries(localizer, queries, result)
     result.seconds["localization"] = time.perf_counter() - t
 
     log("[4/5] accuracy against the ground-truth poses")
@@ -188,3 +155,53 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
     result.files["figure"] = figure_path
     result.seconds["total"] = time.perf_counter() - t0
     return result
+
+
+def _demo_scene(out: Path, scene: str | Path | None, query_every: int, fmt: str | None,
+                log) -> tuple[Scene, dict[str, Scene], str]:
+    """(mapping scene, {split: query scene}, label) of the demo: the synthetic room,
+    generated into ``out/scene`` unless there already, or the user's ``scene``."""
+    if scene is None:
+        from aceg.data.synthetic.generate import generate_scene
+
+        seed = demo_seed()
+        scene_dir = out / "scene"
+        log(f"[1/5] generating a synthetic room (seed {seed}) into {scene_dir}")
+        if not (scene_dir / "scene.json").is_file():
+            generate_scene(scene_dir, seed, **DEMO_SETTINGS)
+        mapping, queries = demo_splits(scene_dir)
+        return mapping, queries, f"synthetic room (seed {seed})"
+    log(f"[1/5] reading {scene}")
+    mapping, queries = demo_splits(scene, query_every, fmt)
+    return mapping, queries, Path(scene).resolve().name
+
+
+def _localize_queries(localizer, queries: dict[str, Scene], result: DemoResult
+                      ) -> tuple[list, list, list[float]]:
+    """Localize every query split, write its poses file into ``result.out`` and record it
+    and its accuracy table in ``result``. Returns the figure's error series and camera
+    series per split, and the query times (seconds) of the localized images."""
+    from aceg.evaluation.results import PoseResult, evaluate_results, write_results
+    from aceg.visualization.plots import CameraSeries, ErrorSeries
+
+    errors, cameras, query_times = [], [], []
+    for split, qscene in queries.items():
+        results = []
+        for frame in tqdm(qscene.frames, desc=split, unit="img"):
+            r = localizer.localize_frame(frame)
+            if r.localized:
+                query_times.append(r.timings["total"])
+            results.append(PoseResult(frame.name, r.cam_to_world, r.inliers, reason=r.reason))
+        evaluated, table = evaluate_results(qscene, results)
+        poses_path = result.out / f"poses_{split}.txt"
+        write_results(poses_path, evaluated)
+        result.files[f"poses_{split}"] = poses_path
+        result.tables[split] = table
+        errors.append(ErrorSeries(split, np.array([r.rot_err_deg for r in evaluated]),
+                                  np.array([r.trans_err_m for r in evaluated])))
+        frames = qscene.by_name()
+        done = [r for r in evaluated if r.localized]
+        cameras.append(CameraSeries(
+            split, np.array([r.cam_to_world[:3, 3] for r in done]).reshape(-1, 3),
+            np.array([frames[r.name].camera_centre for r in done]).reshape(-1, 3)))
+    return errors, cameras, query_times
