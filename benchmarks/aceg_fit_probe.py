@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     regressor = args.regressor
     if args.code_form:  # the same weights, read with the other code form
-        regressor = resolve_regressor(args.regressor, "xfeat").model.with_code_form(args.code_form).eval()
+        regressor = resolve_regressor(args.regressor, "transformer").model.with_code_form(args.code_form).eval()
 
     data = synthetic_datasets(args.root)[args.scene]
     mapping = data.mapping

@@ -43,12 +43,12 @@ def run(scene_path: Path, method: str, encoder: str, short_side: int, iterations
     enc = get_encoder(encoder)
     t = time.perf_counter()
     result = map_scene(
-        mapping, out, method=method, preset=preset, encoder=encoder if method == "ace" else None,
-        regressor=regressor, short_side=short_side, iterations=iterations, passes=passes,
+        mapping, out, model=method, preset=preset,
+        **({"encoder": encoder, "head_config": AceHeadConfig(enc.feature_dim, width, blocks)}
+           if method == "ace" else {"regressor": regressor}),
+        short_side=short_side, iterations=iterations, passes=passes,
         patches_per_pass=patches, lr_max=lr, batch_size=batch,
-        augment=AugmentConfig() if augment else None,
-        head_config=AceHeadConfig(enc.feature_dim, width, blocks) if method == "ace" else None,
-        seed=seed, progress=False,
+        augment=AugmentConfig() if augment else None, seed=seed, progress=False,
     )
     map_s = time.perf_counter() - t
     loc = Localizer(out, regressor=regressor)
@@ -78,7 +78,7 @@ def run(scene_path: Path, method: str, encoder: str, short_side: int, iterations
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scene", type=Path, default=CASTLE)
-    ap.add_argument("--method", default="ace", choices=["ace", "aceg"])
+    ap.add_argument("--method", default="ace", choices=["ace", "transformer"])
     ap.add_argument("--encoder", default="xfeat")
     ap.add_argument("--short-side", type=int, default=480)
     ap.add_argument("--iterations", type=int, default=2000)

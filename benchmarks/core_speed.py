@@ -1,16 +1,17 @@
 """Speed and size of the core pipeline on 2 CPU threads.
 
     .venv/bin/python benchmarks/core_speed.py [--images 200] [--queries 20] [--skip-mapping] [--regressor F ...]
-    .venv/bin/python benchmarks/core_speed.py --skip-query --images 200 --triangulate
+    .venv/bin/python benchmarks/core_speed.py --skip-query --images 200 --model transformer --triangulate
 
 Prints:
 * query time per 480x640 image: prepare, encoder, ACE-G regressor (default
   RegressorConfig, 4800 patches), ACE head, RANSAC-PnP (on real predictions of an ACE map
   of a synthetic scene, so RANSAC sees a realistic inlier ratio), and the ACE-G total
   (prepare + encode + regressor + RANSAC);
-* ACE-G mapping with the default preset on an N-image synthetic scene at short side 480:
-  wall time, peak memory (max RSS) and map file size (``--triangulate``: with depth
-  triangulated between the mapping images, and the time that takes).
+* mapping with ``--model`` (anchors by default; the transformer with its default preset) on
+  an N-image synthetic scene at short side 480: wall time, peak memory (max RSS) and map
+  file size (``--triangulate``, transformer: with depth triangulated between the mapping
+  images, and the time that takes).
 
 The synthetic scene is a textured wall + floor rendered with exact homographies
 (``tests/planar_scenes.py``); the ACE-G regressor is the shipped default model (its cost
@@ -48,10 +49,10 @@ def query_speed(root: Path, n_queries: int, others: list[str]) -> None:
     scene = corner_scene(root / "q", n=12 + n_queries, size=(640, 480), seed=5)
     mapping, queries = scene.subset(range(12)), scene.subset(range(12, 12 + n_queries))
     ace_map = root / "q.map"
-    map_scene(mapping, ace_map, method="ace", preset="fast", progress=False)
+    map_scene(mapping, ace_map, model="ace", preset="fast", progress=False)
     loc = Localizer(ace_map)
     enc = get_encoder("xfeat")
-    reg = default_regressor("xfeat", warn=False)
+    reg = default_regressor("anchors", warn=False)
     gen = torch.Generator().manual_seed(0)
     def full_code(model):
         if isinstance(model, AnchorRegressor):  # a full code: max_anchors random anchors
@@ -114,18 +115,18 @@ def query_speed(root: Path, n_queries: int, others: list[str]) -> None:
         print(f"  with {p}: regressor {ms(t)}, total {ms(total)}  (config {extra[p].config})")
 
 
-def mapping_speed(root: Path, n_images: int, triangulate: bool = False) -> None:
+def mapping_speed(root: Path, n_images: int, model: str = "anchors", triangulate: bool = False) -> None:
     scene = corner_scene(root / "m", n=n_images, size=(640, 480), seed=7)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        result = map_scene(scene, root / "m.map", method="aceg", preset="default", progress=False,
-                           triangulate=triangulate)
+        settings = {} if model == "anchors" else {"preset": "default", "triangulate": triangulate}
+        result = map_scene(scene, root / "m.map", model=model, progress=False, **settings)
         wall = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     how = ", triangulated depth" if triangulate else ""
-    print(f"ACE-G mapping, default preset{how}, {n_images} images 640x480 at short side 480:")
+    print(f"{model} mapping{how}, {n_images} images 640x480 at short side 480:")
     if "triangulated" in result.stats:  # asked for, or the anchor model
         t = result.stats["triangulated"]
         print(f"  triangulation {t['seconds']:.1f} s ({t['points']} points, {t['cells']:.0f}% of patch cells)")
@@ -142,7 +143,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-mapping", action="store_true")
     ap.add_argument("--skip-query", action="store_true")
-    ap.add_argument("--triangulate", action="store_true", help="map with aceg map --triangulate")
+    ap.add_argument("--model", choices=("anchors", "transformer"), default="anchors")
+    ap.add_argument("--triangulate", action="store_true",
+                    help="transformer: map with aceg map --triangulate")
     ap.add_argument("--regressor", nargs="*", default=[], metavar="FILE",
                     help="also time these regressors (same kind as the shipped one) on the same "
                          "images and code (an anchor model with another max_anchors: a random "
@@ -154,7 +157,7 @@ def main() -> None:
         if not args.skip_query:
             query_speed(Path(tmp), args.queries, args.regressor)
         if not args.skip_mapping:
-            mapping_speed(Path(tmp), args.images, args.triangulate)
+            mapping_speed(Path(tmp), args.images, args.model, args.triangulate)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def encode_ms(name: str) -> float:
 def evaluate(mapping, queries, encoder: str, args, out: Path) -> dict:
     enc = get_encoder(encoder)
     t = time.perf_counter()
-    map_scene(mapping, out, method="ace", preset="default", encoder=encoder,
+    map_scene(mapping, out, model="ace", preset="default", encoder=encoder,
               short_side=args.short_side, iterations=args.iterations, passes=args.passes,
               patches_per_pass=args.patches, batch_size=args.batch, lr_max=args.lr,
               augment=AugmentConfig(), head_config=AceHeadConfig(enc.feature_dim, args.width, 2),

@@ -8,7 +8,7 @@ median errors for each embedding given.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/keypoint_anchor_probe.py \
         --real ../shared/data --synthetic DIR [--scenes 0 1 2] \
-        --weights src/aceg/weights/regressor-xfeat.safetensors \
+        --weights src/aceg/weights/anchors-xfeat.safetensors \
                   src/aceg/weights/anchors-identity-xfeat.safetensors
 """
 

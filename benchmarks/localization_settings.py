@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/localization_settings.py /work/data/heldout 0 1 --preset default
 
 Maps each synthetic scene (``aceg synth`` layout; indices in sorted order) once per method
-(ACE-G with the shipped or given regressor, and ACE), predicts the scene coordinates of
+(ACE-G: ``--model`` anchors or transformer, with the shipped or given regressor; and ACE), predicts the scene coordinates of
 every query image of ``query_same``, ``query_light`` and ``query_view`` once, then solves
 RANSAC-PnP for every combination of the inlier threshold (``--ransac-px``, pixels of the
 prepared image) and, for ACE-G, the share of patches the uncertainty filter keeps
@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("scenes", type=int, nargs="+", help="scene indices in sorted order")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--regressor", default=None, help="ACE-G regressor file (default: shipped)")
+    parser.add_argument("--model", choices=("anchors", "transformer"), default="anchors",
+                        help="the ACE-G model (default: %(default)s)")
     parser.add_argument("--ransac-px", type=float, nargs="+", default=[5.0, RANSAC_PX, 20.0])
     parser.add_argument("--keep", type=float, nargs="+", default=[0.5, KEEP_QUANTILE, 1.0])
     args = parser.parse_args()
@@ -69,9 +71,11 @@ def main() -> None:
         data = datasets[index]
         for method in ("aceg", "ace"):
             regressor = args.regressor if method == "aceg" else None
+            model = args.model if method == "aceg" else "ace"
+            preset = {} if model == "anchors" else {"preset": args.preset}
             with tempfile.TemporaryDirectory() as tmp:
-                result = map_scene(data.mapping, Path(tmp) / "scene.map", method=method,
-                                   preset=args.preset, progress=False, regressor=regressor)
+                result = map_scene(data.mapping, Path(tmp) / "scene.map", model, regressor,
+                                   progress=False, **preset)
                 loc = Localizer(result.path, regressor=regressor)
                 for split in SPLITS:
                     for frame in data.queries[split].frames:

@@ -1,13 +1,13 @@
 """How good is a map's geometry? Scene coordinates against depth, on the mapping views too.
 
-    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 1 2 3 --method aceg --preset fast
-    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 1 --method ace --preset fast
-    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --depth      # RGB-D mapping
-    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --triangulate  # RGB, triangulated depth
-    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --iterations 1200
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 1 2 3 --model transformer --preset fast
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 1 --model ace --preset fast
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --depth      # anchors from depth
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --model ace --triangulate  # RGB, triangulated depth
+    .venv/bin/python benchmarks/map_geometry_probe.py /work/data/heldout 0 --model ace --iterations 1200
 
 Maps each synthetic scene (``aceg synth`` layout; indices in sorted order) from its
-``mapping/`` split with the given method and settings, then, for every 4th mapping view
+``mapping/`` split with the given model and settings, then, for every 4th mapping view
 and every image of ``query_same`` and ``query_light``, predicts one scene coordinate per
 patch and compares it with the scene coordinate of the rendered depth at the patch centre:
 
@@ -43,7 +43,7 @@ from aceg.evaluation.benchmark import synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table, pose_errors
 from aceg.localization.localizer import Localizer
 from aceg.mapping.buffer import DEFAULT_AUGMENT
-from aceg.mapping.mapper import map_scene
+from aceg.mapping.mapper import MODELS, map_scene
 
 SPLITS = ("mapping_views", "query_same", "query_light")
 
@@ -86,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="folder of synthetic scenes (aceg synth)")
     parser.add_argument("scenes", type=int, nargs="+", help="scene indices in sorted order")
-    parser.add_argument("--method", choices=("aceg", "ace"), default="aceg")
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0])
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's")
     parser.add_argument("--depth", action="store_true", help="map with depth supervision (RGB-D)")
@@ -107,14 +107,16 @@ def main() -> None:
                   "query_light": data.queries["query_light"].frames}
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            result = map_scene(data.mapping, Path(tmp) / "scene.map", method=args.method,
-                               preset=args.preset, iterations=args.iterations,
-                               use_depth=args.depth, triangulate=args.triangulate, progress=False,
-                               passes=args.passes,
-                               augment=replace(DEFAULT_AUGMENT, relight=args.relight),
-                               regressor=args.regressor if args.method == "aceg" else None)
+            settings = {"use_depth": args.depth}
+            if args.model != "anchors":  # the optimised models
+                settings.update(preset=args.preset, iterations=args.iterations,
+                                triangulate=args.triangulate, passes=args.passes,
+                                augment=replace(DEFAULT_AUGMENT, relight=args.relight))
+            regressor = args.regressor if args.model != "ace" else None
+            result = map_scene(data.mapping, Path(tmp) / "scene.map", args.model, regressor,
+                               progress=False, **settings)
             seconds = time.perf_counter() - t
-            loc = Localizer(result.path, regressor=args.regressor if args.method == "aceg" else None)
+            loc = Localizer(result.path, regressor=regressor)
             row = {"mapping_s": round(seconds, 1), "train_median_px": result.stats.get("median_px")}
             if args.triangulate:
                 row["triangulated"] = result.stats.get("triangulated")

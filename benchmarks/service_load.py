@@ -52,7 +52,7 @@ def build_default_map(work_dir: Path, iterations: int) -> tuple[Path, Scene]:
         print(f"building the map {map_path} ({len(mapping)} frames, {iterations} steps) ...",
               flush=True)
         t = time.perf_counter()
-        map_scene(mapping, map_path, method="ace", preset="fast", iterations=iterations,
+        map_scene(mapping, map_path, model="ace", preset="fast", iterations=iterations,
                   batch_size=2048, passes=1, progress=False)
         print(f"  done in {time.perf_counter() - t:.0f} s", flush=True)
     return map_path, queries

@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 
 from aceg.errors import AcegError
 from aceg.localization.localizer import Localizer
-from aceg.mapping.mapper import anchor_code, map_scene
+from aceg.mapping.anchor_map import anchor_code
+from aceg.mapping.mapper import map_scene
 from aceg.model.anchors import AnchorConfig, AnchorRegressor, dequantize_keys, quantize_keys
 from aceg.model.common import LOG_UNC_MAX, LOG_UNC_MIN
 from aceg.model.map_file import MapData, load_map, load_regressor, save_map, save_regressor
@@ -183,8 +184,12 @@ def test_map_localize_with_anchors_and_refusals(tmp_path):
     assert load_map(tmp_path / "few.map").regressor_config.max_anchors == 120  # as built
     assert len(Localizer(tmp_path / "few.map", regressor=path).data.code) == 120
     assert few.file_size < 120 * 76 + 2000  # 64 int8 + 3 float32 an anchor, plus metadata
-    with pytest.raises(AcegError, match="anchor model .* only"):
-        map_scene(mapping, tmp_path / "x.map", method="ace", max_anchors=120, progress=False)
+    with pytest.raises(AcegError, match="'max_anchors' does not apply to the ace model"):
+        map_scene(mapping, tmp_path / "x.map", model="ace", max_anchors=120, progress=False)
+    with pytest.raises(AcegError, match="'preset' does not apply to the anchors model"):
+        map_scene(mapping, tmp_path / "x.map", preset="fast", progress=False)
+    with pytest.raises(AcegError, match="holds the anchors model, not the transformer model"):
+        map_scene(mapping, tmp_path / "x.map", "transformer", path, progress=False)
 
 
 def test_anchor_code_skips_featureless_patches():
@@ -288,10 +293,10 @@ def test_list_search_matches_exact_search_and_caches_per_code():
     assert few.anchor_lists(code[:150].clone()) is None  # small code: exact search
 
 
-def test_map_of_the_identity_embedding_names_its_shipped_file(tmp_path):
-    """A map made with the shipped identity embedding (the default until 2026-12-06) is
-    refused by the default regressor with an error naming the file that reads it, and
-    that file reads it."""
+def test_map_of_the_identity_embedding_finds_its_shipped_file(tmp_path):
+    """A map made with the shipped identity embedding (an earlier default) opens with no
+    regressor given, its weights found by the identity the map records; given the default
+    anchor weights instead, it is refused with an error naming the file that reads it."""
     from aceg.model.map_file import WEIGHTS_DIR
 
     identity = WEIGHTS_DIR / "anchors-identity-xfeat.safetensors"
@@ -301,7 +306,11 @@ def test_map_of_the_identity_embedding_names_its_shipped_file(tmp_path):
                    code=model.make_code(feats, torch.randn(300, 3)), regressor=model.identity(),
                    regressor_config=model.config)
     save_map(tmp_path / "old.map", data)
-    assert load_regressor(WEIGHTS_DIR / "regressor-xfeat.safetensors").identity != model.identity()
-    with pytest.raises(AcegError, match="old.map: .*shipped .*anchors-identity-xfeat.safetensors"):
-        Localizer(tmp_path / "old.map")
+    default = WEIGHTS_DIR / "anchors-xfeat.safetensors"
+    assert load_regressor(default).identity != model.identity()
+    loc = Localizer(tmp_path / "old.map")
+    assert loc.regressor.source == str(identity) and len(loc.data.code) == 300
+    with pytest.raises(AcegError, match="old.map: .*shipped anchors-identity-xfeat.safetensors, "
+                                        "found by identity: leave --regressor out"):
+        Localizer(tmp_path / "old.map", regressor=default)
     assert len(Localizer(tmp_path / "old.map", regressor=identity).data.code) == 300

@@ -83,7 +83,7 @@ def test_demo_on_a_user_scene(tiny_room, tmp_path, capsys):
     import trimesh
 
     out = tmp_path / "demo"
-    assert aceg_main(["demo", "--scene", str(tiny_room), "--out", str(out), "--preset", "fast"]) == 0
+    assert aceg_main(["demo", "--scene", str(tiny_room), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "query_same" in printed and "query_light" in printed and "10cm/10deg" in printed
     for name in ("map.map", "poses_query_same.txt", "poses_query_light.txt", "demo.png"):

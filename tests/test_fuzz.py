@@ -472,7 +472,7 @@ def test_map_failing_half_way_leaves_nothing(templates, tmp_path, existing):
     target = out / "scene.map"
     if existing:
         target.write_bytes(b"previous map")
-    code = main(["map", str(src), str(target), "--method", "ace", "--preset", "fast",
+    code = main(["map", str(src), str(target), "--model", "ace", "--preset", "fast",
                  "--iterations", "5", "--short-side", "16"])
     assert code == 2
     assert sorted(p.name for p in out.iterdir()) == (["scene.map"] if existing else [])
@@ -487,7 +487,7 @@ def test_export_failing_half_way_leaves_nothing(templates, tmp_path):
 
     scene = read_scene(templates["ace"], "ace")
     map_path = tmp_path / "m.map"
-    map_scene(scene, map_path, method="ace", preset="fast", short_side=16, iterations=3,
+    map_scene(scene, map_path, model="ace", preset="fast", short_side=16, iterations=3,
               batch_size=64, passes=1, head_config=AceHeadConfig(width=16, blocks=1),
               progress=False)
     src = _ace_with_broken_last_image(templates, tmp_path)
@@ -531,7 +531,7 @@ def valid_map_bytes(templates, tmp_path_factory) -> bytes:
     from aceg.model.ace_head import AceHeadConfig
 
     path = tmp_path_factory.mktemp("fuzz_map") / "m.map"
-    map_scene(read_scene(templates["ace"], "ace"), path, method="ace", preset="fast",
+    map_scene(read_scene(templates["ace"], "ace"), path, model="ace", preset="fast",
               short_side=16, iterations=2, batch_size=32, passes=1,
               head_config=AceHeadConfig(width=16, blocks=1), progress=False)
     return path.read_bytes()

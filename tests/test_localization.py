@@ -67,7 +67,7 @@ def small_map(tmp_path_factory):
     scene = corner_scene(root / "scene", n=10, size=(160, 120))
     mapping, queries = scene.split_every(5, 2)
     path = root / "s.map"
-    map_scene(mapping, path, method="ace", preset="fast", short_side=120, iterations=150,
+    map_scene(mapping, path, model="ace", preset="fast", short_side=120, iterations=150,
               batch_size=1024, head_config=AceHeadConfig(64, 64, 1), progress=False)
     return path, queries
 
@@ -99,8 +99,7 @@ def test_aceg_map_with_other_regressor_is_refused(tmp_path):
     scene = corner_scene(tmp_path / "s", n=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        map_scene(scene, tmp_path / "g.map", method="aceg", short_side=120, iterations=2,
-                  batch_size=64, progress=False)
+        map_scene(scene, tmp_path / "g.map", short_side=120, progress=False)
         Localizer(tmp_path / "g.map")  # same (default) regressor: fine
     from aceg.model.map_file import save_regressor
     from aceg.model.regressor import RegressorConfig, random_regressor
@@ -125,7 +124,7 @@ def test_cli_map_and_localize(tmp_path, capsys):
     scene = corner_scene(tmp_path / "raw", n=10, size=(160, 120))
     _write_ace_scene(scene, tmp_path / "ace")
     out_map = tmp_path / "m.map"
-    assert main(["map", str(tmp_path / "ace"), str(out_map), "--method", "ace", "--preset",
+    assert main(["map", str(tmp_path / "ace"), str(out_map), "--model", "ace", "--preset",
                  "fast", "--short-side", "120", "--iterations", "40", "--batch-size", "512", "--split", "5:2"]) == 0
     assert "ace map of 8 images" in capsys.readouterr().out
     poses = tmp_path / "poses.txt"
@@ -169,7 +168,7 @@ def test_cli_map_notes_unused_depth(tmp_path, capsys):
 
     generate_scene(tmp_path / "room", 7, frames_mapping=6, frames_query=0, height=48, width=64,
                    splits=("mapping",), contact_sheet=False)
-    args = ["map", str(tmp_path / "room" / "mapping"), str(tmp_path / "m.map"), "--method", "ace",
+    args = ["map", str(tmp_path / "room" / "mapping"), str(tmp_path / "m.map"), "--model", "ace",
             "--preset", "fast", "--iterations", "5", "--batch-size", "256"]
     assert main(args) == 0
     assert "--depth was not given" in capsys.readouterr().out

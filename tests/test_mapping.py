@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -140,7 +139,7 @@ def test_depth_supervision(tmp_path):
     on_wall = np.abs(world[:, 2]) < 0.02  # depth sampled at the nearest pixel
     on_floor = np.abs(world[:, 1] - 1.0) < 0.02
     assert np.all(on_wall | on_floor) and on_wall.any() and on_floor.any()
-    result = map_scene(scene, tmp_path / "d.map", method="ace", preset="fast", use_depth=True,
+    result = map_scene(scene, tmp_path / "d.map", model="ace", preset="fast", use_depth=True,
                        short_side=120, iterations=60, batch_size=512,
                        head_config=AceHeadConfig(64, 64, 1), progress=False)
     assert np.isfinite(result.stats["loss"])
@@ -150,13 +149,17 @@ def test_mapping_needs_poses(tmp_path):
     scene = corner_scene(tmp_path / "s", n=2)
     no_pose = Scene("np", [scene[0], scene[1].with_pose(None)])
     with pytest.raises(AcegError, match="needs a pose for every image; 1 of 2"):
-        map_scene(no_pose, tmp_path / "x.map", method="ace")
+        map_scene(no_pose, tmp_path / "x.map", model="ace")
     with pytest.raises(AcegError, match="depth map"):
-        map_scene(scene, tmp_path / "x.map", method="ace", use_depth=True)
-    with pytest.raises(AcegError, match="unknown mapping method"):
-        map_scene(scene, tmp_path / "x.map", method="nerf")
+        map_scene(scene, tmp_path / "x.map", model="ace", use_depth=True)
+    with pytest.raises(AcegError, match="unknown model 'nerf'"):
+        map_scene(scene, tmp_path / "x.map", model="nerf")
+    with pytest.raises(AcegError, match="method= is now model="):
+        map_scene(scene, tmp_path / "x.map", method="ace")
     with pytest.raises(AcegError, match="unknown code_init"):
-        map_scene(scene, tmp_path / "x.map", code_init="zeros")
+        map_scene(scene, tmp_path / "x.map", model="transformer", code_init="zeros")
+    with pytest.raises(AcegError, match="unknown preset 'slow'"):
+        map_scene(scene, tmp_path / "x.map", model="ace", preset="slow")
     assert not (tmp_path / "x.map").exists()
 
 
@@ -168,7 +171,7 @@ def test_mapping_unreadable_image_is_an_error(tmp_path):
     broken = Scene("b", [scene[0], Frame("bad.png", bad, f.width, f.height, f.intrinsics,
                                          f.cam_to_world)])
     with pytest.raises(AcegError, match="bad.png"):
-        map_scene(broken, tmp_path / "x.map", method="ace", progress=False)
+        map_scene(broken, tmp_path / "x.map", model="ace", progress=False)
 
 
 def _held_out_errors(scene: Scene, map_path, regressor=None):
@@ -184,11 +187,12 @@ def _held_out_errors(scene: Scene, map_path, regressor=None):
 def test_ace_baseline_end_to_end(tmp_path):
     scene = corner_scene(tmp_path / "s", n=16, size=(160, 120))
     mapping, queries = scene.split_every(5, 2)
-    result = map_scene(mapping, tmp_path / "c.map", method="ace", preset="fast", short_side=120,
+    result = map_scene(mapping, tmp_path / "c.map", model="ace", preset="fast", short_side=120,
                        iterations=400, batch_size=1024, head_config=AceHeadConfig(64, 128, 1),
                        progress=False)
     assert result.stats["in10"] > 0.8 and result.file_size < 2_000_000
-    assert load_map(tmp_path / "c.map").method == "ace"
+    assert load_map(tmp_path / "c.map").method == "ace" and result.model == "ace"
+    assert load_map(tmp_path / "c.map").model == "ace" and result.preset == "fast"
     errs = _held_out_errors(queries, tmp_path / "c.map")
     # The scene spans ~1 m of camera motion at 2.5 m; a 160x120 view has 300 patches.
     assert np.median(errs[:, 1]) < 0.25 and np.median(errs[:, 0]) < 6.0, errs
@@ -233,20 +237,23 @@ def test_aceg_machinery_pretrain_map_localize(tmp_path, code_form):
     assert stats["in10"] > 0.7
     path = tmp_path / "tiny.safetensors"
     save_regressor(path, reg, "xfeat")
-    result = map_scene(mapping, tmp_path / "g.map", method="aceg", preset="fast", regressor=path,
+    result = map_scene(mapping, tmp_path / "g.map", "transformer", path, preset="fast",
                        short_side=120, iterations=300, batch_size=1024, progress=False)
     data = load_map(tmp_path / "g.map")
-    assert data.method == "aceg" and data.code.shape == config.code_shape and result.file_size < 20_000
+    assert data.model == "transformer" and data.code.shape == config.code_shape and result.file_size < 20_000
     assert result.stats["in10"] > 0.7
     errs = _held_out_errors(queries, tmp_path / "g.map", regressor=path)
     # A random regressor gives ~1.4 m / 27 deg here; the tiny pre-trained one ~0.2-0.4 m.
     assert np.median(errs[:, 1]) < 0.5 and np.median(errs[:, 0]) < 10.0, errs
     assert errs[:, 1].max() < 1.0 and errs[:, 0].max() < 20.0, errs
-    # The same map with a different (the default random) regressor is refused.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(AcegError, match="made with regressor"):
-            Localizer(tmp_path / "g.map")
+    # Without its weights (not among the shipped ones) the map is refused, saying what to run.
+    with pytest.raises(AcegError, match=r"g.map: map was made with transformer regressor "
+                                        r"[0-9a-f]+, which is not among the weights shipped in .*"
+                                        r"aceg localize .*g.map QUERIES --regressor WEIGHTS"
+                                        r".*aceg map SCENE .*g.map --model transformer"):
+        Localizer(tmp_path / "g.map")
+    with pytest.raises(AcegError, match="made with regressor"):
+        Localizer(tmp_path / "g.map", regressor=random_regressor(config, 1))
     assert math.isfinite(result.seconds["total"])
 
 

@@ -10,6 +10,7 @@ import torch
 
 from aceg.errors import AcegError
 from aceg.model.ace_head import AceHead, AceHeadConfig
+from aceg.model.anchors import AnchorConfig
 from aceg.model.encoder import get_encoder, patch_centres
 from aceg.model.homogeneous import dehomogenize
 from aceg.model.map_file import (
@@ -260,13 +261,15 @@ def test_map_regressor_mismatch_is_a_clear_error(tmp_path):
     reg = random_regressor(TINY, 0)
     save_map(tmp_path / "a.map", _aceg_map(reg))
     data = load_map(tmp_path / "a.map")
-    other = default_regressor("xfeat", TINY, warn=False)
+    other = default_regressor("transformer", "xfeat", TINY, warn=False)
     other_model = random_regressor(TINY, 5)
     from aceg.model.map_file import resolve_regressor
 
-    check_regressor_matches(data, resolve_regressor(reg, "xfeat"), tmp_path / "a.map")
+    check_regressor_matches(data, resolve_regressor(reg, "transformer"), tmp_path / "a.map")
     with pytest.raises(AcegError, match="made with regressor"):
-        check_regressor_matches(data, resolve_regressor(other_model, "xfeat"), tmp_path / "a.map")
+        check_regressor_matches(data, resolve_regressor(other_model, None), tmp_path / "a.map")
+    with pytest.raises(AcegError, match="holds the transformer model, not the anchors model"):
+        resolve_regressor(reg, "anchors")
     assert other.identity != reg.identity or other.model.config == TINY
 
 
@@ -300,27 +303,65 @@ def test_regressor_checkpoint_round_trip(tmp_path):
         load_regressor(tmp_path / "bad.safetensors")
 
 
-def test_shipped_regressor_is_the_default():
-    """The package ships pre-trained XFeat weights (< 20 MB, safetensors) and the default
-    regressor is that file, loaded without a warning."""
+@pytest.mark.parametrize("model", ["anchors", "transformer"])
+def test_shipped_regressor_is_the_default(model):
+    """The package ships pre-trained XFeat weights per regressor model (< 20 MB,
+    safetensors, named <model>-xfeat) and the model's default regressor is that file,
+    loaded without a warning."""
     from aceg.model import map_file
 
-    shipped = map_file.WEIGHTS_DIR / "regressor-xfeat.safetensors"
+    shipped = map_file.WEIGHTS_DIR / f"{model}-xfeat.safetensors"
     assert shipped.is_file() and shipped.stat().st_size < 20 * 2**20
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        reg = default_regressor("xfeat")
+        reg = default_regressor(model)
     assert reg.identity == load_regressor(shipped).identity and reg.encoder == "xfeat"
-    assert reg.source == str(shipped)
+    assert reg.source == str(shipped) and map_file.regressor_model(reg) == model
 
 
-def test_default_regressor_without_weights_warns_and_is_seeded(tmp_path, monkeypatch):
+#: The identity every map made with the shipped anchor model records; it was shipped as
+#: regressor-xfeat.safetensors until that file was renamed anchors-xfeat.safetensors.
+SHIPPED_ANCHORS_IDENTITY = "0d83cf9c425b07e2"
+
+
+def test_maps_find_their_shipped_weights_by_identity(tmp_path):
+    """A map records the identity of its regressor, not a file name: a map made while the
+    anchor model was shipped as regressor-xfeat.safetensors resolves, with no regressor
+    given, to anchors-xfeat.safetensors; a map of each shipped file to that file; a map of
+    unknown weights is an error saying what to run."""
+    from aceg.model import map_file
+
+    anchors = load_regressor(map_file.WEIGHTS_DIR / "anchors-xfeat.safetensors")
+    old = MapData(method="aceg", encoder="xfeat", stride=8, short_side=480, scene_centre=np.zeros(3),
+                  regressor=SHIPPED_ANCHORS_IDENTITY, regressor_config=anchors.model.config)
+    assert old.model == "anchors"
+    assert map_file.regressor_for_map(old, tmp_path / "old.map").source == anchors.source
+    for path in sorted(map_file.WEIGHTS_DIR.glob("*.safetensors")):
+        reg = load_regressor(path)
+        data = MapData(method="aceg", encoder="xfeat", stride=8, short_side=480,
+                       scene_centre=np.zeros(3), regressor=reg.identity,
+                       regressor_config=reg.model.config)
+        assert map_file.regressor_for_map(data, tmp_path / "m.map").source == str(path)
+    unknown = MapData(method="aceg", encoder="xfeat", stride=8, short_side=480,
+                      scene_centre=np.zeros(3), regressor="0123456789abcdef",
+                      regressor_config=TINY)
+    with pytest.raises(AcegError, match=r"u.map: map was made with transformer regressor "
+                                        r"0123456789abcdef, .*--regressor WEIGHTS.safetensors.*"
+                                        r"aceg map SCENE .*u.map --model transformer"):
+        map_file.regressor_for_map(unknown, tmp_path / "u.map")
+
+
+@pytest.mark.parametrize("model, config_class", [("transformer", RegressorConfig),
+                                                 ("anchors", AnchorConfig)])
+def test_default_regressor_without_weights_warns_and_is_seeded(tmp_path, monkeypatch, model,
+                                                               config_class):
     from aceg.model import map_file
 
     monkeypatch.setattr(map_file, "WEIGHTS_DIR", tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        a = default_regressor("xfeat")
+        a = default_regressor(model, "xfeat")
     assert any("random init" in str(w.message) for w in caught)
-    b = default_regressor("xfeat", warn=False)
-    assert a.identity == b.identity and a.model.config == RegressorConfig()
+    b = default_regressor(model, "xfeat", warn=False)
+    assert a.identity == b.identity and a.model.config == config_class()
+    assert map_file.regressor_model(a) == model

@@ -126,9 +126,35 @@ def test_localize_checks_the_ground_truth_before_localizing(tiny, tmp_path, caps
 def test_map_never_overwrites_its_own_images(tiny, tmp_path, capsys):
     image = next((tiny.ace_dir / "rgb").iterdir())
     before = image.read_bytes()
-    code, _, err = _run(capsys, "map", tiny.ace_dir, image, "--method", "ace")
+    code, _, err = _run(capsys, "map", tiny.ace_dir, image, "--model", "ace")
     assert code == 2 and "would overwrite it" in err
     assert image.read_bytes() == before
+
+
+@pytest.mark.parametrize("model, flags", [
+    ("anchors", ["--preset", "fast"]), ("anchors", ["--iterations", "5"]),
+    ("anchors", ["--batch-size", "64"]), ("anchors", ["--code-init", "random"]),
+    ("anchors", ["--encoder", "xfeat"]), ("anchors", ["--triangulate"]),
+    ("transformer", ["--max-anchors", "10"]), ("transformer", ["--encoder", "xfeat"]),
+    ("ace", ["--max-anchors", "10"]), ("ace", ["--regressor", "w.safetensors"]),
+    ("ace", ["--code-init", "random"]),
+])
+def test_map_refuses_flags_of_another_model(tiny, tmp_path, capsys, model, flags):
+    """A flag that does not apply to the chosen model is a one-line error naming both,
+    before anything is read or written."""
+    out = tmp_path / "x.map"
+    code, stdout, err = _run(capsys, "map", tiny.ace_dir, out, "--model", model, *flags)
+    assert code == 2 and stdout == "" and err.count("\n") == 1, err
+    assert f"{flags[0]} does not apply to --model {model}" in err
+    assert not out.exists()
+
+
+def test_map_method_flag_points_to_model(tiny, tmp_path, capsys):
+    code, _, err = _run(capsys, "map", tiny.ace_dir, tmp_path / "x.map", "--method", "ace")
+    assert code == 2 and "--method is gone: choose --model" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own error
+        main(["map", str(tiny.ace_dir), str(tmp_path / "x.map"), "--model", "aceg"])
+    assert exit_info.value.code == 2 and "invalid choice: 'aceg'" in capsys.readouterr().err
 
 
 def _map_contents(path) -> tuple[dict, dict]:
@@ -231,7 +257,7 @@ def test_info_warns_about_resized_images_and_cameras_at_one_point(tiny, tmp_path
 
 
 def test_an_anchor_map_with_few_anchors_warns():
-    from aceg.mapping.mapper import FEW_ANCHORS, anchor_code
+    from aceg.mapping.anchor_map import FEW_ANCHORS, anchor_code
     from aceg.model.anchors import AnchorRegressor
 
     model = AnchorRegressor()

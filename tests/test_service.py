@@ -123,7 +123,7 @@ def test_health_and_maps_listing(server, tiny):
     assert body["status"] == "ok" and body["maps"] == 1 and body["workers"] == 2
     maps = requests.get(f"{server.url}/maps", headers=AUTH, timeout=TIMEOUT).json()["maps"]
     assert maps == [{"name": "corner", "size": tiny.map_path.stat().st_size, "frames": 8,
-                     "method": "ace", "encoder": "xfeat", "scene": "corner"}]
+                     "method": "ace", "model": "ace", "encoder": "xfeat", "scene": "corner"}]
     # the corrupt and the badly named map file were skipped with a reason
     problems = " ".join(server.app.state.registry.problems)
     assert "broken.map" in problems and "bad name.map" in problems

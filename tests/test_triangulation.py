@@ -163,16 +163,16 @@ def test_mapping_with_triangulated_depth(tmp_path):
     assert buf.target is not None and 0.05 < buf.target_valid.float().mean() < 1
     with pytest.raises(ValueError, match="2 depth maps for 6 frames"):
         build_buffer(scene, get_encoder("xfeat"), 120, passes=1, depth_maps=maps[:2])
-    result = map_scene(scene, tmp_path / "t.map", method="ace", preset="fast", triangulate=True,
+    result = map_scene(scene, tmp_path / "t.map", model="ace", preset="fast", triangulate=True,
                        short_side=120, iterations=40, batch_size=512,
                        head_config=AceHeadConfig(64, 64, 1), progress=False)
     tri = load_map(result.path).stats["triangulated"]
     assert tri["points"] > 100 and tri["cells"] > 5
     with pytest.raises(AcegError, match="choose one source of depth"):
-        map_scene(scene, tmp_path / "x.map", method="ace", use_depth=True, triangulate=True)
+        map_scene(scene, tmp_path / "x.map", model="ace", use_depth=True, triangulate=True)
     single = scene.subset([0])  # no second view: nothing to triangulate
     with pytest.raises(AcegError, match="no keypoint could be triangulated"):
-        map_scene(single, tmp_path / "y.map", method="ace", triangulate=True, short_side=120,
+        map_scene(single, tmp_path / "y.map", model="ace", triangulate=True, short_side=120,
                   progress=False)
     assert not (tmp_path / "x.map").exists() and not (tmp_path / "y.map").exists()
 
@@ -183,7 +183,7 @@ def test_cli_map_triangulate(tmp_path, capsys):
 
     generate_scene(tmp_path / "room", 7, frames_mapping=8, frames_query=0, height=96, width=128,
                    splits=("mapping",), contact_sheet=False)
-    args = ["map", str(tmp_path / "room" / "mapping"), str(tmp_path / "m.map"), "--method", "ace",
+    args = ["map", str(tmp_path / "room" / "mapping"), str(tmp_path / "m.map"), "--model", "ace",
             "--preset", "fast", "--iterations", "5", "--batch-size", "256", "--triangulate"]
     assert main(args) == 0
     out = capsys.readouterr().out

@@ -47,7 +47,7 @@ def tiny_map(tmp_path_factory, frames: int = 8) -> TinyMap:
         ace_dir = root / "corner-ace"
         write_ace_scene(scene, ace_dir)
         map_path = root / "maps" / "corner.map"
-        map_scene(scene, map_path, method="ace", preset="fast", short_side=SHORT_SIDE,
+        map_scene(scene, map_path, model="ace", preset="fast", short_side=SHORT_SIDE,
                   iterations=120, batch_size=1024, passes=1,
                   head_config=AceHeadConfig(width=128, blocks=1), progress=False)
         _CACHE[key] = TinyMap(map_path, scene, ace_dir)

@@ -1,6 +1,6 @@
 """The end-to-end demonstration behind ``aceg demo``: scene, map, localize, evaluate, show.
 
-Steps (all on CPU in a few minutes; the same code uses CUDA when present):
+Steps (on CPU; the same code uses CUDA when present):
 
 1. **Scene**: by default a small synthetic room generated on the spot
    (:data:`DEMO_SETTINGS`, seed :func:`demo_seed`, never used for pre-training):
@@ -8,7 +8,8 @@ Steps (all on CPU in a few minutes; the same code uses CUDA when present):
    ``query_light/`` (the same viewpoints under lighting B). With a user scene
    (:func:`demo_splits`): its ``mapping/`` and ``query*/`` sub-folders if it has them,
    otherwise every ``query_every``-th frame is a query and the rest is mapped.
-2. **Map** with ACE-G (the shipped regressor unless another is given).
+2. **Map** with one of :data:`aceg.mapping.mapper.MODELS` (the anchor model by default;
+   the model's shipped weights unless others are given).
 3. **Localize** every query split; poses files in the ACE results format.
 4. **Evaluate** against the queries' ground-truth poses: one accuracy table.
 5. **Show**: the map's point cloud (predicted scene coordinates of the mapping images,
@@ -34,7 +35,7 @@ from aceg.errors import AcegError
 #: Pre-training uses base seeds below 900000; the demo's scene is index 0 of base 900000.
 DEMO_BASE_SEED = 900_000
 
-#: What the demo generates: small enough to run in about a minute on 2 cores.
+#: What the demo generates: a small room, quick to map and localize on a CPU.
 DEMO_SETTINGS = dict(frames_mapping=60, frames_query=20, height=240, width=320,
                      splits=("mapping", "query_same", "query_light"))
 
@@ -87,16 +88,17 @@ def demo_splits(path: str | Path, query_every: int = 4, fmt: str | None = None
 
 
 def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int = 4,
-             preset: str = "default", regressor=None, short_side: int | None = None,
-             fmt: str | None = None, log=print) -> DemoResult:
-    """Run the demonstration into ``out`` (see module docstring) and return its results."""
+             model: str = "anchors", regressor=None, short_side: int | None = None,
+             fmt: str | None = None, log=print, **settings) -> DemoResult:
+    """Run the demonstration into ``out`` (see module docstring) and return its results.
+    ``model``, ``regressor`` and ``settings`` (e.g. ``preset="fast"`` for the optimised
+    models) are those of :func:`aceg.mapping.mapper.map_scene`."""
     from aceg.data.images import DEFAULT_SHORT_SIDE
     from aceg.evaluation.metrics import format_tables
-    from aceg.evaluation.results import PoseResult, evaluate_results, write_results
     from aceg.localization.localizer import Localizer
     from aceg.mapping.mapper import map_scene
     from aceg.visualization.map_cloud import map_point_cloud
-    from aceg.visualization.plots import CameraSeries, ErrorSeries, results_figure, save_figure
+    from aceg.visualization.plots import results_figure, save_figure
     from aceg.visualization.pointcloud import write_ply
 
     out = Path(out)
@@ -104,57 +106,26 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
     result = DemoResult(out)
     t0 = time.perf_counter()
 
-    if scene is None:
-        from aceg.data.synthetic.generate import generate_scene
-
-        seed = demo_seed()
-        scene_dir = out / "scene"
-        log(f"[1/5] generating a synthetic room (seed {seed}) into {scene_dir}")
-        if not (scene_dir / "scene.json").is_file():
-            generate_scene(scene_dir, seed, **DEMO_SETTINGS)
-        mapping, queries = demo_splits(scene_dir)
-        label = f"synthetic room (seed {seed})"
-    else:
-        log(f"[1/5] reading {scene}")
-        mapping, queries = demo_splits(scene, query_every, fmt)
-        label = Path(scene).resolve().name
+    mapping, queries, label = _demo_scene(out, scene, query_every, fmt, log)
     result.seconds["scene"] = time.perf_counter() - t0
     log(f"      {len(mapping)} mapping images; queries: "
         + ", ".join(f"{k} {len(v)}" for k, v in queries.items()))
 
-    log("[2/5] mapping with ACE-G")
+    log(f"[2/5] mapping with the {model} model")
     map_path = out / "map.map"
     t = time.perf_counter()
-    mapped = map_scene(mapping, map_path, method="aceg", preset=preset, regressor=regressor,
-                       short_side=short_side or DEFAULT_SHORT_SIDE, progress=True)
+    mapped = map_scene(mapping, map_path, model=model, regressor=regressor,
+                       short_side=short_side or DEFAULT_SHORT_SIDE, progress=True, **settings)
     result.seconds["mapping"] = time.perf_counter() - t
     result.files["map"] = map_path
     log(f"      map {map_path} ({mapped.file_size / 1024:.0f} KB) in "
-        f"{result.seconds['mapping']:.0f} s, regressor: {mapped.regressor_source}")
+        f"{result.seconds['mapping']:.0f} s"
+        + (f", regressor: {mapped.regressor_source}" if mapped.regressor_source else ""))
 
     log("[3/5] localizing the queries")
     localizer = Localizer(map_path, regressor=regressor)
-    errors, cameras, query_times = [], [], []
     t = time.perf_counter()
-    for split, qscene in queries.items():
-        results = []
-        for frame in tqdm(qscene.frames, desc=split, unit="img"):
-            r = localizer.localize_frame(frame)
-            if r.localized:
-                query_times.append(r.timings["total"])
-            results.append(PoseResult(frame.name, r.cam_to_world, r.inliers, reason=r.reason))
-        evaluated, table = evaluate_results(qscene, results)
-        poses_path = out / f"poses_{split}.txt"
-        write_results(poses_path, evaluated)
-        result.files[f"poses_{split}"] = poses_path
-        result.tables[split] = table
-        errors.append(ErrorSeries(split, np.array([r.rot_err_deg for r in evaluated]),
-                                  np.array([r.trans_err_m for r in evaluated])))
-        frames = qscene.by_name()
-        done = [r for r in evaluated if r.localized]
-        cameras.append(CameraSeries(
-            split, np.array([r.cam_to_world[:3, 3] for r in done]).reshape(-1, 3),
-            np.array([frames[r.name].camera_centre for r in done]).reshape(-1, 3)))
+    errors, cameras, query_times = _localize_queries(localizer, queries, result)
     result.seconds["localization"] = time.perf_counter() - t
 
     log("[4/5] accuracy against the ground-truth poses")
@@ -173,7 +144,7 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
     else:
         log("      no map point survived the filters: no PLY written")
     gt_all = np.concatenate([q.camera_centres() for q in queries.values()])
-    title = (f"aceg demo: {label}, {len(mapping)} mapping images, ACE-G map "
+    title = (f"aceg demo: {label}, {len(mapping)} mapping images, {model} map "
              f"{mapped.file_size / 1024:.0f} KB")
     fig = results_figure(errors, gt_all, cameras, title=title,
                          cloud=cloud.points if len(cloud.points) else None,
@@ -184,3 +155,53 @@ def run_demo(out: str | Path, scene: str | Path | None = None, query_every: int 
     result.files["figure"] = figure_path
     result.seconds["total"] = time.perf_counter() - t0
     return result
+
+
+def _demo_scene(out: Path, scene: str | Path | None, query_every: int, fmt: str | None,
+                log) -> tuple[Scene, dict[str, Scene], str]:
+    """(mapping scene, {split: query scene}, label) of the demo: the synthetic room,
+    generated into ``out/scene`` unless there already, or the user's ``scene``."""
+    if scene is None:
+        from aceg.data.synthetic.generate import generate_scene
+
+        seed = demo_seed()
+        scene_dir = out / "scene"
+        log(f"[1/5] generating a synthetic room (seed {seed}) into {scene_dir}")
+        if not (scene_dir / "scene.json").is_file():
+            generate_scene(scene_dir, seed, **DEMO_SETTINGS)
+        mapping, queries = demo_splits(scene_dir)
+        return mapping, queries, f"synthetic room (seed {seed})"
+    log(f"[1/5] reading {scene}")
+    mapping, queries = demo_splits(scene, query_every, fmt)
+    return mapping, queries, Path(scene).resolve().name
+
+
+def _localize_queries(localizer, queries: dict[str, Scene], result: DemoResult
+                      ) -> tuple[list, list, list[float]]:
+    """Localize every query split, write its poses file into ``result.out`` and record it
+    and its accuracy table in ``result``. Returns the figure's error series and camera
+    series per split, and the query times (seconds) of the localized images."""
+    from aceg.evaluation.results import PoseResult, evaluate_results, write_results
+    from aceg.visualization.plots import CameraSeries, ErrorSeries
+
+    errors, cameras, query_times = [], [], []
+    for split, qscene in queries.items():
+        results = []
+        for frame in tqdm(qscene.frames, desc=split, unit="img"):
+            r = localizer.localize_frame(frame)
+            if r.localized:
+                query_times.append(r.timings["total"])
+            results.append(PoseResult(frame.name, r.cam_to_world, r.inliers, reason=r.reason))
+        evaluated, table = evaluate_results(qscene, results)
+        poses_path = result.out / f"poses_{split}.txt"
+        write_results(poses_path, evaluated)
+        result.files[f"poses_{split}"] = poses_path
+        result.tables[split] = table
+        errors.append(ErrorSeries(split, np.array([r.rot_err_deg for r in evaluated]),
+                                  np.array([r.trans_err_m for r in evaluated])))
+        frames = qscene.by_name()
+        done = [r for r in evaluated if r.localized]
+        cameras.append(CameraSeries(
+            split, np.array([r.cam_to_world[:3, 3] for r in done]).reshape(-1, 3),
+            np.array([frames[r.name].camera_centre for r in done]).reshape(-1, 3)))
+    return errors, cameras, query_times

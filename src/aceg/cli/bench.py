@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 from aceg.errors import AcegError
+from aceg.evaluation import bench_report as report
 from aceg.evaluation import benchmark as bm
 from aceg.io import check_output_path
 
 HELP = "benchmark ACE-G, the ACE baseline and feature matching side by side"
 DESCRIPTION = f"""\
-Run ACE-G (shipped regressor), the ACE baseline (ACE's scene-specific head and loss on
+Run ACE-G (the anchor model with its shipped weights, or the model --regressor's weights
+hold), the ACE baseline (ACE's scene-specific head and loss on
 aceg's frozen XFeat encoder, not ACE's own encoder) and the feature-matching baseline on
 the same data in one process and print/write the figures side by side.
 
@@ -60,7 +62,9 @@ def add_arguments(parser) -> None:
                         help="mapping preset of the optimised maps (the map-code transformer and the "
                              "ACE head; the anchor model has none) (default: %(default)s)")
     parser.add_argument("--iterations", type=int, help="override the preset's mapping iterations")
-    parser.add_argument("--regressor", help="ACE-G regressor checkpoint (default: the shipped one)")
+    parser.add_argument("--regressor", help="weights of the aceg methods: anchor model or map-code "
+                             "transformer, the methods map with the model they hold (default: "
+                             "the shipped anchor model)")
     parser.add_argument("--work", help="folder for generated data and maps (default: a temporary one)")
     parser.add_argument("--markdown", default="BENCHMARKS.md", help="markdown file to update (default: %(default)s)")
     parser.add_argument("--json", default="benchmarks/results/bench.json", help="raw results (default: %(default)s)")
@@ -106,17 +110,17 @@ def run(args) -> int:
               + ", ".join(f"{k} {len(v)}" for k, v in data.queries.items()))
         for method in methods:
             runs.append(bm.run_method(method, data, work, settings))
-    summaries = bm.summarise(runs)
+    summaries = report.summarise(runs)
     seconds = time.perf_counter() - start
     command = "aceg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "aceg bench"
-    section = bm.markdown(summaries, command, bm.machine_description(), seconds, runs)
+    section = report.markdown(summaries, command, report.machine_description(), seconds, runs)
     print(section)
     if args.markdown:
-        bm.update_markdown_file(Path(args.markdown), section)
+        report.update_markdown_file(Path(args.markdown), section)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        bm.write_json(Path(args.json), runs, summaries,
-                      {"command": command, "machine": bm.machine_description(), "seconds": seconds})
+        report.write_json(Path(args.json), runs, summaries,
+                      {"command": command, "machine": report.machine_description(), "seconds": seconds})
     print(f"wrote {args.markdown} and {args.json} ({seconds / 60:.1f} min)")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import warnings
 
 from aceg.cli.common import add_format_argument, read_scene_arg
@@ -9,77 +10,106 @@ from aceg.data.images import DEFAULT_SHORT_SIDE
 from aceg.errors import AcegError
 from aceg.io import check_output_path
 
-HELP = "build a map (ACE-G map code or ACE head) from posed images"
+HELP = "build a map of a scene (anchor model, map-code transformer or ACE head) from posed images"
 DESCRIPTION = """\
 Build a map of SCENE (posed images, any supported format) and write it to OUT (a
-safetensors file, usually *.map).
+safetensors file, usually *.map) for `aceg localize` and `aceg serve`.
 
---method aceg (default) builds the map code of the frozen scene-agnostic regressor (the
-shipped one, or --regressor PATH; without trained weights a seeded random init is used,
-with a warning). The shipped regressor is the anchor model: its code holds the mapping
-patches whose 3-D points triangulate between the posed images (XFeat keypoints matched
-with LighterGlue, chained into tracks across the images, each triangulated from all its
-views, then denoised by local planes; with --depth, the depth maps give the points;
---keypoints sets how many keypoints per image), each with its embedded
-descriptor; presets, --code-init and --triangulate do not apply to it. The map-code
-transformer (--regressor src/aceg/weights/transformer-xfeat.safetensors) optimises its
-code on the mapping patches instead (reprojection loss; presets apply). --method ace
-trains the ACE baseline: a scene-specific MLP head from scratch. All use the same frozen
-encoder features and write the same map format for `aceg localize`.
+--model picks what the map holds:
+
+  anchors      (default; use it unless you have a reason not to) the anchor model: every
+               mapping patch whose 3-D point is known becomes an anchor, keyed by its
+               XFeat descriptor through a small pre-trained embedding. The points are
+               triangulated between the posed mapping images (XFeat keypoints matched with
+               LighterGlue, chained into tracks, denoised by local planes), or read from
+               depth maps with --depth. Nothing is optimised, so there are no presets.
+  transformer  the map-code transformer, the form of the ACE-G paper: a frozen
+               scene-agnostic transformer reads a map code that is optimised on the
+               mapping images (reprojection loss; --preset, --iterations, --batch-size,
+               --code-init). Slower to map than the anchor model.
+  ace          the baseline: ACE's scene-specific MLP head and loss, trained from scratch
+               on the frozen encoder's features (XFeat by default; not ACE's own encoder).
+               --preset, --iterations, --batch-size and --encoder apply.
+
+--regressor PATH gives other weights for anchors or transformer (default: the shipped
+src/aceg/weights/anchors-xfeat.safetensors or transformer-xfeat.safetensors). A flag that
+does not apply to the chosen model is an error.
 
 --split K:R leaves out the frames with index % K == R (to localize them later with
 `aceg localize --split K:R`).
 """
 
+#: Flags that apply to some models only: argparse destination -> (flag, models). Their
+#: argparse default is None (False for switches), so giving one is detectable.
+MODEL_FLAGS = {
+    "preset": ("--preset", ("transformer", "ace")),
+    "iterations": ("--iterations", ("transformer", "ace")),
+    "batch_size": ("--batch-size", ("transformer", "ace")),
+    "code_init": ("--code-init", ("transformer",)),
+    "triangulate": ("--triangulate", ("transformer", "ace")),
+    "max_anchors": ("--max-anchors", ("anchors",)),
+    "regressor": ("--regressor", ("anchors", "transformer")),
+    "encoder": ("--encoder", ("ace",)),
+}
+#: Settings of :func:`aceg.mapping.mapper.map_scene` taken from flags of another name.
+SETTING_NAMES = {"depth": "use_depth", "keypoints": "triangulation_keypoints"}
+
 
 def add_arguments(parser) -> None:
-    from aceg.mapping.mapper import METHODS, PRESETS
+    from aceg.mapping.mapper import MODELS
+    from aceg.mapping.training import PRESET_NAMES
+    from aceg.mapping.triangulation import (
+        SMALL_SCENE_IMAGES,
+        SMALL_SCENE_KEYPOINTS,
+        TRIANGULATION_CONFIG,
+    )
     from aceg.model.anchors import AnchorConfig
     from aceg.model.regressor import CODE_INITS
 
     parser.add_argument("scene", metavar="SCENE", help="scene folder or file (posed images)")
     parser.add_argument("out", metavar="OUT", help="map file to write (e.g. scene.map)")
-    parser.add_argument("--method", choices=METHODS, default="aceg",
-                        help="aceg (map code, default) or ace (scene-specific MLP head)")
-    parser.add_argument("--preset", choices=list(PRESETS["aceg"]), default="default",
-                        help="speed/accuracy trade-off (default: default)")
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0],
+                        help="anchors (default), transformer or ace; see above")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                        help="transformer, ace: speed/accuracy trade-off (default: default)")
     parser.add_argument("--depth", action="store_true",
-                        help="add depth supervision (every frame needs a depth map)")
+                        help="3-D points (anchors) or depth supervision (transformer, ace) from "
+                             "the frames' depth maps (every frame needs one)")
     parser.add_argument("--triangulate", action="store_true",
-                        help="RGB only: add depth supervision from XFeat keypoints matched between "
-                             "neighbouring mapping images and triangulated with their known poses "
-                             "(fixes the depth along the rays that reprojection alone leaves loose; "
-                             "adds about 0.3 s per image on 2 CPU cores)")
+                        help="transformer, ace, RGB only: add depth supervision from XFeat "
+                             "keypoints matched between neighbouring mapping images and "
+                             "triangulated with their known poses (fixes the depth along the "
+                             "rays that reprojection alone leaves loose); the anchor model "
+                             "always triangulates unless --depth is given")
     parser.add_argument("--keypoints", type=int, default=None, metavar="N",
-                        help="keypoints per image for the triangulation (the anchor model's points, "
-                             "or --triangulate; default 2048 for scenes of up to 70 images, 1024 "
-                             "above, which keeps mapping 200 images at 100 s on 2 CPU cores: with "
-                             "2048 it took 243 s). Small scenes of large images need the anchors: "
-                             "castle-P30 (20 images) localized 60 %% within 10 cm with 2048 "
-                             "against 20 %% with 1024")
+                        help="keypoints per image of the triangulation (anchors without --depth, "
+                             f"or --triangulate); default {SMALL_SCENE_KEYPOINTS} for scenes of up "
+                             f"to {SMALL_SCENE_IMAGES} images, {TRIANGULATION_CONFIG.max_keypoints} "
+                             "above. Small scenes of large images map better with more")
     parser.add_argument("--max-anchors", type=int, default=None, metavar="N",
-                        help="anchor model: anchors the map keeps at most, a random subset of the "
+                        help="anchors: anchors the map keeps at most, a random subset of the "
                              "patch cells with a 3-D point (default: the regressor's, "
-                             f"{AnchorConfig().max_anchors} for the shipped one: maps of at most "
-                             "1.87 MB, 76 bytes an anchor). On held-out "
-                             "synthetic rooms (identity embedding) 12288 localized 43.3 %% of far-viewpoint queries within "
-                             "10 cm, 24576 45.8 %%")
+                             f"{AnchorConfig().max_anchors} for the shipped one; 76 bytes an anchor)")
     parser.add_argument("--regressor", metavar="PATH", default=None,
-                        help="ACE-G regressor checkpoint (.safetensors); default: shipped weights")
+                        help="anchors, transformer: weights file (.safetensors) of that model; "
+                             "default: the shipped one")
     parser.add_argument("--encoder", default=None,
-                        help="encoder name (ACE only; ACE-G uses the regressor's encoder)")
+                        help="ace: encoder name (default: xfeat); the other models use their "
+                             "regressor's encoder")
     parser.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE,
                         help=f"working image short side in pixels (default {DEFAULT_SHORT_SIDE}; "
                              "smaller images are not upsampled)")
-    parser.add_argument("--iterations", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="transformer, ace: override the preset's steps")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="override the preset's patches per step")
+                        help="transformer, ace: override the preset's patches per step")
     parser.add_argument("--split", metavar="K:R", default=None,
                         help="leave out frames with index %% K == R")
-    parser.add_argument("--code-init", choices=CODE_INITS, default=CODE_INITS[0],
-                        help="ACE-G: how the map code starts; anchored puts each token's keys "
-                             "on one of the scene's own patches (default: %(default)s)")
+    parser.add_argument("--code-init", choices=CODE_INITS, default=None,
+                        help="transformer: how the map code starts; anchored puts each token's "
+                             f"keys on one of the scene's own patches (default: {CODE_INITS[0]})")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", default=None, help=argparse.SUPPRESS)  # replaced by --model
     add_format_argument(parser)
 
 
@@ -95,9 +125,33 @@ def parse_split(text: str | None) -> tuple[int, int] | None:
     return k, r
 
 
+def check_model_flags(args, model: str) -> None:
+    """:class:`AcegError` naming the first flag given that does not apply to ``model``."""
+    for dest, (flag, models) in MODEL_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value not in (None, False) and model not in models:
+            raise AcegError(f"{flag} does not apply to --model {model} (it applies to "
+                            f"{', '.join(models)})")
+
+
+def mapping_settings(args) -> dict:
+    """The :func:`aceg.mapping.mapper.map_scene` settings the flags give (the flags that
+    apply to the model and were given, and the working short side)."""
+    settings = {"short_side": args.short_side}
+    for dest in ("preset", "iterations", "batch_size", "code_init", "max_anchors", "encoder",
+                 "depth", "triangulate", "keypoints"):
+        value = getattr(args, dest)
+        if value not in (None, False):
+            settings[SETTING_NAMES.get(dest, dest)] = value
+    return settings
+
+
 def run(args) -> int:
     from aceg.mapping.mapper import map_scene
 
+    if args.method is not None:
+        raise AcegError("--method is gone: choose --model anchors (the default), transformer or ace")
+    check_model_flags(args, args.model)
     scene = read_scene_arg(args.scene, args.format)
     check_output_path(args.out, inputs=[*scene.files(), *filter(None, [args.regressor])],
                       what="map")
@@ -112,26 +166,28 @@ def run(args) -> int:
             raise AcegError(f"{flag} must be positive, got {value}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = map_scene(
-            scene, args.out, method=args.method, preset=args.preset, regressor=args.regressor,
-            use_depth=args.depth, triangulate=args.triangulate, encoder=args.encoder,
-            triangulation_keypoints=args.keypoints, max_anchors=args.max_anchors,
-            short_side=args.short_side, iterations=args.iterations, batch_size=args.batch_size,
-            seed=args.seed, code_init=args.code_init,
-        )
+        result = map_scene(scene, args.out, model=args.model, regressor=args.regressor,
+                           seed=args.seed, **mapping_settings(args))
     for w in caught:
         print(f"aceg: warning: {w.message}")
+    report(result, scene.has_depth and not args.depth)
+    return 0
+
+
+def report(result, depth_unused: bool) -> None:
+    """Print what ``result`` (a :class:`aceg.mapping.common.MapResult`) mapped."""
     s = result.stats
-    if scene.has_depth and not args.depth:
+    if depth_unused:
         print("aceg: note: every image of this scene has a depth map and --depth was not given; "
               + ("with --depth the anchors take their points from it instead of triangulation"
-                 if "anchors" in s else
-                 "with --depth the map's geometry is far better (ACE-G on held-out synthetic "
-                 "rooms: 3-D error 0.46 -> 0.10 m, MODEL_CARD.md 'Map geometry')"))
-    print(f"wrote {result.path} ({result.file_size / 1024:.0f} KiB): {result.method} map of "
-          f"{result.frames} images, encoder {result.encoder}, {result.patches} patches, "
-          f"{result.iterations} iterations in {result.seconds['total']:.0f} s")
-    if "anchors" in s:
+                 if result.model == "anchors" else
+                 "with --depth the map's points are supervised in 3-D, which fixes their depth "
+                 "along the rays"))
+    steps = "" if result.model == "anchors" else f", {result.iterations} iterations"
+    print(f"wrote {result.path} ({result.file_size / 1024:.0f} KiB): {result.model} map of "
+          f"{result.frames} images, encoder {result.encoder}, {result.patches} patches{steps} "
+          f"in {result.seconds['total']:.0f} s")
+    if result.model == "anchors":
         print(f"anchors: {s['anchors']} ({s['cells']:.0f}% of the patch cells had a 3-D point)")
     else:
         print(f"training: loss {s.get('loss', float('nan')):.3g}, "
@@ -142,4 +198,3 @@ def run(args) -> int:
         per_image = f" of {t['keypoints']} per image" if "keypoints" in t else ""
         print(f"triangulation: {t['points']} keypoints with a 3-D point{per_image}, depth for "
               f"{t['cells']:.0f}% of the patch cells ({t['seconds']:.0f} s)")
-    return 0

@@ -1,5 +1,9 @@
 """Side-by-side benchmark: ACE-G vs the ACE baseline vs feature matching, one run, same data.
 
+Methods (:data:`METHODS`): ``aceg`` maps with the anchor model (or the model the bench's
+regressor weights hold), ``ace`` with the ACE head baseline (:data:`SCR_METHODS`), and
+``feature-matching`` with :mod:`aceg.baselines.feature_matching`.
+
 Data sets (each: one mapping scene and named query splits):
     * held-out synthetic scenes (``aceg synth`` output; seeds disjoint from pre-training):
       map on ``mapping/``, query ``query_same``, ``query_light``, ``query_view`` (and
@@ -17,15 +21,15 @@ nearest raw XFeat descriptor.
 
 Per method and split: the accuracy table (:mod:`aceg.evaluation.metrics`, pooled over all
 queries of that split across scenes), mapping time, median and p90 query time, map size,
-peak memory (resident set size sampled every 20 ms during mapping, minus the size
-before it), and for ACE-G methods how often a pose flagged confident is right. Times are measured in the same process and run, so ratios are meaningful.
+peak memory (resident set size sampled every :data:`PeakMemory.INTERVAL` seconds during
+mapping, minus the size before it), and for ACE-G methods how often a pose flagged
+confident is right. Times are measured in the same process and run, so ratios are
+meaningful. :mod:`aceg.evaluation.bench_report` turns the runs into the report.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import platform
 import threading
 import time
 from collections.abc import Callable
@@ -33,14 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from aceg.data.images import load_image
 from aceg.data.readers import read_scene
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
-from aceg.evaluation.metrics import AccuracyTable, accuracy_table, pose_errors
-from aceg.io import atomic_write_text
+from aceg.evaluation.metrics import accuracy_table, pose_errors
 
 METHODS = ("aceg", "aceg-identity", "aceg-tri", "ace", "ace-tri", "feature-matching")
 #: What ``aceg bench`` runs unless told otherwise.
@@ -49,9 +51,15 @@ METHOD_LABELS = {"aceg": "ACE-G", "aceg-identity": "ACE-G, identity embedding",
                  "aceg-tri": "ACE-G + triangulated depth", "ace": "ACE head on XFeat",
                  "ace-tri": "ACE head on XFeat + triangulated depth",
                  "feature-matching": "Feature matching"}
-#: Methods that map with :func:`aceg.mapping.mapper.map_scene`: (its method, ``triangulate``).
-SCR_METHODS = {"aceg": ("aceg", False), "aceg-identity": ("aceg", False),
-               "aceg-tri": ("aceg", True), "ace": ("ace", False), "ace-tri": ("ace", True)}
+#: Methods that map with :func:`aceg.mapping.mapper.map_scene`: (its model, whether depth
+#: triangulated between the mapping images supervises an optimised model). The ``aceg``
+#: methods use the anchor model, or the model the bench's regressor weights hold (the
+#: map-code transformer's, say); the anchor model always triangulates, so with it
+#: ``aceg-tri`` maps as ``aceg`` does.
+SCR_METHODS = {"aceg": ("anchors", False), "aceg-identity": ("anchors", False),
+               "aceg-tri": ("anchors", True), "ace": ("ace", False), "ace-tri": ("ace", True)}
+#: The methods of aceg's own regressors, compared with the others.
+ACEG_METHODS = ("aceg", "aceg-identity", "aceg-tri")
 #: Ablations: method -> weights file (in ``aceg.model.map_file.WEIGHTS_DIR``) replacing the
 #: shipped regressor.
 ABLATION_WEIGHTS = {"aceg-identity": "anchors-identity-xfeat.safetensors"}
@@ -121,7 +129,10 @@ def real_datasets(shared_data: Path, names=REAL_SETS, splits=("every3",)) -> lis
 
 
 class PeakMemory:
-    """Peak resident set size (bytes) above the starting size, sampled every 20 ms."""
+    """Peak resident set size (bytes) above the starting size, sampled every
+    :attr:`INTERVAL` seconds."""
+
+    INTERVAL = 0.02
 
     def __init__(self) -> None:
         self.peak = 0
@@ -142,7 +153,7 @@ class PeakMemory:
         return self
 
     def _run(self):
-        while not self._stop.wait(0.02):
+        while not self._stop.wait(self.INTERVAL):
             self.peak = max(self.peak, self.rss() - self.start)
 
     def __exit__(self, *exc):
@@ -185,29 +196,48 @@ def _mapper_and_localizer(method: str, settings: dict):
 
         return build, open_map
 
+    return _scr_mapper_and_localizer(method, settings)
+
+
+def scr_model_settings(method: str, settings: dict) -> tuple[str, dict]:
+    """The :func:`aceg.mapping.mapper.map_scene` model and keyword arguments of a method
+    of :data:`SCR_METHODS` under the bench's ``settings`` ("regressor", "preset",
+    "iterations", "lr_max", "batch_size", "code_init", "short_side")."""
+    from aceg.model.map_file import WEIGHTS_DIR, regressor_model, resolve_regressor
+
+    model, triangulate = SCR_METHODS[method]
+    regressor = settings.get("regressor")
+    if method in ABLATION_WEIGHTS:
+        regressor = str(WEIGHTS_DIR / ABLATION_WEIGHTS[method])
+    kwargs: dict = {"short_side": settings.get("short_side", 480)}
+    if model != "ace":
+        if regressor is not None:  # the model the given weights hold
+            model = regressor_model(resolve_regressor(regressor, None))
+        kwargs["regressor"] = regressor
+    if model == "anchors":  # built, not optimised; it always triangulates
+        return model, kwargs
+    names = ("preset", "iterations", "lr_max", "batch_size")
+    names += ("code_init",) if model == "transformer" else ()
+    kwargs.update({k: settings[k] for k in names if settings.get(k) is not None})
+    return model, {**kwargs, "triangulate": triangulate}
+
+
+def _scr_mapper_and_localizer(method: str, settings: dict):
+    """:func:`_mapper_and_localizer` of a method of :data:`SCR_METHODS`."""
     from aceg.localization.localizer import Localizer
     from aceg.mapping.mapper import map_scene
-    from aceg.model.regressor import CODE_INITS
 
-    if method in ABLATION_WEIGHTS:
-        from aceg.model.map_file import WEIGHTS_DIR
-
-        settings = {**settings, "regressor": str(WEIGHTS_DIR / ABLATION_WEIGHTS[method])}
-    method, triangulate = SCR_METHODS[method]
+    model, kwargs = scr_model_settings(method, settings)
 
     def build(scene, path):
-        map_scene(scene, path, method=method, triangulate=triangulate,
-                  preset=settings.get("preset", "default"),
-                  regressor=settings.get("regressor"), short_side=settings.get("short_side", 480),
-                  progress=False, iterations=settings.get("iterations"),
-                  lr_max=settings.get("lr_max"), batch_size=settings.get("batch_size"),
-                  code_init=settings.get("code_init", CODE_INITS[0]))
+        map_scene(scene, path, model=model, progress=False, **kwargs)
 
     def open_map(path):
-        loc = Localizer(path, regressor=settings.get("regressor") if method == "aceg" else None)
+        loc = Localizer(path, regressor=kwargs.get("regressor"))
+
         def localize(rgb, frame):
             result = loc.localize(rgb, frame.intrinsics, name=frame.name)
-            return result.cam_to_world, (result.confident if method == "aceg" else None)
+            return result.cam_to_world, (result.confident if model != "ace" else None)
 
         return localize
 
@@ -249,205 +279,3 @@ def run_method(method: str, data: Dataset, work: Path, settings: dict, log=print
 def _pct(errs: list[tuple[float, float]]) -> str:
     t = accuracy_table([e[0] for e in errs], [e[1] for e in errs])
     return f"{t.within['10cm/10deg']:.0f}"
-
-
-@dataclass
-class SplitSummary:
-    method: str
-    kind: str
-    split: str
-    table: AccuracyTable
-    mapping_seconds_median: float
-    query_ms_median: float
-    query_ms_p90: float
-    map_bytes_median: float
-    peak_memory_mb_max: float
-
-
-def summarise(runs: list[MethodRun]) -> list[SplitSummary]:
-    out = []
-    keys = sorted({(r.kind, r.method, s) for r in runs for s in r.errors},
-                  key=lambda k: (k[0], k[2], METHODS.index(k[1])))
-    for kind, method, split in keys:
-        sel = [r for r in runs if r.kind == kind and r.method == method and split in r.errors]
-        errs = [e for r in sel for e in r.errors[split]]
-        times = [t for r in sel for t in r.query_seconds[split]]
-        out.append(SplitSummary(
-            method, kind, split,
-            accuracy_table([e[0] for e in errs], [e[1] for e in errs]),
-            float(np.median([r.mapping_seconds for r in sel])),
-            float(np.median(times) * 1000), float(np.percentile(times, 90) * 1000),
-            float(np.median([r.map_bytes for r in sel])),
-            float(max(r.peak_memory_bytes for r in sel) / 2**20),
-        ))
-    return out
-
-
-def markdown(summaries: list[SplitSummary], command: str, machine: str, seconds: float,
-             runs: list[MethodRun] | None = None) -> str:
-    """The markdown section: per kind of data, the pooled table, ACE-G against the baselines
-    and, for the real sets (given ``runs``), a table per set."""
-    lines = [MARK_START, "## Side-by-side benchmark: ACE-G vs the ACE head vs feature matching", "",
-             f"Command: `{command}`  ", f"Machine: {machine}  ", f"Total wall time: {seconds / 60:.1f} min",
-             ""]
-    for kind in ("synthetic", "real"):
-        rows = [s for s in summaries if s.kind == kind]
-        if not rows:
-            continue
-        lines += [f"### {kind} data", "",
-                  "| split | method | 5cm/5deg | 10cm/10deg | 20cm/20deg | med. rot (deg) | med. trans (m) "
-                  "| localized | mapping (s, median) | query ms (median / p90) | map size | peak mem (MB) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for s in rows:
-            t = s.table
-            lines.append(
-                f"| {s.split} | {METHOD_LABELS[s.method]} | {t.within['5cm/5deg']:.1f}% | "
-                f"{t.within['10cm/10deg']:.1f}% | {t.within['20cm/20deg']:.1f}% | "
-                f"{_f(t.median_rot_deg, 2)} | {_f(t.median_trans_m, 3)} | {t.localized_pct:.0f}% | "
-                f"{s.mapping_seconds_median:.1f} | {s.query_ms_median:.0f} / {s.query_ms_p90:.0f} | "
-                f"{_size(s.map_bytes_median)} | {s.peak_memory_mb_max:.0f} |")
-        lines.append("")
-        for reference in ("aceg", "aceg-tri"):
-            lines += comparison_lines(rows, reference)
-        if runs:
-            lines += confidence_lines(runs, kind)
-        if runs and kind == "real":
-            lines += per_dataset_lines(runs, kind)
-    lines.append(MARK_END)
-    return "\n".join(lines) + "\n"
-
-
-def comparison_lines(rows: list[SplitSummary], reference: str = "aceg") -> list[str]:
-    """An ACE-G variant (``reference``) against each method that is not ACE-G, in one split
-    table: the difference in points of % within 10 cm / 10 deg (positive: ACE-G better) and
-    the ratios of mapping time, median query time and map size (other method / ACE-G,
-    measured in the same run)."""
-    ref = {s.split: s for s in rows if s.method == reference}
-    others = [s for s in rows if SCR_METHODS.get(s.method, ("",))[0] != "aceg" and s.split in ref]
-    if not others:
-        return []
-    label = METHOD_LABELS[reference]
-    out = [f"{label} compared with each baseline (points: {label} minus the baseline "
-           f"at 10cm/10deg; ratios: the baseline divided by {label}):", "",
-           "| split | baseline | points at 10cm/10deg | mapping time ratio | query time ratio | map size ratio |",
-           "|---|---|---|---|---|---|"]
-    for s in others:
-        r = ref[s.split]
-        points = r.table.within["10cm/10deg"] - s.table.within["10cm/10deg"]
-        out.append(f"| {s.split} | {METHOD_LABELS[s.method]} | {points:+.1f} | "
-                   f"{_ratio(s.mapping_seconds_median, r.mapping_seconds_median)} | "
-                   f"{_ratio(s.query_ms_median, r.query_ms_median)} | "
-                   f"{_ratio(s.map_bytes_median, r.map_bytes_median)} |")
-    return out + [""]
-
-
-def confidence_stats(errors: list[tuple[float, float]], confident: list[bool]) -> dict:
-    """How the confident flag relates to being within 10 cm / 10 deg: ``flagged`` poses,
-    ``precision`` (% of them that are good), ``good`` poses and ``missed`` (good, not
-    flagged)."""
-    good = [r <= 10.0 and t <= 0.10 for r, t in errors]
-    flagged = sum(confident)
-    right = sum(g and c for g, c in zip(good, confident, strict=True))
-    return {"queries": len(good), "flagged": flagged, "good": sum(good),
-            "precision": 100.0 * right / flagged if flagged else math.nan,
-            "missed": sum(g and not c for g, c in zip(good, confident, strict=True))}
-
-
-def confidence_lines(runs: list[MethodRun], kind: str) -> list[str]:
-    """Per ACE-G method and split (pooled over the data sets of ``kind``): the confident
-    flag's precision and the good poses it misses."""
-    pooled: dict[tuple[str, str], tuple[list, list]] = {}
-    for r in runs:
-        if r.kind != kind:
-            continue
-        for split, flags in r.confident.items():
-            errs, conf = pooled.setdefault((r.method, split), ([], []))
-            errs += r.errors[split]
-            conf += flags
-    if not pooled:
-        return []
-    out = ["Confident flag (a pose is good within 10cm/10deg; precision: % of the flagged "
-           "poses that are good; missed: good poses not flagged):", "",
-           "| split | method | queries | flagged | precision | good | missed |",
-           "|---|---|---|---|---|---|---|"]
-    for (method, split), (errs, conf) in sorted(pooled.items(), key=lambda kv: (kv[0][1], METHODS.index(kv[0][0]))):
-        c = confidence_stats(errs, conf)
-        out.append(f"| {split} | {METHOD_LABELS[method]} | {c['queries']} | {c['flagged']} | "
-                   f"{_f(c['precision'], 1)}% | {c['good']} | {c['missed']} |")
-    return out + [""]
-
-
-def per_dataset_lines(runs: list[MethodRun], kind: str = "real") -> list[str]:
-    """One row per data set, method and split: % within 10 cm / 10 deg, median errors and
-    the median translation error over feature matching's in the same run (the pooled table
-    mixes scenes of very different scale)."""
-    sel = [r for r in runs if r.kind == kind]
-    if not sel:
-        return []
-    reference = {(r.dataset, split): accuracy_table([e[0] for e in errs], [e[1] for e in errs])
-                 for r in sel if r.method == "feature-matching" for split, errs in r.errors.items()}
-    out = [f"### {kind} data per set", "",
-           "| set | split | method | queries | 10cm/10deg | med. rot (deg) | med. trans (m) "
-           "| med. trans / feature matching |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(sel, key=lambda r: (r.dataset, METHODS.index(r.method))):
-        for split, errs in r.errors.items():
-            t = accuracy_table([e[0] for e in errs], [e[1] for e in errs])
-            ref = reference.get((r.dataset, split))
-            ratio = _ratio(t.median_trans_m, ref.median_trans_m) if ref else "-"
-            out.append(f"| {r.dataset} | {split} | {METHOD_LABELS[r.method]} | {len(errs)} | "
-                       f"{t.within['10cm/10deg']:.1f}% | {_f(t.median_rot_deg, 2)} | "
-                       f"{_f(t.median_trans_m, 3)} | {ratio} |")
-    return out + [""]
-
-
-def _ratio(x: float, ref: float) -> str:
-    return f"{x / ref:.2f}x" if ref > 0 and math.isfinite(x) and math.isfinite(ref) else "-"
-
-
-def _f(x: float, d: int) -> str:
-    return "inf" if not math.isfinite(x) else f"{x:.{d}f}"
-
-
-def _size(b: float) -> str:
-    return f"{b / 2**20:.2f} MB" if b >= 2**20 else f"{b / 2**10:.0f} KB"
-
-
-def machine_description() -> str:
-    import os
-
-    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({'CUDA' if torch.cuda.is_available() else 'CPU'}), {torch.get_num_threads()} threads, "
-            f"Python {platform.python_version()}")
-
-
-def update_markdown_file(path: Path, section: str) -> None:
-    """Replace the benchmark section of ``path`` (between the markers), or append it."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text)
-
-
-def write_json(path: Path, runs: list[MethodRun], summaries: list[SplitSummary], meta: dict) -> None:
-    def enc(x):
-        return None if isinstance(x, float) and not math.isfinite(x) else x
-
-    payload = {
-        **meta,
-        "summary": [{"method": s.method, "kind": s.kind, "split": s.split, **s.table.to_dict(),
-                     "mapping_seconds_median": s.mapping_seconds_median,
-                     "query_ms_median": s.query_ms_median, "query_ms_p90": s.query_ms_p90,
-                     "map_bytes_median": s.map_bytes_median, "peak_memory_mb_max": s.peak_memory_mb_max}
-                    for s in summaries],
-        "runs": [{"method": r.method, "dataset": r.dataset, "kind": r.kind,
-                  "mapping_seconds": r.mapping_seconds, "map_bytes": r.map_bytes,
-                  "peak_memory_bytes": r.peak_memory_bytes,
-                  "errors": {k: [[enc(a), enc(b)] for a, b in v] for k, v in r.errors.items()},
-                  "query_seconds": r.query_seconds, "confident": r.confident} for r in runs],
-    }
-    atomic_write_text(path, json.dumps(payload, indent=1, default=lambda o: None) + "\n")

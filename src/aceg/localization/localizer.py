@@ -12,8 +12,8 @@ Steps (:meth:`Localizer.localize`):
    ``fx, fy, cx, cy`` of the prepared image; threshold ``ransac_px`` pixels), followed by
    poselib's non-linear refinement on the inliers;
 5. the pose is *localized* when RANSAC found one, and *confident* when it has at least
-   :data:`CONFIDENT_INLIERS` inliers (about 4% of the 4800 patches of a 480x640 query;
-   ACE's practice of judging a pose by its inlier count).
+   :data:`CONFIDENT_INLIERS` inliers (a small share of the 4,800 patches of a 480x640
+   query; ACE's practice of judging a pose by its inlier count).
 
 Fewer than :data:`MIN_CORRESPONDENCES` usable correspondences, or an image that cannot be
 read, give a "not localized" :class:`LocalizationResult` with a reason (never an exception
@@ -36,7 +36,12 @@ from aceg.data.scene import Frame
 from aceg.errors import AcegError
 from aceg.localization.pnp import estimate_pose
 from aceg.model.encoder import get_encoder
-from aceg.model.map_file import check_regressor_matches, load_map, resolve_regressor
+from aceg.model.map_file import (
+    check_regressor_matches,
+    load_map,
+    regressor_for_map,
+    resolve_regressor,
+)
 
 #: Inlier count from which a pose is flagged confident.
 CONFIDENT_INLIERS = 200
@@ -84,8 +89,9 @@ class Localizer:
 
     Args:
         map_path: map written by :func:`aceg.mapping.mapper.map_scene`.
-        regressor: ACE-G maps only: the regressor used for mapping (None = the default one,
-            a path, or a model); a different one is an :class:`AcegError`.
+        regressor: maps of the anchor model or the transformer only: the regressor used for
+            mapping, a path or a model (a different one is an :class:`AcegError`); None finds
+            it among the shipped weights by the identity the map records.
         keep_quantile, ransac_px, confident_inliers: see module constants.
     """
 
@@ -105,7 +111,8 @@ class Localizer:
         self.ransac_iterations = ransac_iterations
         self.centre = torch.as_tensor(self.data.scene_centre, dtype=torch.float64)
         if self.data.method == "aceg":
-            reg = resolve_regressor(regressor, self.data.encoder)
+            reg = (regressor_for_map(self.data, map_path) if regressor is None
+                   else resolve_regressor(regressor, None, self.data.encoder))
             check_regressor_matches(self.data, reg, map_path)
             self.regressor = reg
             model = reg.model.to(self.device)

@@ -1,1 +1,2 @@
-"""Mapping: optimise a scene's map code (ACE-G) or head (ACE) from posed images."""
+"""Mapping: posed images -> a map file, by model (anchor model, map-code transformer, ACE
+head); :func:`aceg.mapping.mapper.map_scene` dispatches."""

@@ -202,23 +202,12 @@ def build_buffer(
                 img, A = prep.rgb, np.array([[1.0, 0, 0], [0, 1.0, 0]])
             else:
                 img, A = _augment(prep.rgb, rng, augment)
-            fmap = encoder.encode(img)[0]  # (C, h', w')
-            C, rows, cols = fmap.shape
-            centres_aug = encoder.centres(rows, cols).astype(np.float64)  # (P, 2)
-            Ainv = cv2.invertAffineTransform(A)
-            src = centres_aug @ Ainv[:, :2].T + Ainv[:, 2]
-            m = s / 2.0
-            ok = (src[:, 0] >= m - 0.5) & (src[:, 0] <= w - 0.5 - m) & \
-                 (src[:, 1] >= m - 0.5) & (src[:, 1] <= h - 0.5 - m)
-            idx = np.flatnonzero(ok)
-            if patches_per_pass is not None and idx.size > patches_per_pass:
-                idx = rng.choice(idx, patches_per_pass, replace=False)
-            flat = fmap.reshape(C, -1).T
-            feats.append(flat[torch.from_numpy(idx)].half())
-            pix.append(src[idx].astype(np.float32))
-            frames.append(np.full(idx.size, fi, dtype=np.int64))
+            features, src = _pass_patches(encoder, img, A, (w, h), rng, patches_per_pass)
+            feats.append(features)
+            pix.append(src.astype(np.float32))
+            frames.append(np.full(len(src), fi, dtype=np.int64))
             if with_targets:
-                t, v = _depth_targets(depth, src[idx], K, c2w)
+                t, v = _depth_targets(depth, src, K, c2w)
                 targets.append(t)
                 tvalid.append(v)
         if progress is not None:
@@ -234,6 +223,30 @@ def build_buffer(
         target=torch.from_numpy(np.concatenate(targets)) if with_targets else None,
         target_valid=torch.from_numpy(np.concatenate(tvalid)) if with_targets else None,
     )
+
+
+def _pass_patches(encoder: Encoder, img: np.ndarray, A: np.ndarray, size: tuple[int, int],
+                  rng: np.random.Generator, patches_per_pass: int | None
+                  ) -> tuple[torch.Tensor, np.ndarray]:
+    """Encode one pass: ``img``, the prepared image warped by the 2x3 affine ``A``, of
+    prepared size ``size`` (w, h). Returns the kept patches' (P, C) half-precision features
+    and (P, 2) float64 source pixels in the prepared image (patch centres mapped back by
+    ``A``^-1), dropping those within half a cell of its edge, at most ``patches_per_pass``
+    of them (a random subset drawn with ``rng``)."""
+    w, h = size
+    fmap = encoder.encode(img)[0]  # (C, h', w')
+    C, rows, cols = fmap.shape
+    centres_aug = encoder.centres(rows, cols).astype(np.float64)  # (P, 2)
+    Ainv = cv2.invertAffineTransform(A)
+    src = centres_aug @ Ainv[:, :2].T + Ainv[:, 2]
+    m = encoder.stride / 2.0
+    ok = (src[:, 0] >= m - 0.5) & (src[:, 0] <= w - 0.5 - m) & \
+         (src[:, 1] >= m - 0.5) & (src[:, 1] <= h - 0.5 - m)
+    idx = np.flatnonzero(ok)
+    if patches_per_pass is not None and idx.size > patches_per_pass:
+        idx = rng.choice(idx, patches_per_pass, replace=False)
+    flat = fmap.reshape(C, -1).T
+    return flat[torch.from_numpy(idx)].half(), src[idx]
 
 
 def _depth_targets(depth: np.ndarray | None, pixels: np.ndarray, K: np.ndarray,

@@ -93,7 +93,7 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
     With ``refine`` each map is denoised by :func:`refine_cell_depth` (its defaults).
 
     ``short_side`` is the working short side the buffer prepares the images at; every frame
-    needs a pose (:func:`aceg.mapping.mapper.check_mapping_scene`). Returns the maps, in
+    needs a pose (:func:`aceg.mapping.common.check_mapping_scene`). Returns the maps, in
     frame order, and ``{"points": triangulated keypoints, "cells": % of patch cells with a
     depth, "seconds": wall time}``.
     """
@@ -174,7 +174,7 @@ def refine_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neigh
         aty = np.einsum("mab,pab,mab->mp", weight, basis, wi)
         coef = np.linalg.solve(ata, aty[..., None])[..., 0]  # (M, 3)
         residual = np.abs(np.einsum("mp,pab->mab", coef, basis) - wi) * wk
-        scale = 0.02 * np.abs(coef[:, 2])[:, None, None]  # Huber-like: full weight within 2 %
+        scale = 0.02 * np.abs(coef[:, 2])[:, None, None]  # Huber-like: full weight within depth / 50
         weight = wk * np.minimum(1.0, scale / np.maximum(residual, 1e-12))
     value = coef[:, 2]
     rms = np.sqrt((weight * residual ** 2).sum((1, 2)) / np.maximum(weight.sum((1, 2)), 1e-12))

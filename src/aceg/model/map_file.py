@@ -12,7 +12,9 @@ Map file (``*.map``, a safetensors file)
                           version 1), and ``code_points`` (N, 3) float32, their points in
                           metres (full precision); read back as one (N, C + 3) float32 code.
         ACE:   ``head.<name>``: weights of the scene-specific :class:`AceHead`.
-    metadata ``aceg_map``: JSON with ``format_version``, ``method`` ("aceg" or "ace"),
+    metadata ``aceg_map``: JSON with ``format_version``, ``method`` ("aceg": the anchor
+    model or the map-code transformer, told apart by ``regressor_config``; "ace": the ACE
+    head; :attr:`MapData.model` names the model),
     ``encoder`` (registry name), ``stride``, ``short_side`` (working short side in pixels),
     ``regressor`` (content hash of the regressor weights, ACE-G only), ``regressor_config``
     or ``head_config``, ``scene`` (name), ``frames`` (number of mapping images) and
@@ -30,6 +32,7 @@ Files are written atomically (:func:`aceg.io.atomic_path`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -50,7 +53,7 @@ from aceg.model.anchors import (
     dequantize_keys,
     quantize_keys,
 )
-from aceg.model.encoder import encoder_names
+from aceg.model.encoder import DEFAULT_ENCODER, encoder_names
 from aceg.model.regressor import RegressorConfig, SceneRegressor, random_regressor
 
 #: Any ACE-G regressor: the map-code transformer or the anchor model.
@@ -77,9 +80,14 @@ MAP_FORMAT_VERSION = 1
 ANCHOR_MAP_FORMAT_VERSION = 2
 READABLE_MAP_VERSIONS = (MAP_FORMAT_VERSION, ANCHOR_MAP_FORMAT_VERSION)
 REGRESSOR_FORMAT_VERSION = 1
+#: ``method`` of a map file: "aceg" (a regressor's map code) or "ace" (an ACE head).
 METHODS = ("aceg", "ace")
+#: Models read through a scene-agnostic regressor, named as ``aceg map --model`` names them.
+REGRESSOR_MODELS = ("anchors", "transformer")
 
-#: Folder of shipped regressor weights: ``regressor-<encoder>.safetensors``.
+#: Folder of shipped regressor weights: ``<model>-<encoder>.safetensors`` is the default of
+#: that model (e.g. ``anchors-xfeat``, ``transformer-xfeat``); other files there (e.g.
+#: ``anchors-identity-xfeat``) are found by identity when a map was made with them.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 #: Seed of the random regressor used when no trained checkpoint exists.
@@ -124,6 +132,13 @@ class MapData:
         else:
             meta["head_config"] = self.head_config.to_dict() if self.head_config else None
         return meta
+
+    @property
+    def model(self) -> str:
+        """The model the map was made with: "anchors", "transformer" or "ace"."""
+        if self.method == "ace":
+            return "ace"
+        return "anchors" if isinstance(self.regressor_config, AnchorConfig) else "transformer"
 
     def build_head(self) -> AceHead:
         """The ACE head of an ``ace`` map, weights loaded, in eval mode."""
@@ -310,54 +325,100 @@ def _freeze(model: torch.nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def default_regressor(encoder: str, config: RegressorConfig | None = None,
+def regressor_model(reg: LoadedRegressor) -> str:
+    """The model ``reg`` is: "anchors" or "transformer"."""
+    return "anchors" if isinstance(reg.model, AnchorRegressor) else "transformer"
+
+
+def default_weights(model: str, encoder: str = DEFAULT_ENCODER) -> Path:
+    """Where the shipped weights of ``model`` for ``encoder`` are (they may not exist)."""
+    if model not in REGRESSOR_MODELS:
+        raise AcegError(f"model {model!r} has no regressor weights; models with weights: "
+                        f"{', '.join(REGRESSOR_MODELS)}")
+    return WEIGHTS_DIR / f"{model}-{encoder}.safetensors"
+
+
+def default_regressor(model: str, encoder: str = DEFAULT_ENCODER, config=None,
                       warn: bool = True) -> LoadedRegressor:
-    """The shipped regressor for ``encoder`` (``weights/regressor-<encoder>.safetensors``);
-    without one, a deterministic seeded random init (same on every machine) and a warning."""
-    shipped = WEIGHTS_DIR / f"regressor-{encoder}.safetensors"
+    """The shipped regressor of ``model`` for ``encoder`` (:func:`default_weights`); without
+    one, a deterministic seeded init of ``config`` (default: the model's default sizes for
+    the encoder's feature width; the same on every machine) and a warning. The anchor
+    model's init is its untrained identity embedding (the nearest raw descriptor)."""
+    shipped = default_weights(model, encoder)
     if shipped.is_file():
         return load_regressor(shipped)
     if warn:
         warnings.warn(
-            f"no pre-trained ACE-G regressor for encoder {encoder!r} ({shipped} missing): using a "
-            f"seeded random init (seed {RANDOM_REGRESSOR_SEED}); ACE-G maps will be poor until "
-            "pre-trained weights exist (use --method ace, or --regressor PATH)",
+            f"no pre-trained {model} regressor for encoder {encoder!r} ({shipped} missing): using a "
+            f"seeded random init (seed {RANDOM_REGRESSOR_SEED}); its maps will be poor until "
+            "pre-trained weights exist (give --regressor PATH, or map with --model ace)",
             stacklevel=2,
         )
     from aceg.model.encoder import get_encoder
 
     if config is None:
+        config_class = AnchorConfig if model == "anchors" else RegressorConfig
         try:
-            config = RegressorConfig(feature_dim=get_encoder(encoder).feature_dim)
+            config = config_class(feature_dim=get_encoder(encoder).feature_dim)
         except AcegError:
-            config = RegressorConfig()
-    model = random_regressor(config, RANDOM_REGRESSOR_SEED)
-    _freeze(model)
-    return LoadedRegressor(model, encoder, model.identity(), None,
+            config = config_class()
+    if isinstance(config, AnchorConfig):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_REGRESSOR_SEED)
+            reg_model = AnchorRegressor(config)
+    else:
+        reg_model = random_regressor(config, RANDOM_REGRESSOR_SEED)
+    _freeze(reg_model)
+    return LoadedRegressor(reg_model, encoder, reg_model.identity(), None,
                            f"random init (seed {RANDOM_REGRESSOR_SEED})")
 
 
-def resolve_regressor(regressor, encoder: str) -> LoadedRegressor:
-    """``regressor`` given as None (default), a path, a :class:`SceneRegressor` or
-    :class:`AnchorRegressor`, or a :class:`LoadedRegressor` -> :class:`LoadedRegressor`."""
+def resolve_regressor(regressor, model: str | None, encoder: str = DEFAULT_ENCODER) -> LoadedRegressor:
+    """``regressor`` given as None (``model``'s shipped weights), a path, a
+    :class:`SceneRegressor` or :class:`AnchorRegressor`, or a :class:`LoadedRegressor` ->
+    :class:`LoadedRegressor`; :class:`AcegError` if it is not a ``model`` (None: any)."""
     if regressor is None:
-        return default_regressor(encoder)
+        if model is None:
+            raise ValueError("resolve_regressor: give a regressor or a model")
+        return default_regressor(model, encoder)
     if isinstance(regressor, LoadedRegressor):
-        return regressor
-    if isinstance(regressor, SceneRegressor | AnchorRegressor):
+        reg = regressor
+    elif isinstance(regressor, SceneRegressor | AnchorRegressor):
         _freeze(regressor)
-        return LoadedRegressor(regressor, encoder, regressor.identity(), None, "in-memory model")
-    return load_regressor(regressor)
+        reg = LoadedRegressor(regressor, encoder, regressor.identity(), None, "in-memory model")
+    else:
+        reg = load_regressor(regressor)
+    if model is not None and regressor_model(reg) != model:
+        raise AcegError(f"{reg.source}: holds the {regressor_model(reg)} model, not the {model} "
+                        f"model; map with --model {regressor_model(reg)}, or give {model} weights")
+    return reg
+
+
+def regressor_for_map(data: MapData, map_path: str | Path) -> LoadedRegressor:
+    """The regressor an ACE-G map was made with, found by the identity the map records: the
+    default of its model (:func:`default_regressor`), else any shipped weights file;
+    :class:`AcegError` saying what to run when none is."""
+    reg = default_regressor(data.model, data.encoder, warn=False)
+    found = reg if _made_with(data, reg) else _shipped_regressor_of(data)
+    if found is not None:
+        return found
+    raise file_error(
+        map_path,
+        f"map was made with {data.model} regressor {data.regressor}, which is not among the "
+        f"weights shipped in {WEIGHTS_DIR}; localize with the weights it was made with "
+        f"(aceg localize {map_path} QUERIES --regressor WEIGHTS.safetensors), or map the scene "
+        f"again (aceg map SCENE {map_path} --model {data.model})",
+    )
 
 
 def check_regressor_matches(data: MapData, reg: LoadedRegressor, map_path: str | Path) -> None:
     """:class:`AcegError` unless ``reg`` is the regressor the ACE-G map was made with."""
     if data.method != "aceg":
         return
-    if reg.identity != data.regressor and not _same_anchor_weights(data, reg):
+    if not _made_with(data, reg):
         shipped = _shipped_regressor_of(data)
-        hint = (f"it was made with the shipped {shipped}: pass --regressor {shipped}, or map the "
-                "scene again" if shipped else "pass the --regressor the map was made with")
+        hint = (f"it was made with the shipped {Path(shipped.source).name}, found by identity: leave "
+                "--regressor out" if shipped else "pass the --regressor the map was made with")
         raise file_error(
             map_path,
             f"map was made with regressor {data.regressor}, but the regressor in use is "
@@ -368,21 +429,20 @@ def check_regressor_matches(data: MapData, reg: LoadedRegressor, map_path: str |
                                    f"{reg.encoder!r}")
 
 
-def _shipped_regressor_of(data: MapData) -> Path | None:
-    """The shipped weights file (in :data:`WEIGHTS_DIR`) an ACE-G map was made with, if
-    one is (e.g. an anchor map made before the default embedding was pre-trained)."""
+def _shipped_regressor_of(data: MapData) -> LoadedRegressor | None:
+    """The shipped weights (a file in :data:`WEIGHTS_DIR`) an ACE-G map was made with, if
+    any is (e.g. an anchor map made before the default embedding was pre-trained)."""
     for path in sorted(WEIGHTS_DIR.glob("*.safetensors")):
-        try:
-            reg = load_regressor(path)
-        except AcegError:
-            continue
-        if reg.identity == data.regressor or _same_anchor_weights(data, reg):
-            return path
+        with contextlib.suppress(AcegError):
+            if _made_with(data, reg := load_regressor(path)):
+                return reg
     return None
 
 
-def _same_anchor_weights(data: MapData, reg: LoadedRegressor) -> bool:
-    """Whether an anchor map made while the anchor budget was part of the identity
-    (:meth:`AnchorRegressor.identity_with_budget`) was made with ``reg``'s weights."""
-    return (isinstance(reg.model, AnchorRegressor) and isinstance(data.regressor_config, AnchorConfig)
-            and data.regressor == reg.model.identity_with_budget(data.regressor_config.max_anchors))
+def _made_with(data: MapData, reg: LoadedRegressor) -> bool:
+    """Whether the ACE-G map ``data`` was made with ``reg``: its recorded identity, or for
+    an anchor map made while the anchor budget was part of the identity
+    (:meth:`AnchorRegressor.identity_with_budget`), that identity with the map's budget."""
+    return reg.identity == data.regressor or (
+        isinstance(reg.model, AnchorRegressor) and isinstance(data.regressor_config, AnchorConfig)
+        and data.regressor == reg.model.identity_with_budget(data.regressor_config.max_anchors))

@@ -1,5 +1,5 @@
 """Query pre-training of the anchor model's embedding against the anchors mapping builds:
-the objective of the shipped ``regressor-xfeat.safetensors``.
+the objective of the shipped ``anchors-xfeat.safetensors``.
 
 A query patch reads the point of its most similar anchor (:mod:`aceg.model.anchors`); the
 embedding decides which anchor that is. Pre-training teaches it, across rooms, to pick an

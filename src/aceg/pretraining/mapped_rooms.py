@@ -22,11 +22,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from aceg.data.images import DEFAULT_SHORT_SIDE
 from aceg.data.readers import read_scene
 from aceg.errors import AcegError
 from aceg.io import atomic_path
+from aceg.mapping.anchor_map import anchor_code
 from aceg.mapping.buffer import TrainingBuffer, build_buffer
-from aceg.mapping.mapper import DEFAULT_SHORT_SIDE, anchor_code
 from aceg.mapping.triangulation import TRIANGULATION_VERSION, triangulated_depth_maps
 from aceg.model.anchors import AnchorRegressor
 

@@ -130,7 +130,9 @@ class MapInfo(BaseModel):
     name: str = Field(description="name to use in /maps/{name}/localize")
     size: int = Field(description="map file size in bytes")
     frames: int = Field(description="number of mapping images")
-    method: str = Field(description="'aceg' (map code of the ACE-G regressor) or 'ace' (ACE head)")
+    method: str = Field(description="'aceg' (map code of an ACE-G regressor) or 'ace' (ACE head)")
+    model: str = Field(description="'anchors' (anchor model), 'transformer' (map-code "
+                                   "transformer) or 'ace' (ACE head)")
     encoder: str
     scene: str = Field(description="scene name stored in the map")
 
@@ -297,7 +299,7 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
     def list_maps(_key: Annotated[str | None, Security(api_key_doc)] = None) -> MapList:
         """The maps this server localizes against."""
         return MapList(maps=[MapInfo(name=e.name, size=e.size, frames=e.frames, method=e.method,
-                                     encoder=e.encoder, scene=e.scene)
+                                     model=e.model, encoder=e.encoder, scene=e.scene)
                              for e in registry.entries.values()])
 
     @app.post("/maps/{name}/localize", response_model=LocalizeBody, tags=["localization"],

@@ -37,7 +37,9 @@ class MapEntry:
         name: public name (file name without ``.map``).
         path: the file.
         size: file size in bytes.
-        method: "aceg" or "ace"; encoder: encoder name; frames: mapping images;
+        method: "aceg" or "ace" (the map file's field); model: "anchors", "transformer"
+            or "ace" (:attr:`aceg.model.map_file.MapData.model`); encoder: encoder name;
+            frames: mapping images;
         scene: scene name stored in the map.
     """
 
@@ -45,6 +47,7 @@ class MapEntry:
     path: Path
     size: int
     method: str
+    model: str
     encoder: str
     frames: int
     scene: str
@@ -103,7 +106,7 @@ class MapRegistry:
                 self.problems.append(f"skipped: {exc}")
                 continue
             self.entries[name] = MapEntry(name, path, path.stat().st_size, data.method,
-                                          data.encoder, data.frames, data.scene)
+                                          data.model, data.encoder, data.frames, data.scene)
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -1,0 +1,136 @@
+"""Mapping with the anchor model (the default; :mod:`aceg.model.anchors`).
+
+The map code is built, not optimised: the mapping images are encoded once (one plain
+pass), every patch cell whose 3-D point is known becomes an anchor (its embedded encoder
+descriptor as the key, the point, relative to the scene centre, as the value), at most
+:attr:`AnchorMapConfig.max_anchors` of them (a random subset beyond that). The points come
+from keypoints triangulated between the posed mapping images
+(:mod:`aceg.mapping.triangulation`), or from the frames' depth maps with ``use_depth``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from aceg.data.images import DEFAULT_SHORT_SIDE
+from aceg.data.scene import Scene
+from aceg.errors import AcegError
+from aceg.mapping.buffer import TrainingBuffer
+from aceg.mapping.common import (
+    BufferPlan,
+    MapResult,
+    check_mapping_scene,
+    check_triangulation_keypoints,
+    encode_mapping_images,
+    map_data,
+    regressor_encoder,
+    write_map,
+)
+from aceg.model.anchors import AnchorRegressor
+from aceg.model.map_file import resolve_regressor
+
+#: An anchor map with fewer anchors than this gets a warning: a query image's RANSAC
+#: needs dozens of right correspondences among them.
+FEW_ANCHORS = 100
+
+
+@dataclass(frozen=True)
+class AnchorMapConfig:
+    """Settings of the anchor model's mapping.
+
+    Attributes:
+        use_depth: the anchors' points from the frames' depth maps (every frame needs one)
+            instead of triangulation.
+        triangulation_keypoints: keypoints per image of the triangulation (None:
+            :func:`aceg.mapping.triangulation.default_keypoints` of the scene's size).
+        max_anchors: anchors the map keeps at most (None: the regressor's
+            ``AnchorConfig.max_anchors``); each costs the map file its int8 key and three
+            float32 coordinates.
+        short_side: working short side of the images in pixels, never above the smallest
+            image's own short side; None: the images' own size.
+    """
+
+    use_depth: bool = False
+    triangulation_keypoints: int | None = None
+    max_anchors: int | None = None
+    short_side: int | None = DEFAULT_SHORT_SIDE
+
+    def __post_init__(self) -> None:
+        if self.max_anchors is not None and self.max_anchors < 1:
+            raise AcegError(f"max_anchors (--max-anchors) must be positive, got {self.max_anchors}")
+        check_triangulation_keypoints(self.triangulation_keypoints, not self.use_depth)
+
+
+def map_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig | None = None,
+                regressor=None, seed: int = 0, progress: bool = True,
+                device: torch.device | str = "cpu") -> MapResult:
+    """Build the anchor map of ``scene`` (posed frames) and write it to ``out_path``.
+
+    ``config``: None for the defaults. ``regressor``: None (the shipped anchor model), a
+    checkpoint path, or a model. ``seed`` draws the anchor subset when there are more
+    candidates than ``max_anchors``.
+    """
+    config = config or AnchorMapConfig()
+    check_mapping_scene(scene, config.use_depth)
+    short_side = scene.working_short_side(config.short_side)
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    reg = resolve_regressor(regressor, "anchors")
+    enc = regressor_encoder(reg, device)
+    plan = BufferPlan(passes=1, patches_per_pass=None, augment=None, use_depth=config.use_depth,
+                      triangulate=not config.use_depth, keypoints=config.triangulation_keypoints)
+    buffer, geometry = encode_mapping_images(
+        scene, enc, short_side, plan, seed, progress,
+        no_points_fix="the anchor model needs 3-D points: give depth maps (--depth) or map "
+                      "with --model transformer")
+    t_buffer = time.perf_counter() - t0
+
+    code, stats = anchor_code(reg.model.to(device), buffer, gen, config.max_anchors)
+    if geometry is not None:
+        stats["triangulated"] = geometry
+    t_build = time.perf_counter() - t0 - t_buffer
+
+    data = map_data(scene, buffer, enc, short_side, "aceg",
+                    {**stats, "patches": len(buffer), "seconds": round(t_buffer + t_build, 1)})
+    data.code = code.detach().cpu()
+    data.regressor = reg.identity
+    # The budget this map was built with (cost only: not part of the identity).
+    data.regressor_config = replace(reg.model.config, max_anchors=stats["max_anchors"])
+    result = MapResult(Path(out_path), "anchors", enc.name, None, len(scene), len(buffer), 0, 0,
+                       {"buffer": t_buffer, "train": t_build}, stats, reg.identity, reg.source)
+    return write_map(out_path, data, result, t0)
+
+
+def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Generator,
+                max_anchors: int | None = None) -> tuple[torch.Tensor, dict]:
+    """The anchor map code of a one-pass buffer with depth targets: every patch with a
+    target and a non-zero feature becomes an anchor, at most ``max_anchors`` (default
+    ``model.config.max_anchors``; a random subset drawn with ``gen``). Returns the code
+    (N, C + 3) and statistics ("anchors": N, "max_anchors": the budget, "cells": % of the
+    buffer's patches that had a 3-D point)."""
+    budget = model.config.max_anchors if max_anchors is None else max_anchors
+    if budget < 1:
+        raise AcegError(f"max_anchors must be positive, got {budget}")
+    # A patch whose feature is all zeros has no direction to key it by: not an anchor.
+    valid = torch.nonzero(buffer.target_valid).squeeze(1)
+    valid = valid[(buffer.features[valid] != 0).any(dim=1)]
+    if valid.numel() == 0:
+        raise AcegError("no mapping patch has a 3-D point (no depth, nothing triangulated): "
+                        "cannot build an anchor map")
+    if valid.numel() < min(FEW_ANCHORS, budget):
+        warnings.warn(f"only {valid.numel()} mapping patches have a 3-D point, so the map has "
+                      "as few anchors: localization will mostly fail. The mapping images may "
+                      "lack parallax (cameras too close together) or texture; give more images, "
+                      "depth maps (--depth) or more keypoints (--keypoints)", stacklevel=2)
+    if valid.numel() > budget:
+        valid = valid[torch.randperm(valid.numel(), generator=gen)[:budget]].sort().values
+    code = model.make_code(buffer.features[valid], buffer.target[valid])
+    stats = {"anchors": int(valid.numel()), "max_anchors": budget,
+             "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}
+    return code, stats
