@@ -69,8 +69,7 @@ def add_arguments(parser) -> None:
         SMALL_SCENE_KEYPOINTS,
         TRIANGULATION_CONFIG,
     )
-    from aceg.model.anchors import AnchorConfig
-    from aceg.model.map_file import ANCHOR_POINTS
+    from aceg.model.anchors import ANCHOR_POINTS, AnchorConfig
     from aceg.model.regressor import CODE_INITS
 
     parser.add_argument("scene", metavar="SCENE", help="scene folder or file (posed images)")

@@ -45,8 +45,8 @@ from aceg.mapping.triangulation import (
     TriangulatedKeypoints,
     triangulate_mapping_keypoints,
 )
-from aceg.model.anchors import AnchorRegressor
-from aceg.model.map_file import ANCHOR_POINTS, MapData, resolve_regressor
+from aceg.model.anchors import ANCHOR_POINTS, AnchorRegressor
+from aceg.model.map_file import MapData, resolve_regressor
 
 #: An anchor map with fewer anchors than this gets a warning: a query image's RANSAC
 #: needs dozens of right correspondences among them.
@@ -67,7 +67,7 @@ class AnchorMapConfig:
             float32 coordinates.
         short_side: working short side of the images in pixels, never above the smallest
             image's own short side; None: the images' own size.
-        anchor_points: what an anchor is (:data:`aceg.model.map_file.ANCHOR_POINTS`):
+        anchor_points: what an anchor is (:data:`aceg.model.anchors.ANCHOR_POINTS`):
             "cells", a mapping patch cell with a 3-D point (its centre's ray at the cell's
             depth), or "keypoints", a triangulated mapping keypoint (its track's point);
             see the module docstring. "keypoints" needs triangulation (not ``use_depth``).

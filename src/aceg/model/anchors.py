@@ -49,6 +49,10 @@ from aceg.model.common import LOG_UNC_MAX, LOG_UNC_MIN, weights_hash
 
 #: Value of ``kind`` in a regressor checkpoint's configuration for this model.
 ANCHOR_KIND = "anchors"
+#: What an anchor map's anchors are (``MapData.anchor_points``): "cells", one per mapping
+#: patch cell with a 3-D point, read by the query's patch cells; "keypoints", one per
+#: triangulated mapping keypoint, read by the query's keypoints. The first is the default.
+ANCHOR_POINTS = ("cells", "keypoints")
 #: Anchors searched per patch for the margin to another point
 #: (:meth:`AnchorRegressor.forward` with ``distinct_points``): a track seen in more mapping
 #: images than this fills them all with its own point.

@@ -19,7 +19,8 @@ Map file (``*.map``, a safetensors file)
     ``regressor`` (content hash of the regressor weights, ACE-G only), ``regressor_config``
     or ``head_config``, ``scene`` (name), ``frames`` (number of mapping images) and
     ``stats`` (training statistics); anchor maps of keypoints only: ``anchor_points``
-    ("keypoints", :data:`ANCHOR_POINTS`; absent means "cells", which every earlier map holds).
+    ("keypoints", :data:`aceg.model.anchors.ANCHOR_POINTS`; absent means "cells", which
+    every earlier map holds).
 
 Regressor checkpoint (a safetensors file)
     tensors: the :class:`SceneRegressor` state dict, optionally ``code_init`` (N, D), the
@@ -49,6 +50,7 @@ from aceg.io import atomic_path
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.anchors import (
     ANCHOR_KIND,
+    ANCHOR_POINTS,
     AnchorConfig,
     AnchorRegressor,
     dequantize_keys,
@@ -75,18 +77,12 @@ def build_regressor(config: RegressorConfigs) -> Regressor:
     return AnchorRegressor(config) if isinstance(config, AnchorConfig) else SceneRegressor(config)
 
 #: Version written: 2 for anchor maps, whose keys are stored as int8 (float16 in version
-#: 1), 3 for anchor maps of keypoints (``anchor_points`` "keypoints": stored as version 2,
-#: but read from the query's keypoints, which an aceg that reads only up to version 2
-#: would not do), 1 for the others, which did not change. All are read; an older aceg
-#: refuses a map of a later version with a clear error.
+#: 1), 3 for keypoint anchor maps (stored as 2, but read from the query's keypoints), 1 for
+#: the others. All are read; an older aceg refuses a later version with a clear error.
 MAP_FORMAT_VERSION = 1
 ANCHOR_MAP_FORMAT_VERSION = 2
 KEYPOINT_MAP_FORMAT_VERSION = 3
 READABLE_MAP_VERSIONS = (MAP_FORMAT_VERSION, ANCHOR_MAP_FORMAT_VERSION, KEYPOINT_MAP_FORMAT_VERSION)
-#: What an anchor map's anchors are (``MapData.anchor_points``): "cells", one per mapping
-#: patch cell with a 3-D point, read by the query's patch cells; "keypoints", one per
-#: triangulated mapping keypoint, read by the query's keypoints. The first is the default.
-ANCHOR_POINTS = ("cells", "keypoints")
 REGRESSOR_FORMAT_VERSION = 1
 #: ``method`` of a map file: "aceg" (a regressor's map code) or "ace" (an ACE head).
 METHODS = ("aceg", "ace")
