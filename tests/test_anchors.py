@@ -112,7 +112,7 @@ def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
     assert torch.equal(model(feats[:50], back.code)[0], model(feats[:50], code)[0])
     tensors = {"scene_centre": torch.zeros(3, dtype=torch.float64),
                "code_keys": keys.half(), "code_points": code[:, 16:].contiguous()}
-    for version in (1, 3):
+    for version in (1, 4):
         save_file(tensors, str(tmp_path / f"v{version}.map"),
                   metadata={"aceg_map": json.dumps(dict(meta, format_version=version))})
     assert torch.allclose(load_map(tmp_path / "v1.map").code, code, atol=1e-3)
@@ -124,8 +124,8 @@ def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
     other = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8, top_k=2))
     with pytest.raises(AcegError, match="made with regressor"):
         Localizer(tmp_path / "old.map", regressor=other)
-    with pytest.raises(AcegError, match="v3.map.*format version 3 not supported"):
-        load_map(tmp_path / "v3.map")
+    with pytest.raises(AcegError, match="v4.map.*format version 4 not supported"):
+        load_map(tmp_path / "v4.map")
     # A recorded budget other than the one hashed into the old identity is another model.
     save_file(tensors, str(tmp_path / "old2.map"), metadata={"aceg_map": json.dumps(
         dict(old_meta, regressor_config=dict(meta["regressor_config"], max_anchors=4096)))})

@@ -47,17 +47,21 @@ def test_feature_matching_localizes_a_synthetic_query(tmp_path):
 
 @pytest.mark.slow
 def test_bench_quick_runs_all_methods(tiny_room, tmp_path, shared_data, capsys):
-    """`aceg bench --quick` maps and localizes with ACE-G, ACE and feature matching on a
-    synthetic scene and a real set, and writes the markdown section and the JSON."""
+    """`aceg bench --quick` maps and localizes with ACE-G (cell and keypoint anchors, each
+    with its identity-embedding ablation), ACE and feature matching on a synthetic scene
+    and a real set, and writes the markdown section and the JSON."""
     md, js = tmp_path / "B.md", tmp_path / "b.json"
     md.write_text("# Benchmarks\n\nkept text\n")
     code = aceg_main(["bench", "--quick", "--synthetic", str(tiny_room.parent), "--real",
                       str(shared_data), "--work", str(tmp_path / "work"), "--markdown", str(md),
-                      "--json", str(js), "--real-split", "every3", "sparse4", "--ablation"])
+                      "--json", str(js), "--real-split", "every3", "sparse4", "--ablation",
+                      "--methods", "aceg", "aceg-kp", "ace", "feature-matching"])
     assert code == 0
     text = md.read_text()
     assert "kept text" in text and "<!-- aceg-bench:start -->" in text
-    for label in ("ACE-G", "ACE-G, identity embedding", "ACE head on XFeat", "Feature matching"):
+    for label in ("ACE-G", "ACE-G, identity embedding", "ACE-G, keypoint anchors",
+                  "ACE-G, keypoint anchors, identity embedding", "ACE head on XFeat",
+                  "Feature matching"):
         assert f"| {label} |" in text
     assert "Confident flag" in text and "med. trans / feature matching" in text
     payload = json.loads(js.read_text())
@@ -65,7 +69,8 @@ def test_bench_quick_runs_all_methods(tiny_room, tmp_path, shared_data, capsys):
     assert ("synthetic", "query_light") in splits and ("real", "query_photometric") in splits
     assert ("real", "query_sparse4") in splits
     methods = {r["method"] for r in payload["runs"]}
-    assert methods == {"aceg", "aceg-identity", "ace", "feature-matching"}
+    assert methods == {"aceg", "aceg-identity", "aceg-kp", "aceg-kp-identity", "ace", "feature-matching"}
+    assert "ACE-G, keypoint anchors compared with each baseline" in text
     for r in payload["runs"]:  # the confident flag is recorded for every ACE-G query
         flags = r["confident"]
         if r["method"].startswith("aceg"):

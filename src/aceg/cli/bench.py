@@ -57,7 +57,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--real-split", nargs="+", choices=list(bm.REAL_SPLITS), default=["every3"],
                         help="index splits of the real sets (default: %(default)s)")
     parser.add_argument("--ablation", action="store_true",
-                        help="also run ACE-G with the identity embedding (aceg-identity)")
+                        help="also run ACE-G with the identity embedding (aceg-identity, and "
+                             "aceg-kp-identity when aceg-kp runs)")
     parser.add_argument("--preset", default="fast",
                         help="mapping preset of the optimised maps (the map-code transformer and the "
                              "ACE head; the anchor model has none) (default: %(default)s)")
@@ -102,8 +103,8 @@ def run(args) -> int:
         raise AcegError("no data to benchmark on")
     settings = {"preset": args.preset, "regressor": args.regressor, "iterations": args.iterations}
     methods = list(args.methods)
-    if args.ablation and "aceg-identity" not in methods:
-        methods.insert(methods.index("aceg") + 1 if "aceg" in methods else 0, "aceg-identity")
+    if args.ablation:
+        methods = with_ablations(methods)
     runs = []
     for data in datasets:
         print(f"{data.name} ({data.kind}): {len(data.mapping)} mapping frames, "
@@ -123,6 +124,18 @@ def run(args) -> int:
                       {"command": command, "machine": report.machine_description(), "seconds": seconds})
     print(f"wrote {args.markdown} and {args.json} ({seconds / 60:.1f} min)")
     return 0
+
+
+def with_ablations(methods: list[str]) -> list[str]:
+    """``methods`` with each ablation of :data:`aceg.evaluation.benchmark.ABLATES` right after
+    the method it ablates (``aceg-identity`` first when ``aceg`` is not run; the others
+    only with theirs)."""
+    out = list(methods)
+    for ablation, base in bm.ABLATES.items():
+        if ablation in out or (base not in out and base != "aceg"):
+            continue
+        out.insert(out.index(base) + 1 if base in out else 0, ablation)
+    return out
 
 
 def _generate(args, out: Path) -> Path:

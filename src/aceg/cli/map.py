@@ -31,6 +31,11 @@ safetensors file, usually *.map) for `aceg localize` and `aceg serve`.
                on the frozen encoder's features (XFeat by default; not ACE's own encoder).
                --preset, --iterations, --batch-size and --encoder apply.
 
+--anchor-points keypoints (anchors, without --depth) makes every triangulated mapping
+keypoint an anchor, keyed by its own descriptor, instead of every patch cell with a 3-D
+point; such a map is localized from the query's keypoints, at sub-pixel precision on
+both ends instead of the 8-pixel cells (see MODEL_CARD.md for how the two compare).
+
 --regressor PATH gives other weights for anchors or transformer (default: the shipped
 src/aceg/weights/anchors-xfeat.safetensors or transformer-xfeat.safetensors). A flag that
 does not apply to the chosen model is an error.
@@ -48,6 +53,7 @@ MODEL_FLAGS = {
     "code_init": ("--code-init", ("transformer",)),
     "triangulate": ("--triangulate", ("transformer", "ace")),
     "max_anchors": ("--max-anchors", ("anchors",)),
+    "anchor_points": ("--anchor-points", ("anchors",)),
     "regressor": ("--regressor", ("anchors", "transformer")),
     "encoder": ("--encoder", ("ace",)),
 }
@@ -63,7 +69,7 @@ def add_arguments(parser) -> None:
         SMALL_SCENE_KEYPOINTS,
         TRIANGULATION_CONFIG,
     )
-    from aceg.model.anchors import AnchorConfig
+    from aceg.model.anchors import ANCHOR_POINTS, AnchorConfig
     from aceg.model.regressor import CODE_INITS
 
     parser.add_argument("scene", metavar="SCENE", help="scene folder or file (posed images)")
@@ -90,6 +96,10 @@ def add_arguments(parser) -> None:
                         help="anchors: anchors the map keeps at most, a random subset of the "
                              "patch cells with a 3-D point (default: the regressor's, "
                              f"{AnchorConfig().max_anchors} for the shipped one; 76 bytes an anchor)")
+    parser.add_argument("--anchor-points", choices=ANCHOR_POINTS, default=None,
+                        help="anchors: what an anchor is: a patch cell with a 3-D point (cells, "
+                             "the default) or a triangulated keypoint (keypoints; not with "
+                             "--depth); see above")
     parser.add_argument("--regressor", metavar="PATH", default=None,
                         help="anchors, transformer: weights file (.safetensors) of that model; "
                              "default: the shipped one")
@@ -139,7 +149,7 @@ def mapping_settings(args) -> dict:
     apply to the model and were given, and the working short side)."""
     settings = {"short_side": args.short_side}
     for dest in ("preset", "iterations", "batch_size", "code_init", "max_anchors", "encoder",
-                 "depth", "triangulate", "keypoints"):
+                 "depth", "triangulate", "keypoints", "anchor_points"):
         value = getattr(args, dest)
         if value not in (None, False):
             settings[SETTING_NAMES.get(dest, dest)] = value
@@ -170,7 +180,7 @@ def run(args) -> int:
                            seed=args.seed, **mapping_settings(args))
     for w in caught:
         print(f"aceg: warning: {w.message}")
-    report(result, scene.has_depth and not args.depth)
+    report(result, scene.has_depth and not args.depth and args.anchor_points != "keypoints")
     return 0
 
 
@@ -184,10 +194,14 @@ def report(result, depth_unused: bool) -> None:
                  "with --depth the map's points are supervised in 3-D, which fixes their depth "
                  "along the rays"))
     steps = "" if result.model == "anchors" else f", {result.iterations} iterations"
+    unit = "keypoints" if s.get("anchor_points") == "keypoints" else "patches"
     print(f"wrote {result.path} ({result.file_size / 1024:.0f} KiB): {result.model} map of "
-          f"{result.frames} images, encoder {result.encoder}, {result.patches} patches{steps} "
+          f"{result.frames} images, encoder {result.encoder}, {result.patches} {unit}{steps} "
           f"in {result.seconds['total']:.0f} s")
-    if result.model == "anchors":
+    if result.model == "anchors" and s.get("anchor_points") == "keypoints":
+        print(f"anchors: {s['anchors']} keypoints (of {s['keypoints']} with a 3-D point, "
+              f"{s['tracks']} distinct points)")
+    elif result.model == "anchors":
         print(f"anchors: {s['anchors']} ({s['cells']:.0f}% of the patch cells had a 3-D point)")
     else:
         print(f"training: loss {s.get('loss', float('nan')):.3g}, "
@@ -196,5 +210,6 @@ def report(result, depth_unused: bool) -> None:
     if "triangulated" in s:
         t = s["triangulated"]
         per_image = f" of {t['keypoints']} per image" if "keypoints" in t else ""
-        print(f"triangulation: {t['points']} keypoints with a 3-D point{per_image}, depth for "
-              f"{t['cells']:.0f}% of the patch cells ({t['seconds']:.0f} s)")
+        cells = f", depth for {t['cells']:.0f}% of the patch cells" if "cells" in t else ""
+        print(f"triangulation: {t['points']} keypoints with a 3-D point{per_image}{cells} "
+              f"({t['seconds']:.0f} s)")

@@ -84,7 +84,7 @@ def markdown(summaries: list[SplitSummary], command: str, machine: str, seconds:
                 f"{s.mapping_seconds_median:.1f} | {s.query_ms_median:.0f} / {s.query_ms_p90:.0f} | "
                 f"{_size(s.map_bytes_median)} | {s.peak_memory_mb_max:.0f} |")
         lines.append("")
-        for reference in ("aceg", "aceg-tri"):
+        for reference in ("aceg", "aceg-kp", "aceg-tri"):
             lines += comparison_lines(rows, reference)
         if runs:
             lines += confidence_lines(runs, kind)

@@ -17,7 +17,9 @@ Data sets (each: one mapping scene and named query splits):
 
 The ``aceg-identity`` method is the ablation of the anchor model's learned part: the same
 pipeline with the untrained (identity) descriptor embedding, i.e. reading the point of the
-nearest raw XFeat descriptor.
+nearest raw XFeat descriptor. ``aceg-kp`` maps with the anchor model's keypoint anchors
+(``anchor_points="keypoints"``: triangulated keypoints, read from the query's keypoints),
+``aceg-kp-identity`` the same with the identity embedding.
 
 Per method and split: the accuracy table (:mod:`aceg.evaluation.metrics`, pooled over all
 queries of that split across scenes), mapping time, median and p90 query time, map size,
@@ -44,10 +46,13 @@ from aceg.data.scene import Scene
 from aceg.errors import AcegError
 from aceg.evaluation.metrics import accuracy_table, pose_errors
 
-METHODS = ("aceg", "aceg-identity", "aceg-tri", "ace", "ace-tri", "feature-matching")
+METHODS = ("aceg", "aceg-identity", "aceg-kp", "aceg-kp-identity", "aceg-tri", "ace", "ace-tri",
+           "feature-matching")
 #: What ``aceg bench`` runs unless told otherwise.
 DEFAULT_METHODS = ("aceg", "ace", "feature-matching")
 METHOD_LABELS = {"aceg": "ACE-G", "aceg-identity": "ACE-G, identity embedding",
+                 "aceg-kp": "ACE-G, keypoint anchors",
+                 "aceg-kp-identity": "ACE-G, keypoint anchors, identity embedding",
                  "aceg-tri": "ACE-G + triangulated depth", "ace": "ACE head on XFeat",
                  "ace-tri": "ACE head on XFeat + triangulated depth",
                  "feature-matching": "Feature matching"}
@@ -57,12 +62,17 @@ METHOD_LABELS = {"aceg": "ACE-G", "aceg-identity": "ACE-G, identity embedding",
 #: map-code transformer's, say); the anchor model always triangulates, so with it
 #: ``aceg-tri`` maps as ``aceg`` does.
 SCR_METHODS = {"aceg": ("anchors", False), "aceg-identity": ("anchors", False),
+               "aceg-kp": ("anchors", False), "aceg-kp-identity": ("anchors", False),
                "aceg-tri": ("anchors", True), "ace": ("ace", False), "ace-tri": ("ace", True)}
 #: The methods of aceg's own regressors, compared with the others.
-ACEG_METHODS = ("aceg", "aceg-identity", "aceg-tri")
+ACEG_METHODS = ("aceg", "aceg-identity", "aceg-kp", "aceg-kp-identity", "aceg-tri")
+#: Methods whose anchor maps hold keypoints (``anchor_points="keypoints"``).
+KEYPOINT_METHODS = ("aceg-kp", "aceg-kp-identity")
 #: Ablations: method -> weights file (in ``aceg.model.map_file.WEIGHTS_DIR``) replacing the
-#: shipped regressor.
-ABLATION_WEIGHTS = {"aceg-identity": "anchors-identity-xfeat.safetensors"}
+#: shipped regressor; ``aceg bench --ablation`` adds each after the method it ablates.
+ABLATION_WEIGHTS = {"aceg-identity": "anchors-identity-xfeat.safetensors",
+                    "aceg-kp-identity": "anchors-identity-xfeat.safetensors"}
+ABLATES = {"aceg-identity": "aceg", "aceg-kp-identity": "aceg-kp"}
 SYNTHETIC_SPLITS = ("query_same", "query_light", "query_view", "query_moved")
 REAL_SETS = ("strecha/fountain-P11", "strecha/castle-P30", "middlebury/templeRing")
 #: Index splits of the real sets: name -> (k, r, mapping side) where the frames with
@@ -214,6 +224,8 @@ def scr_model_settings(method: str, settings: dict) -> tuple[str, dict]:
         if regressor is not None:  # the model the given weights hold
             model = regressor_model(resolve_regressor(regressor, None))
         kwargs["regressor"] = regressor
+    if method in KEYPOINT_METHODS:  # an error unless the weights are the anchor model's
+        kwargs["anchor_points"] = "keypoints"
     if model == "anchors":  # built, not optimised; it always triangulates
         return model, kwargs
     names = ("preset", "iterations", "lr_max", "batch_size")

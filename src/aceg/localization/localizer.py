@@ -15,6 +15,14 @@ Steps (:meth:`Localizer.localize`):
    :data:`CONFIDENT_INLIERS` inliers (a small share of the 4,800 patches of a 480x640
    query; ACE's practice of judging a pose by its inlier count).
 
+An anchor map of keypoints (``MapData.anchor_points`` "keypoints",
+:mod:`aceg.mapping.anchor_map`) is read from the query's XFeat keypoints instead of its
+patch cells: step 2 extracts up to :data:`QUERY_KEYPOINTS` keypoints and their
+descriptors (:class:`aceg.mapping.keypoints.SparseFeatures`) from the prepared image, each
+reads its most similar anchor's point with the margin taken to another point (the anchors
+of one track share theirs: :meth:`aceg.model.anchors.AnchorRegressor.forward`
+``distinct_points``), and RANSAC-PnP takes the keypoints' sub-pixel positions.
+
 Fewer than :data:`MIN_CORRESPONDENCES` usable correspondences, or an image that cannot be
 read, give a "not localized" :class:`LocalizationResult` with a reason (never an exception
 from :meth:`Localizer.localize_frame`; :meth:`Localizer.localize` raises only for an image
@@ -51,6 +59,8 @@ MIN_CORRESPONDENCES = 12
 RANSAC_PX = 10.0
 #: Fraction of patches kept by the uncertainty filter (ACE-G maps).
 KEEP_QUANTILE = 0.75
+#: Keypoints extracted per query image for an anchor map of keypoints.
+QUERY_KEYPOINTS = 2048
 
 
 @dataclass
@@ -110,6 +120,9 @@ class Localizer:
         self.confident_inliers = confident_inliers
         self.ransac_iterations = ransac_iterations
         self.centre = torch.as_tensor(self.data.scene_centre, dtype=torch.float64)
+        #: Whether the map's anchors are keypoints, read from the query's keypoints.
+        self.keypoints = self.data.anchor_points == "keypoints"
+        self._sparse = None  # the keypoint extractor, made on first use (sparse_features)
         if self.data.method == "aceg":
             reg = (regressor_for_map(self.data, map_path) if regressor is None
                    else resolve_regressor(regressor, None, self.data.encoder))
@@ -117,7 +130,10 @@ class Localizer:
             self.regressor = reg
             model = reg.model.to(self.device)
             code = self.data.code.to(self.device)
-            self._predict = lambda f: model(f, code)
+            if self.keypoints:
+                self._predict = lambda f: model(f, code, distinct_points=True)
+            else:
+                self._predict = lambda f: model(f, code)
         else:
             head = self.data.build_head().to(self.device)
             self._predict = head
@@ -125,11 +141,45 @@ class Localizer:
     def predict(self, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """(C, h, w) features -> (h*w, 3) world coordinates (float64), (h*w,) log-uncertainty."""
         C = features.shape[0]
-        flat = features.reshape(C, -1).T.to(self.device)
+        return self.predict_flat(features.reshape(C, -1).T)
+
+    def predict_flat(self, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(P, C) features (patch cells or keypoint descriptors) -> (P, 3) world
+        coordinates (float64), (P,) log-uncertainty."""
         with torch.inference_mode():
-            coords, log_unc = self._predict(flat)
+            coords, log_unc = self._predict(features.to(self.device))
         world = coords.double().cpu() + self.centre
         return world.numpy(), None if log_unc is None else log_unc.float().cpu().numpy()
+
+    def sparse_features(self):
+        """The query keypoint extractor (:class:`aceg.mapping.keypoints.SparseFeatures`,
+        :data:`QUERY_KEYPOINTS` per image), made once per localizer."""
+        if self._sparse is None:
+            from aceg.mapping.keypoints import SparseFeatures
+
+            self._sparse = SparseFeatures(QUERY_KEYPOINTS, self.device)
+        return self._sparse
+
+    def correspondences(self, rgb: np.ndarray, timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Pixels (M, 2) float64 of the prepared image ``rgb``, their world points (M, 3) and
+        log-uncertainties (M,) or None: the patch cells' centres, or the keypoints for an
+        anchor map of keypoints. Adds "encode" and "regress" seconds to ``timings``."""
+        t = time.perf_counter()
+        if self.keypoints:
+            sparse = self.sparse_features().extract(rgb)
+            timings["encode"] = time.perf_counter() - t
+            t = time.perf_counter()
+            world, log_unc = self.predict_flat(torch.from_numpy(sparse.descriptors))
+            pixels = sparse.keypoints.astype(np.float64)
+        else:
+            feats = self.encoder.encode(rgb)[0]
+            timings["encode"] = time.perf_counter() - t
+            t = time.perf_counter()
+            world, log_unc = self.predict(feats)
+            rows, cols = feats.shape[1:]
+            pixels = self.encoder.centres(rows, cols).astype(np.float64)
+        timings["regress"] = time.perf_counter() - t
+        return pixels, world, log_unc
 
     def localize(self, image, intrinsics: Intrinsics, name: str = "array") -> LocalizationResult:
         """Pose of an image (path, or RGB uint8 array (H, W, 3)) with intrinsics of that image."""
@@ -149,15 +199,10 @@ class Localizer:
             prep = prepare_image(name, intrinsics, self.data.short_side, self.encoder.stride,
                                  rgb=arr)
         timings["prepare"] = time.perf_counter() - t0
+        pixels, world, log_unc = self.correspondences(prep.rgb, timings)
         t = time.perf_counter()
-        feats = self.encoder.encode(prep.rgb)[0]
-        timings["encode"] = time.perf_counter() - t
-        t = time.perf_counter()
-        world, log_unc = self.predict(feats)
-        rows, cols = feats.shape[1:]
-        pixels = self.encoder.centres(rows, cols).astype(np.float64)
         keep = confident_mask(world, log_unc, self.keep_quantile)
-        timings["regress"] = time.perf_counter() - t
+        timings["regress"] += time.perf_counter() - t
         result = self.solve_pnp(pixels[keep], world[keep], prep.intrinsics,
                                 prep.rgb.shape[1], prep.rgb.shape[0], name)
         timings["ransac"] = result.timings["ransac"]

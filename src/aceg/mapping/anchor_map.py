@@ -6,6 +6,14 @@ descriptor as the key, the point, relative to the scene centre, as the value), a
 :attr:`AnchorMapConfig.max_anchors` of them (a random subset beyond that). The points come
 from keypoints triangulated between the posed mapping images
 (:mod:`aceg.mapping.triangulation`), or from the frames' depth maps with ``use_depth``.
+
+With ``anchor_points="keypoints"`` the anchors are the triangulated keypoints themselves
+instead of patch cells: every mapping keypoint whose track has a 3-D point becomes an
+anchor, keyed by its own XFeat descriptor (sampled at the sub-pixel keypoint, the same
+64-d space as the cell features) and holding the track's point, so the keypoints of one
+track share one point. The localizer then reads such a map from the query's keypoints
+(:mod:`aceg.localization.localizer`): both ends of a correspondence are at keypoint
+precision instead of the 8-pixel cell grid. No dense encoding is needed for it.
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from aceg.data.images import DEFAULT_SHORT_SIDE
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
-from aceg.mapping.buffer import TrainingBuffer
+from aceg.mapping.buffer import TrainingBuffer, scene_centre
 from aceg.mapping.common import (
     BufferPlan,
     MapResult,
@@ -31,8 +40,13 @@ from aceg.mapping.common import (
     regressor_encoder,
     write_map,
 )
-from aceg.model.anchors import AnchorRegressor
-from aceg.model.map_file import resolve_regressor
+from aceg.mapping.triangulation import (
+    TRIANGULATION_CONFIG,
+    TriangulatedKeypoints,
+    triangulate_mapping_keypoints,
+)
+from aceg.model.anchors import ANCHOR_POINTS, AnchorRegressor
+from aceg.model.map_file import MapData, resolve_regressor
 
 #: An anchor map with fewer anchors than this gets a warning: a query image's RANSAC
 #: needs dozens of right correspondences among them.
@@ -53,16 +67,28 @@ class AnchorMapConfig:
             float32 coordinates.
         short_side: working short side of the images in pixels, never above the smallest
             image's own short side; None: the images' own size.
+        anchor_points: what an anchor is (:data:`aceg.model.anchors.ANCHOR_POINTS`):
+            "cells", a mapping patch cell with a 3-D point (its centre's ray at the cell's
+            depth), or "keypoints", a triangulated mapping keypoint (its track's point);
+            see the module docstring. "keypoints" needs triangulation (not ``use_depth``).
     """
 
     use_depth: bool = False
     triangulation_keypoints: int | None = None
     max_anchors: int | None = None
     short_side: int | None = DEFAULT_SHORT_SIDE
+    anchor_points: str = ANCHOR_POINTS[0]
 
     def __post_init__(self) -> None:
         if self.max_anchors is not None and self.max_anchors < 1:
             raise AcegError(f"max_anchors (--max-anchors) must be positive, got {self.max_anchors}")
+        if self.anchor_points not in ANCHOR_POINTS:
+            raise AcegError(f"anchor_points (--anchor-points) must be one of {', '.join(ANCHOR_POINTS)}, "
+                            f"got {self.anchor_points!r}")
+        if self.anchor_points == "keypoints" and self.use_depth:
+            raise AcegError("--anchor-points keypoints does not combine with --depth: keypoint "
+                            "anchors are triangulated keypoints (leave out --depth, or use "
+                            "--anchor-points cells)")
         check_triangulation_keypoints(self.triangulation_keypoints, not self.use_depth)
 
 
@@ -83,6 +109,9 @@ def map_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig | No
     gen = torch.Generator().manual_seed(seed)
     reg = resolve_regressor(regressor, "anchors")
     enc = regressor_encoder(reg, device)
+    if config.anchor_points == "keypoints":
+        return _map_keypoint_anchors(scene, out_path, config, reg, enc, short_side, gen,
+                                     progress, device, t0)
     plan = BufferPlan(passes=1, patches_per_pass=None, augment=None, use_depth=config.use_depth,
                       triangulate=not config.use_depth, keypoints=config.triangulation_keypoints)
     buffer, geometry = encode_mapping_images(
@@ -133,4 +162,64 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
     code = model.make_code(buffer.features[valid], buffer.target[valid])
     stats = {"anchors": int(valid.numel()), "max_anchors": budget,
              "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}
+    return code, stats
+
+
+def _map_keypoint_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig, reg, enc,
+                          short_side: int, gen: torch.Generator, progress: bool,
+                          device: torch.device, t0: float) -> MapResult:
+    """:func:`map_anchors` with ``anchor_points="keypoints"`` (module docstring): the
+    triangulation's keypoints are the anchors; the map records ``anchor_points``."""
+    triangulation = None  # the triangulation's default for the scene's size
+    if config.triangulation_keypoints is not None:
+        triangulation = replace(TRIANGULATION_CONFIG, max_keypoints=config.triangulation_keypoints)
+    tri = triangulate_mapping_keypoints(scene, short_side, triangulation, progress)
+    t_points = time.perf_counter() - t0
+    centre = scene_centre(scene)
+    code, stats = keypoint_anchor_code(reg.model.to(device), tri, centre, gen, config.max_anchors)
+    stats["triangulated"] = {"points": stats["keypoints"], "keypoints": tri.max_keypoints,
+                             "seconds": round(tri.seconds, 1)}
+    t_build = time.perf_counter() - t0 - t_points
+    first = tri.keypoints.features[0]
+    stats.update(patches=stats["keypoints"], seconds=round(t_points + t_build, 1))
+    data = MapData(method="aceg", encoder=enc.name, stride=enc.stride, short_side=short_side,
+                   scene_centre=centre, scene=scene.name, frames=len(scene),
+                   image_size=(first.width, first.height), stats=stats, anchor_points="keypoints")
+    data.code = code.detach().cpu()
+    data.regressor = reg.identity
+    data.regressor_config = replace(reg.model.config, max_anchors=stats["max_anchors"])
+    result = MapResult(Path(out_path), "anchors", enc.name, None, len(scene), stats["keypoints"], 0, 0,
+                       {"buffer": t_points, "train": t_build}, stats, reg.identity, reg.source)
+    return write_map(out_path, data, result, t0)
+
+
+def keypoint_anchor_code(model: AnchorRegressor, tri: TriangulatedKeypoints, centre: np.ndarray,
+                         gen: torch.Generator, max_anchors: int | None = None) -> tuple[torch.Tensor, dict]:
+    """The anchor map code of triangulated mapping keypoints: every keypoint with a 3-D
+    point and a non-zero descriptor is an anchor, its point minus ``centre`` (3,) (world
+    frame, metres), at most ``max_anchors`` (default ``model.config.max_anchors``; a random
+    subset drawn with ``gen``, in frame then keypoint order). Returns the code (N, C + 3)
+    and statistics ("anchors": N, "max_anchors": the budget, "keypoints": keypoints with a
+    point, "tracks": distinct points among them, "anchor_points": "keypoints")."""
+    budget = model.config.max_anchors if max_anchors is None else max_anchors
+    desc = np.concatenate([f.descriptors for f in tri.keypoints.features]).astype(np.float32)
+    world = np.concatenate(tri.world)
+    valid = np.flatnonzero(np.isfinite(world).all(1) & (desc != 0).any(1))
+    if len(valid) == 0:
+        raise AcegError("no mapping keypoint has a 3-D point (nothing triangulated): cannot "
+                        "build a keypoint anchor map; give more images with parallax and texture")
+    if len(valid) < min(FEW_ANCHORS, budget):
+        warnings.warn(f"only {len(valid)} mapping keypoints have a 3-D point, so the map has as "
+                      "few anchors: localization will mostly fail. The mapping images may lack "
+                      "parallax or texture; give more images or more keypoints (--keypoints)",
+                      stacklevel=2)
+    # rounded to float32 as a point is stored: the keypoints of one track keep one point
+    points = (world[valid] - centre).astype(np.float32)
+    stats = {"keypoints": int(len(valid)), "tracks": int(len(np.unique(points, axis=0)))}
+    pick = torch.arange(len(valid))
+    if len(valid) > budget:
+        pick = torch.randperm(len(valid), generator=gen)[:budget].sort().values
+    code = model.make_code(torch.from_numpy(desc[valid][pick.numpy()]),
+                           torch.from_numpy(points[pick.numpy()]))
+    stats.update(anchors=int(len(pick)), max_anchors=budget, anchor_points="keypoints")
     return code, stats

@@ -25,14 +25,14 @@ ray (:func:`aceg.mapping.buffer.build_buffer` ``depth_maps``).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from aceg.data.camera import invert_pose
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
-from aceg.mapping.keypoints import SparseFeatures, extract_scene_keypoints
+from aceg.mapping.keypoints import SceneKeypoints, SparseFeatures, extract_scene_keypoints
 from aceg.mapping.tracks import TriangulationConfig, triangulate_scene
 
 #: Keypoints, matching and triangulation of mapping (:class:`TriangulationConfig`'s
@@ -97,18 +97,10 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
     frame order, and ``{"points": triangulated keypoints, "cells": % of patch cells with a
     depth, "seconds": wall time}``.
     """
-    if config is None:
-        config = replace(TRIANGULATION_CONFIG, max_keypoints=default_keypoints(len(scene.frames)))
-    if not scene.has_poses:
-        raise AcegError(f"scene {scene.name!r}: mapping needs a pose for every frame")
-    features = SparseFeatures(config.max_keypoints)
-    start = time.perf_counter()
-    keypoints = extract_scene_keypoints(scene, scene.working_short_side(short_side), features,
-                                        progress=progress)
-    world = triangulate_scene(scene, keypoints, features, config, progress)
-    seconds = time.perf_counter() - start
+    triangulated = triangulate_mapping_keypoints(scene, short_side, config, progress)
     maps, cells, total, points = [], 0, 0, 0
-    for frame, feats, xyz in zip(scene.frames, keypoints.features, world, strict=True):
+    for frame, feats, xyz in zip(scene.frames, triangulated.keypoints.features, triangulated.world,
+                                 strict=True):
         keep = np.isfinite(xyz).all(1)
         # rounded to float32 first, as a point is stored (the depths depend on it bit for bit)
         xyz = xyz[keep].astype(np.float32).astype(np.float64)
@@ -122,9 +114,46 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
         total += grid.size
         points += len(xyz)
         maps.append(depth)
-    stats = {"points": points, "keypoints": config.max_keypoints,
-             "cells": round(100.0 * cells / max(total, 1), 1), "seconds": round(seconds, 1)}
+    stats = {"points": points, "keypoints": triangulated.max_keypoints,
+             "cells": round(100.0 * cells / max(total, 1), 1),
+             "seconds": round(triangulated.seconds, 1)}
     return maps, stats
+
+
+@dataclass
+class TriangulatedKeypoints:
+    """The mapping images' keypoints and their tracks' points.
+
+    Attributes:
+        keypoints: per frame, in frame order, the XFeat keypoints (pixels of the prepared
+            image at the working short side) and descriptors (64-d, at the keypoints).
+        world: per frame, (N_i, 3) float64 world points in metres of those keypoints, NaN
+            where none was triangulated; the keypoints of one track share one point.
+        max_keypoints: keypoints per image asked for; seconds: wall time.
+    """
+
+    keypoints: SceneKeypoints
+    world: list[np.ndarray]
+    max_keypoints: int
+    seconds: float
+
+
+def triangulate_mapping_keypoints(scene: Scene, short_side: int,
+                                  config: TriangulationConfig | None = None,
+                                  progress: bool = True) -> TriangulatedKeypoints:
+    """Extract the keypoints of every frame of ``scene`` (posed) at the working short side
+    ``short_side`` and triangulate them (:func:`aceg.mapping.tracks.triangulate_scene`);
+    ``config`` defaults to :data:`TRIANGULATION_CONFIG` with :func:`default_keypoints`."""
+    if config is None:
+        config = replace(TRIANGULATION_CONFIG, max_keypoints=default_keypoints(len(scene.frames)))
+    if not scene.has_poses:
+        raise AcegError(f"scene {scene.name!r}: mapping needs a pose for every frame")
+    features = SparseFeatures(config.max_keypoints)
+    start = time.perf_counter()
+    keypoints = extract_scene_keypoints(scene, scene.working_short_side(short_side), features,
+                                        progress=progress)
+    world = triangulate_scene(scene, keypoints, features, config, progress)
+    return TriangulatedKeypoints(keypoints, world, config.max_keypoints, time.perf_counter() - start)
 
 
 def refine_cell_depth(depth: np.ndarray, stride: int, radius: int = 2, min_neighbours: int = 4,

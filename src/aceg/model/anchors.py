@@ -49,6 +49,14 @@ from aceg.model.common import LOG_UNC_MAX, LOG_UNC_MIN, weights_hash
 
 #: Value of ``kind`` in a regressor checkpoint's configuration for this model.
 ANCHOR_KIND = "anchors"
+#: What an anchor map's anchors are (``MapData.anchor_points``): "cells", one per mapping
+#: patch cell with a 3-D point, read by the query's patch cells; "keypoints", one per
+#: triangulated mapping keypoint, read by the query's keypoints. The first is the default.
+ANCHOR_POINTS = ("cells", "keypoints")
+#: Anchors searched per patch for the margin to another point
+#: (:meth:`AnchorRegressor.forward` with ``distinct_points``): a track seen in more mapping
+#: images than this fills them all with its own point.
+MARGIN_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -213,6 +221,15 @@ class AnchorLists:
         return best_s, best_i
 
 
+def runner_up_elsewhere(sims: torch.Tensor, index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """(P,) the highest of each row of ``sims`` (P, k), best first, whose anchor (``index``
+    (P, k) into ``points`` (N, 3)) lies at another point than the row's best anchor; -1
+    where none of the k does."""
+    found = points[index]  # (P, k, 3)
+    elsewhere = (found != found[:, :1]).any(dim=2)
+    return torch.where(elsewhere, sims, sims.new_full((), -1.0)).amax(dim=1)
+
+
 class AnchorRegressor(nn.Module):
     """Anchor model (module docstring).
 
@@ -266,22 +283,35 @@ class AnchorRegressor(nn.Module):
             return queries.new_zeros((0, k)), torch.zeros((0, k), dtype=torch.long, device=queries.device)
         return torch.cat(sims), torch.cat(index)
 
-    def forward(self, features: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor, code: torch.Tensor,
+                distinct_points: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``distinct_points``: the margin is taken to the best anchor whose point differs
+        from the best anchor's (among the :data:`MARGIN_DEPTH` most similar), not to the
+        second-best anchor. A keypoint map (``anchor_points`` "keypoints") needs it: the
+        anchors of one track share one point, so the runner-up is often the same point
+        seen from another mapping image, which is no ambiguity. A patch whose
+        :data:`MARGIN_DEPTH` most similar anchors all hold the best one's point gets the
+        margin to a similarity of -1. False (cell maps) computes as before."""
         if not self.config.accepts_code(tuple(code.shape)):
             raise ValueError(f"map code of shape {tuple(code.shape)}, this anchor model reads "
                              f"{self.config.code_description()}")
         P = features.shape[0]
         if P > self.config.max_queries:
             pick = torch.linspace(0, P - 1, self.config.max_queries, device=features.device).round().long()
-            some, unc = self(features[pick], code)
+            some, unc = self(features[pick], code, distinct_points)
             coords = torch.full((P, 3), float("nan"), dtype=some.dtype, device=some.device)
             log_unc = torch.full((P,), LOG_UNC_MAX, dtype=unc.dtype, device=unc.device)
             coords[pick], log_unc[pick] = some, unc
             return coords, log_unc
         keys, points = code[:, : self.config.feature_dim], code[:, self.config.feature_dim:]
         lists = self.anchor_lists(code)
-        sims, index = self.attend(self.embed(features), keys, lists=lists)
-        margin = sims[:, 0] - sims[:, 1] if sims.shape[1] > 1 else torch.ones_like(sims[:, 0])
+        if distinct_points:
+            k = max(self.config.top_k, MARGIN_DEPTH)
+            sims, index = self.attend(self.embed(features), keys, k=k, lists=lists)
+            margin = sims[:, 0] - runner_up_elsewhere(sims, index, points)
+        else:
+            sims, index = self.attend(self.embed(features), keys, lists=lists)
+            margin = sims[:, 0] - sims[:, 1] if sims.shape[1] > 1 else torch.ones_like(sims[:, 0])
         k = min(self.config.top_k, sims.shape[1])
         weights = torch.softmax(sims[:, :k] / self.log_temperature.exp(), dim=1)
         coords = (weights[..., None] * points[index[:, :k]]).sum(1)

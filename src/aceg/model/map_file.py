@@ -18,7 +18,9 @@ Map file (``*.map``, a safetensors file)
     ``encoder`` (registry name), ``stride``, ``short_side`` (working short side in pixels),
     ``regressor`` (content hash of the regressor weights, ACE-G only), ``regressor_config``
     or ``head_config``, ``scene`` (name), ``frames`` (number of mapping images) and
-    ``stats`` (training statistics).
+    ``stats`` (training statistics); anchor maps of keypoints only: ``anchor_points``
+    ("keypoints", :data:`aceg.model.anchors.ANCHOR_POINTS`; absent means "cells", which
+    every earlier map holds).
 
 Regressor checkpoint (a safetensors file)
     tensors: the :class:`SceneRegressor` state dict, optionally ``code_init`` (N, D), the
@@ -48,6 +50,7 @@ from aceg.io import atomic_path
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.anchors import (
     ANCHOR_KIND,
+    ANCHOR_POINTS,
     AnchorConfig,
     AnchorRegressor,
     dequantize_keys,
@@ -74,11 +77,12 @@ def build_regressor(config: RegressorConfigs) -> Regressor:
     return AnchorRegressor(config) if isinstance(config, AnchorConfig) else SceneRegressor(config)
 
 #: Version written: 2 for anchor maps, whose keys are stored as int8 (float16 in version
-#: 1), 1 for the others, which did not change. Both are read; an aceg that reads only
-#: version 1 refuses an int8 anchor map with a clear error.
+#: 1), 3 for keypoint anchor maps (stored as 2, but read from the query's keypoints), 1 for
+#: the others. All are read; an older aceg refuses a later version with a clear error.
 MAP_FORMAT_VERSION = 1
 ANCHOR_MAP_FORMAT_VERSION = 2
-READABLE_MAP_VERSIONS = (MAP_FORMAT_VERSION, ANCHOR_MAP_FORMAT_VERSION)
+KEYPOINT_MAP_FORMAT_VERSION = 3
+READABLE_MAP_VERSIONS = (MAP_FORMAT_VERSION, ANCHOR_MAP_FORMAT_VERSION, KEYPOINT_MAP_FORMAT_VERSION)
 REGRESSOR_FORMAT_VERSION = 1
 #: ``method`` of a map file: "aceg" (a regressor's map code) or "ace" (an ACE head).
 METHODS = ("aceg", "ace")
@@ -112,10 +116,13 @@ class MapData:
     frames: int = 0
     image_size: tuple[int, int] | None = None
     stats: dict = field(default_factory=dict)
+    anchor_points: str = ANCHOR_POINTS[0]
 
     def metadata(self) -> dict:
+        keypoints = self.anchor_points != ANCHOR_POINTS[0]
         meta = {
-            "format_version": (ANCHOR_MAP_FORMAT_VERSION if isinstance(self.regressor_config, AnchorConfig)
+            "format_version": (KEYPOINT_MAP_FORMAT_VERSION if keypoints else
+                               ANCHOR_MAP_FORMAT_VERSION if isinstance(self.regressor_config, AnchorConfig)
                                else MAP_FORMAT_VERSION),
             "method": self.method,
             "encoder": self.encoder,
@@ -129,6 +136,8 @@ class MapData:
         if self.method == "aceg":
             meta["regressor"] = self.regressor
             meta["regressor_config"] = self.regressor_config.to_dict() if self.regressor_config else None
+            if keypoints:  # cell maps keep the metadata they always had
+                meta["anchor_points"] = self.anchor_points
         else:
             meta["head_config"] = self.head_config.to_dict() if self.head_config else None
         return meta
@@ -151,6 +160,10 @@ def save_map(path: str | Path, data: MapData) -> int:
     """Write ``data`` to ``path`` atomically; returns the file size in bytes."""
     if data.method not in METHODS:
         raise ValueError(f"unknown method {data.method!r}")
+    if data.anchor_points not in ANCHOR_POINTS or (
+            data.anchor_points != ANCHOR_POINTS[0] and not isinstance(data.regressor_config, AnchorConfig)):
+        raise ValueError(f"anchor_points {data.anchor_points!r}: one of {ANCHOR_POINTS}, and only "
+                         "'cells' unless the map is an anchor map")
     tensors = {"scene_centre": torch.as_tensor(np.asarray(data.scene_centre, dtype=np.float64))}
     if data.method == "aceg" and isinstance(data.regressor_config, AnchorConfig):
         code = data.code.detach().float().cpu()
@@ -223,7 +236,11 @@ def load_map(path: str | Path) -> MapData:
             frames=int(meta.get("frames", 0)),
             image_size=tuple(meta["image_size"]) if meta.get("image_size") else None,
             stats=meta.get("stats", {}),
+            anchor_points=str(meta.get("anchor_points", ANCHOR_POINTS[0])),
         )
+        if data.anchor_points not in ANCHOR_POINTS or (
+                (data.anchor_points == ANCHOR_POINTS[0]) != (version != KEYPOINT_MAP_FORMAT_VERSION)):
+            raise ValueError(f"anchor_points {data.anchor_points!r} in a version {version} map")
         if method == "aceg":
             if "code_keys" in tensors:  # anchor model
                 data.code = _anchor_code(path, version, tensors["code_keys"], tensors["code_points"])
@@ -235,6 +252,8 @@ def load_map(path: str | Path) -> MapData:
                 if not data.regressor_config.accepts_code(tuple(data.code.shape)):
                     raise file_error(path, f"map code of shape {tuple(data.code.shape)}, its regressor "
                                            f"configuration needs {data.regressor_config.code_description()}")
+            if data.anchor_points != ANCHOR_POINTS[0] and data.model != "anchors":
+                raise ValueError(f"anchor_points {data.anchor_points!r} in a {data.model} map")
         else:
             data.head_state = {k[5:]: v.float() for k, v in tensors.items()
                                if k.startswith("head.")}
