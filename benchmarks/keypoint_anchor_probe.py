@@ -16,32 +16,32 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aceg.baselines.feature_matching import build_feature_map
 from aceg.data.images import DEFAULT_SHORT_SIDE, load_image, prepare_image
 from aceg.evaluation.benchmark import REAL_SETS, real_datasets, synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table, pose_errors
 from aceg.localization.localizer import KEEP_QUANTILE, solve_pnp
 from aceg.mapping.keypoints import SparseFeatures
-from aceg.mapping.triangulation import TRIANGULATION_CONFIG, default_keypoints
+from aceg.mapping.triangulation import triangulate_mapping_keypoints
 from aceg.model.map_file import load_regressor
 
 
-def keypoint_anchors(scene, features):
+def keypoint_anchors(scene):
     """(descriptors (N, 64) float32, points (N, 3) float64, track id (N,)) of every mapping
     keypoint with a triangulated point, and the working short side."""
-    config = replace(TRIANGULATION_CONFIG, max_keypoints=default_keypoints(len(scene.frames)))
-    fmap = build_feature_map(scene, replace(config, short_side=DEFAULT_SHORT_SIDE), use_depth=False,
-                             features=features, progress=False)
-    desc = np.concatenate([im.descriptors.astype(np.float32) for im in fmap.images])
-    points = np.concatenate([im.points3d.astype(np.float64) for im in fmap.images])
+    tri = triangulate_mapping_keypoints(scene, DEFAULT_SHORT_SIDE, progress=False)
+    desc, points = [], []
+    for feats, world in zip(tri.keypoints.features, tri.world, strict=True):
+        keep = np.isfinite(world).all(1)
+        desc.append(feats.descriptors[keep].astype(np.float32))
+        points.append(world[keep])
+    desc, points = np.concatenate(desc), np.concatenate(points)
     _, track = np.unique(points, axis=0, return_inverse=True)
-    return desc, points, track.ravel(), fmap.config.short_side
+    return desc, points, track.ravel(), scene.working_short_side(DEFAULT_SHORT_SIDE)
 
 
 def read_points(model, anchor_keys, points, track, query_desc, depth=8):
@@ -115,7 +115,7 @@ def main() -> None:
     pooled: dict[tuple[str, str, str], list] = {}
     for data in datasets:
         t = time.perf_counter()
-        desc, points, track, short_side = keypoint_anchors(data.mapping, features)
+        desc, points, track, short_side = keypoint_anchors(data.mapping)
         keys = {name: m.embed(torch.from_numpy(desc)) for name, m in models.items()}
         print(f"{data.name}: {len(desc)} anchors ({len(np.unique(track))} tracks), "
               f"mapped in {time.perf_counter() - t:.1f} s", flush=True)

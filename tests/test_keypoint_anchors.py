@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from aceg.cli.main import main
 from aceg.data.readers import read_scene
 from aceg.errors import AcegError
+from aceg.evaluation.metrics import pose_errors
 from aceg.localization.localizer import QUERY_KEYPOINTS, Localizer
 from aceg.mapping.anchor_map import AnchorMapConfig
 from aceg.mapping.mapper import map_scene
@@ -159,3 +160,12 @@ def test_keypoint_anchors_localize_fountain(shared_data, tmp_path):
     errs = _held_out_errors(queries, result.path)
     # 1.3-1.8 cm and at most 0.12 deg on this 4-query split (cell anchors: 1.2-3.4 cm)
     assert np.median(errs[:, 1]) < 0.025 and errs[:, 1].max() < 0.04 and errs[:, 0].max() < 0.3, errs
+    # the guided second stage (on by default) is what ran, and it is no worse than the
+    # first stage alone
+    first_only, guided = Localizer(result.path, guided=None), Localizer(result.path)
+    one = [first_only.localize_frame(f) for f in queries.frames]
+    two = [guided.localize_frame(f) for f in queries.frames]
+    assert all("guided" in r.timings for r in two) and not any("guided" in r.timings for r in one)
+    t_one = [pose_errors(r.cam_to_world, f.cam_to_world)[1] for r, f in zip(one, queries.frames, strict=True)]
+    t_two = [pose_errors(r.cam_to_world, f.cam_to_world)[1] for r, f in zip(two, queries.frames, strict=True)]
+    assert np.median(t_two) <= np.median(t_one) + 0.002, (t_one, t_two)

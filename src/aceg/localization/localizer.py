@@ -21,7 +21,10 @@ patch cells: step 2 extracts up to :data:`QUERY_KEYPOINTS` keypoints and their
 descriptors (:class:`aceg.mapping.keypoints.SparseFeatures`) from the prepared image, each
 reads its most similar anchor's point with the margin taken to another point (the anchors
 of one track share theirs: :meth:`aceg.model.anchors.AnchorRegressor.forward`
-``distinct_points``), and RANSAC-PnP takes the keypoints' sub-pixel positions.
+``distinct_points``), and RANSAC-PnP takes the keypoints' sub-pixel positions. A guided
+second stage (:mod:`aceg.localization.guided`, ``guided``) then re-reads each keypoint
+among the anchors its first pose projects near it and solves the pose again; its
+inliers decide the confident flag.
 
 Fewer than :data:`MIN_CORRESPONDENCES` usable correspondences, or an image that cannot be
 read, give a "not localized" :class:`LocalizationResult` with a reason (never an exception
@@ -42,6 +45,7 @@ from aceg.data.camera import Intrinsics
 from aceg.data.images import prepare_image
 from aceg.data.scene import Frame
 from aceg.errors import AcegError
+from aceg.localization.guided import DEFAULT_GUIDED, GuidedConfig, guided_correspondences, point_ids
 from aceg.localization.pnp import estimate_pose
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import (
@@ -107,8 +111,11 @@ class Localizer:
 
     def __init__(self, map_path: str | Path, regressor=None, device: torch.device | str = "cpu",
                  keep_quantile: float = KEEP_QUANTILE, ransac_px: float = RANSAC_PX,
-                 confident_inliers: int = CONFIDENT_INLIERS, ransac_iterations: int = 10000) -> None:
+                 confident_inliers: int = CONFIDENT_INLIERS, ransac_iterations: int = 10000,
+                 guided: GuidedConfig | None = DEFAULT_GUIDED) -> None:
         self.map_path = Path(map_path)
+        #: The guided second stage of keypoint maps (None: first stage only).
+        self.guided = guided
         self.data = load_map(map_path)
         self.device = torch.device(device)
         self.encoder = get_encoder(self.data.encoder, self.device)
@@ -132,6 +139,11 @@ class Localizer:
             code = self.data.code.to(self.device)
             if self.keypoints:
                 self._predict = lambda f: model(f, code, distinct_points=True)
+                self._embed = model.embed
+                width = model.config.feature_dim
+                self._anchor_keys = code[:, :width].float().cpu().numpy()
+                self._anchor_world = code[:, width:].double().cpu().numpy() + self.data.scene_centre
+                self._anchor_ids = point_ids(self._anchor_world)
             else:
                 self._predict = lambda f: model(f, code)
         else:
@@ -160,16 +172,19 @@ class Localizer:
             self._sparse = SparseFeatures(QUERY_KEYPOINTS, self.device)
         return self._sparse
 
-    def correspondences(self, rgb: np.ndarray, timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Pixels (M, 2) float64 of the prepared image ``rgb``, their world points (M, 3) and
-        log-uncertainties (M,) or None: the patch cells' centres, or the keypoints for an
-        anchor map of keypoints. Adds "encode" and "regress" seconds to ``timings``."""
+    def correspondences(self, rgb: np.ndarray, timings: dict):
+        """Pixels (M, 2) float64 of the prepared image ``rgb``, their world points (M, 3),
+        log-uncertainties (M,) or None, and the keypoints' descriptors (M, C) or None: the
+        patch cells' centres, or the keypoints for an anchor map of keypoints. Adds
+        "encode" and "regress" seconds to ``timings``."""
         t = time.perf_counter()
+        descriptors = None
         if self.keypoints:
             sparse = self.sparse_features().extract(rgb)
             timings["encode"] = time.perf_counter() - t
             t = time.perf_counter()
-            world, log_unc = self.predict_flat(torch.from_numpy(sparse.descriptors))
+            descriptors = sparse.descriptors
+            world, log_unc = self.predict_flat(torch.from_numpy(descriptors))
             pixels = sparse.keypoints.astype(np.float64)
         else:
             feats = self.encoder.encode(rgb)[0]
@@ -179,7 +194,20 @@ class Localizer:
             rows, cols = feats.shape[1:]
             pixels = self.encoder.centres(rows, cols).astype(np.float64)
         timings["regress"] = time.perf_counter() - t
-        return pixels, world, log_unc
+        return pixels, world, log_unc, descriptors
+
+    def guided_pose(self, descriptors: np.ndarray, pixels: np.ndarray, intrinsics: Intrinsics,
+                    width: int, height: int, first: LocalizationResult, name: str) -> LocalizationResult:
+        """The guided second stage (:mod:`aceg.localization.guided`) from the first pose of a
+        keypoint map's query; the first result when it finds no pose."""
+        with torch.inference_mode():
+            keys = self._embed(torch.from_numpy(descriptors).to(self.device)).float().cpu().numpy()
+        px, world = guided_correspondences(keys, pixels, self._anchor_keys, self._anchor_world,
+                                           self._anchor_ids, intrinsics, first.cam_to_world,
+                                           self.guided)
+        second = solve_pnp(px, world, intrinsics, width, height, name, self.guided.ransac_px,
+                           self.confident_inliers, self.ransac_iterations)
+        return second if second.cam_to_world is not None else first
 
     def localize(self, image, intrinsics: Intrinsics, name: str = "array") -> LocalizationResult:
         """Pose of an image (path, or RGB uint8 array (H, W, 3)) with intrinsics of that image."""
@@ -199,13 +227,17 @@ class Localizer:
             prep = prepare_image(name, intrinsics, self.data.short_side, self.encoder.stride,
                                  rgb=arr)
         timings["prepare"] = time.perf_counter() - t0
-        pixels, world, log_unc = self.correspondences(prep.rgb, timings)
+        pixels, world, log_unc, descriptors = self.correspondences(prep.rgb, timings)
         t = time.perf_counter()
         keep = confident_mask(world, log_unc, self.keep_quantile)
         timings["regress"] += time.perf_counter() - t
-        result = self.solve_pnp(pixels[keep], world[keep], prep.intrinsics,
-                                prep.rgb.shape[1], prep.rgb.shape[0], name)
+        width, height = prep.rgb.shape[1], prep.rgb.shape[0]
+        result = self.solve_pnp(pixels[keep], world[keep], prep.intrinsics, width, height, name)
         timings["ransac"] = result.timings["ransac"]
+        if descriptors is not None and self.guided is not None and result.cam_to_world is not None:
+            t = time.perf_counter()
+            result = self.guided_pose(descriptors, pixels, prep.intrinsics, width, height, result, name)
+            timings["guided"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         result.timings = timings
         return result

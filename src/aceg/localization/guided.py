@@ -1,0 +1,87 @@
+"""Guided second stage for anchor maps of keypoints.
+
+After a first pose, every anchor's point is projected into the query image; each query
+keypoint then reads the most similar anchor among those projecting within a small radius
+of it (instead of among all the map's anchors), and keeps it when it beats the best
+anchor of *another* point there by a margin. The geometric prior removes most of the
+look-alikes a global search confuses, so far more keypoints get a correspondence, and
+RANSAC runs again with a tighter threshold: the pose gets a keypoint-level refinement
+without matching images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from aceg.data.camera import Intrinsics, invert_pose
+
+
+@dataclass(frozen=True)
+class GuidedConfig:
+    """Settings of the guided stage.
+
+    Attributes:
+        radius_px: search radius around a query keypoint, pixels of the prepared image.
+        min_margin: cosine margin a keypoint's best anchor needs over the best anchor of
+            another point within the radius.
+        ransac_px: RANSAC inlier threshold of the second pose, pixels.
+    """
+
+    radius_px: float = 8.0
+    min_margin: float = 0.02
+    ransac_px: float = 4.0
+
+
+DEFAULT_GUIDED = GuidedConfig()
+
+
+def point_ids(points: np.ndarray) -> np.ndarray:
+    """(N,) int id per anchor, equal for anchors that share one 3-D point (the keypoints of
+    one track): ``points`` (N, 3)."""
+    _, ids = np.unique(points, axis=0, return_inverse=True)
+    return ids.ravel()
+
+
+def guided_correspondences(query_keys: np.ndarray, keypoints: np.ndarray, anchor_keys: np.ndarray,
+                           anchor_world: np.ndarray, anchor_ids: np.ndarray,
+                           intrinsics: Intrinsics, cam_to_world: np.ndarray,
+                           config: GuidedConfig = DEFAULT_GUIDED) -> tuple[np.ndarray, np.ndarray]:
+    """Correspondences of the guided stage.
+
+    Args:
+        query_keys: (P, C) unit-length keys of the query keypoints.
+        keypoints: (P, 2) their pixels in the prepared image.
+        anchor_keys: (N, C) unit-length anchor keys; anchor_world: (N, 3) their world
+            points (metres); anchor_ids: (N,) :func:`point_ids` of those points.
+        intrinsics: of the prepared image; cam_to_world: (4, 4) the first pose.
+
+    Returns:
+        pixels (M, 2) and world points (M, 3), float64, one per kept keypoint.
+    """
+    w2c = invert_pose(cam_to_world)
+    cam = anchor_world @ w2c[:3, :3].T + w2c[:3, 3]
+    front = np.flatnonzero(cam[:, 2] > 1e-6)
+    empty = np.zeros((0, 2)), np.zeros((0, 3))
+    if len(front) == 0 or len(keypoints) == 0:
+        return empty
+    uv = (cam[front] @ intrinsics.K.T)[:, :2] / cam[front, 2:3]
+    near = cKDTree(uv).query_ball_point(keypoints, config.radius_px)
+    counts = np.fromiter((len(n) for n in near), int, len(near))
+    if counts.sum() == 0:
+        return empty
+    qi = np.repeat(np.arange(len(keypoints)), counts)
+    aj = front[np.concatenate([np.asarray(n, int) for n in near if n])]
+    sims = np.einsum("mc,mc->m", query_keys[qi], anchor_keys[aj])
+    order = np.lexsort((-sims, qi))  # by keypoint, most similar first
+    qi, aj, sims = qi[order], aj[order], sims[order]
+    first = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1]])
+    best_of = np.repeat(first, np.diff(np.r_[first, len(qi)]))  # row of each row's best
+    other = anchor_ids[aj] != anchor_ids[aj[best_of]]
+    second = np.full(len(keypoints), -1.0)
+    np.maximum.at(second, qi[other], sims[other])
+    keep = sims[first] - second[qi[first]] >= config.min_margin
+    rows = first[keep]
+    return keypoints[qi[rows]].astype(np.float64), anchor_world[aj[rows]].astype(np.float64)
