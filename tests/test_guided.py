@@ -71,3 +71,16 @@ def test_anchors_behind_the_camera_or_outside_the_radius_give_nothing():
     assert len(px) == 0
     px, _ = guided_correspondences(keys[:9], pixels, keys[:9], world, point_ids(world), K, pose)
     assert len(px) == 9
+
+
+def test_unrelated_descriptors_give_no_correspondence():
+    """Random query keys against random anchor keys: whatever the first pose, the
+    similarity floor leaves (almost) nothing for a second RANSAC to agree with."""
+    world, keys, pixels, pose = _scene(seed=3, n=3000)
+    rng = np.random.default_rng(4)
+    random_keys = _unit(rng.normal(size=keys.shape)).astype(np.float32)
+    px, _ = guided_correspondences(random_keys, pixels, keys, world, point_ids(world), K, pose)
+    assert len(px) < 0.01 * len(world)
+    loose = GuidedConfig(min_similarity=-1.0)  # without the floor most would be kept
+    px, _ = guided_correspondences(random_keys, pixels, keys, world, point_ids(world), K, pose, loose)
+    assert len(px) > 0.5 * len(world)

@@ -166,6 +166,12 @@ def test_keypoint_anchors_localize_fountain(shared_data, tmp_path):
     one = [first_only.localize_frame(f) for f in queries.frames]
     two = [guided.localize_frame(f) for f in queries.frames]
     assert all("guided" in r.timings for r in two) and not any("guided" in r.timings for r in one)
+    # the guided stage gave every pose, from many keypoints that agree with it (anchors
+    # placed anywhere but at their points, the scene centre included, would give few),
+    # and the confident flag is the first stage's
+    assert all(r.stage == "guided" and r.inliers >= 100 for r in two), [(r.stage, r.inliers) for r in two]
+    assert [r.confident for r in two] == [r.confident for r in one]
+    assert np.linalg.norm(load_map(result.path).scene_centre) > 1.0  # a real offset to add back
     t_one = [pose_errors(r.cam_to_world, f.cam_to_world)[1] for r, f in zip(one, queries.frames, strict=True)]
     t_two = [pose_errors(r.cam_to_world, f.cam_to_world)[1] for r, f in zip(two, queries.frames, strict=True)]
     assert np.median(t_two) <= np.median(t_one) + 0.002, (t_one, t_two)

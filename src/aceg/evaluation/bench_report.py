@@ -150,7 +150,7 @@ def confidence_lines(runs: list[MethodRun], kind: str) -> list[str]:
     for (method, split), (errs, conf) in sorted(pooled.items(), key=lambda kv: (kv[0][1], METHODS.index(kv[0][0]))):
         c = confidence_stats(errs, conf)
         out.append(f"| {split} | {METHOD_LABELS[method]} | {c['queries']} | {c['flagged']} | "
-                   f"{_f(c['precision'], 1)}% | {c['good']} | {c['missed']} |")
+                   f"{_pct_or_dash(c['precision'])} | {c['good']} | {c['missed']} |")
     return out + [""]
 
 
@@ -228,3 +228,8 @@ def write_json(path: Path, runs: list[MethodRun], summaries: list[SplitSummary],
                   "query_seconds": r.query_seconds, "confident": r.confident} for r in runs],
     }
     atomic_write_text(path, json.dumps(payload, indent=1, default=lambda o: None) + "\n")
+
+
+def _pct_or_dash(x: float) -> str:
+    """A percentage with one decimal, or "-" when undefined (nothing flagged)."""
+    return "-" if math.isnan(x) else f"{x:.1f}%"

@@ -6,7 +6,9 @@ of it (instead of among all the map's anchors), and keeps it when it beats the b
 anchor of *another* point there by a margin. The geometric prior removes most of the
 look-alikes a global search confuses, so far more keypoints get a correspondence, and
 RANSAC runs again with a tighter threshold: the pose gets a keypoint-level refinement
-without matching images.
+without matching images. The stage only refines: its correspondences are chosen near the
+first pose, so their count says little about whether that pose is right, and the
+localizer keeps the first stage's confident flag.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ class GuidedConfig:
 
     Attributes:
         radius_px: search radius around a query keypoint, pixels of the prepared image.
+        min_similarity: cosine a keypoint's best anchor needs at least (unrelated unit
+            descriptors have cosines near 0; without a floor a keypoint near a single
+            point's anchors would always be kept).
         min_margin: cosine margin a keypoint's best anchor needs over the best anchor of
             another point within the radius.
         ransac_px: RANSAC inlier threshold of the second pose, pixels.
     """
 
     radius_px: float = 8.0
+    min_similarity: float = 0.5
     min_margin: float = 0.02
     ransac_px: float = 4.0
 
@@ -82,6 +88,6 @@ def guided_correspondences(query_keys: np.ndarray, keypoints: np.ndarray, anchor
     other = anchor_ids[aj] != anchor_ids[aj[best_of]]
     second = np.full(len(keypoints), -1.0)
     np.maximum.at(second, qi[other], sims[other])
-    keep = sims[first] - second[qi[first]] >= config.min_margin
+    keep = (sims[first] >= config.min_similarity) & (sims[first] - second[qi[first]] >= config.min_margin)
     rows = first[keep]
     return keypoints[qi[rows]].astype(np.float64), anchor_world[aj[rows]].astype(np.float64)

@@ -24,7 +24,7 @@ of one track share theirs: :meth:`aceg.model.anchors.AnchorRegressor.forward`
 ``distinct_points``), and RANSAC-PnP takes the keypoints' sub-pixel positions. A guided
 second stage (:mod:`aceg.localization.guided`, ``guided``) then re-reads each keypoint
 among the anchors its first pose projects near it and solves the pose again; its
-inliers decide the confident flag.
+confident flag stays the first stage's (its correspondences were found without the pose).
 
 Fewer than :data:`MIN_CORRESPONDENCES` usable correspondences, or an image that cannot be
 read, give a "not localized" :class:`LocalizationResult` with a reason (never an exception
@@ -77,7 +77,9 @@ class LocalizationResult:
             not localized.
         inliers: RANSAC inliers after refinement.
         correspondences: 2D-3D correspondences given to RANSAC.
-        confident: ``inliers >= CONFIDENT_INLIERS``.
+        confident: ``inliers >= CONFIDENT_INLIERS`` of the first stage (global search);
+            the guided stage of keypoint maps refines the pose but does not set it.
+        stage: which stage gave the pose: "first", or "guided" (keypoint maps).
         timings: seconds per stage ("prepare", "encode", "regress", "ransac", "total").
         reason: why the image was not localized ("" when localized).
         bad_input: the image or its intrinsics could not be used (``reason`` says which
@@ -92,6 +94,7 @@ class LocalizationResult:
     timings: dict = field(default_factory=dict)
     reason: str = ""
     bad_input: bool = False
+    stage: str = "first"
 
     @property
     def localized(self) -> bool:
@@ -144,6 +147,7 @@ class Localizer:
                 self._anchor_keys = code[:, :width].float().cpu().numpy()
                 self._anchor_world = code[:, width:].double().cpu().numpy() + self.data.scene_centre
                 self._anchor_ids = point_ids(self._anchor_world)
+                self.sparse_features()  # made here, once: a service shares the localizer
             else:
                 self._predict = lambda f: model(f, code)
         else:
@@ -207,7 +211,10 @@ class Localizer:
                                            self.guided)
         second = solve_pnp(px, world, intrinsics, width, height, name, self.guided.ransac_px,
                            self.confident_inliers, self.ransac_iterations)
-        return second if second.cam_to_world is not None else first
+        if second.cam_to_world is None:
+            return first
+        second.confident, second.stage = first.confident, "guided"
+        return second
 
     def localize(self, image, intrinsics: Intrinsics, name: str = "array") -> LocalizationResult:
         """Pose of an image (path, or RGB uint8 array (H, W, 3)) with intrinsics of that image."""

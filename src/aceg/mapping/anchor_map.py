@@ -110,6 +110,9 @@ def map_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig | No
     reg = resolve_regressor(regressor, "anchors")
     enc = regressor_encoder(reg, device)
     if config.anchor_points == "keypoints":
+        if enc.name != "xfeat":  # keys come from XFeat's sparse descriptors
+            raise AcegError(f"--anchor-points keypoints needs an anchor regressor on the xfeat "
+                            f"encoder; this one reads {enc.name!r} features")
         return _map_keypoint_anchors(scene, out_path, config, reg, enc, short_side, gen,
                                      progress, device, t0)
     plan = BufferPlan(passes=1, patches_per_pass=None, augment=None, use_depth=config.use_depth,

