@@ -20,8 +20,11 @@ its poses ignored) against MAP, and write one line per image to --out in the ACE
 format (`name qw qx qy qz tx ty tz rot_err_deg tr_err_m inliers`, world-to-camera; images
 that could not be localized become `# not localized: name reason` lines).
 
-Each image: encoder + regressor, uncertainty filter, RANSAC-PnP (poselib, full pinhole
-fx fy cx cy) with non-linear refinement. A pose is flagged confident from 200 inliers.
+Each image: encoder + regressor (one scene coordinate per patch cell; for an anchor map
+of keypoints, the image's XFeat keypoints read the anchors instead), uncertainty filter,
+RANSAC-PnP (poselib, full pinhole fx fy cx cy) with non-linear refinement; keypoint maps
+then refine the pose in a guided second stage. A pose is flagged confident from 200
+inliers of the first stage.
 --gt SCENE compares with ground-truth poses (matched by image name; checked before
 localizing) and prints the accuracy table. --split K:R localizes only frames with index
 % K == R. An image that cannot be read (corrupt, unusable intrinsics) does not stop the
