@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -32,14 +30,16 @@ from aceg.data.camera import Intrinsics, quaternion_to_rotation
 from aceg.evaluation.results import read_results
 from aceg.localization.localizer import Localizer
 from aceg.service.app import ServiceConfig
+from aceg.service.queue import QueueFull
 from aceg.service.server import BackgroundServer, free_loopback_socket
+from service_client import TIMEOUT, assert_error, form, png_header_only
+from service_client import post as client_post
 from tiny_map import tiny_map
 
 API_KEY = "test-key-0123"
 AUTH = {"X-API-Key": API_KEY}
 MAX_UPLOAD = 200_000
 MAX_PIXELS = 1_000_000
-TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
@@ -71,46 +71,11 @@ def python_localizer(tiny):
     return Localizer(tiny.map_path)
 
 
-def form(intr: Intrinsics) -> dict:
-    data = {"fx": repr(intr.fx), "fy": repr(intr.fy), "cx": repr(intr.cx), "cy": repr(intr.cy)}
-    for key, value in zip(("k1", "k2", "p1", "p2", "k3"), intr.dist, strict=False):
-        data[key] = repr(value)
-    return data
-
-
 def post(server, image: bytes, data: dict, name: str = "corner", ctype: str = "image/png",
          filename: str = "q.png", headers: dict | None = None) -> requests.Response:
-    return requests.post(f"{server.url}/maps/{name}/localize", files={
-        "image": (filename, image, ctype)}, data=data, headers=AUTH if headers is None else headers,
-        timeout=TIMEOUT)
-
-
-def assert_error(response: requests.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error", "message"}, body
-    assert isinstance(body["message"], str) and body["message"] and "\n" not in body["message"]
-    if code is not None:
-        assert body["error"] == code, body
-    return body
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    return buf.tobytes()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares ``width`` x ``height`` followed by a tiny IDAT: decoding it
-    would allocate the full image, so it must be refused from the header."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (struct.pack(">I", len(payload)) + kind + payload
-                + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    """POST /maps/{name}/localize with the API key (unless ``headers`` are given)."""
+    return client_post(server.url, image, data, name, ctype, filename,
+                       AUTH if headers is None else headers)
 
 
 # -- listing, health, docs ---------------------------------------------------------------
@@ -315,19 +280,22 @@ def test_missing_image_and_not_multipart(server, tiny):
 def test_full_queue_answers_503_and_health_stays_up(server, tiny):
     work = server.app.state.work
     image, data = frame0(tiny)
-    taken = 0
+    slots = []
     try:
-        while work.try_reserve():  # occupy every worker and queue slot
-            taken += 1
-        assert taken == work.capacity == 10
+        while True:  # occupy every worker and queue slot
+            try:
+                slots.append(work.reserve())
+            except QueueFull:
+                break
+        assert len(slots) == work.admissible == 10
         response = post(server, image, data)
         assert_error(response, 503, "busy")
-        assert response.headers.get("retry-after") == "1"
+        assert int(response.headers["retry-after"]) >= 1
         health = requests.get(f"{server.url}/health", headers=AUTH, timeout=TIMEOUT)
         assert health.status_code == 200 and health.json()["in_flight"] == 10
     finally:
-        for _ in range(taken):
-            work.release()
+        for slot in slots:
+            work.cancel(slot)
     assert post(server, image, data).status_code == 200
 
 

@@ -39,7 +39,7 @@ def load_image(path: str | Path, grey: bool = False) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise file_error(path, "image file is empty")
-    declared = png_size(data[:24].tobytes()) or jpeg_size(path)
+    declared = declared_size(path, data[:24].tobytes())
     if declared is not None and declared[0] * declared[1] > MAX_IMAGE_PIXELS:
         raise file_error(path, f"image too large ({declared[0]}x{declared[1]} pixels declared)")
     try:
@@ -59,12 +59,42 @@ def load_image(path: str | Path, grey: bool = False) -> np.ndarray:
     return rgb
 
 
+def declared_size(path: str | Path, head: bytes | None = None) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG file's header declares, read without decoding (``head``:
+    the file's first 24 bytes, if already read); None for other formats or no header."""
+    path = Path(path)
+    if head is None:
+        with path.open("rb") as handle:
+            head = handle.read(24)
+    return png_size(head) or jpeg_size(path)
+
+
+#: Samples converted at a time from 16 to 8 bit (bounds the uint32 scratch to 16 MiB).
+_CONVERT_CHUNK = 1 << 22
+
+
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    """uint16 array -> uint8 of the same shape, ``round(x / 257)`` exactly, in integer
+    arithmetic (``(x + 128) // 257``; 257 is odd, so there are no ties), a band of rows at a
+    time: the only full-size allocation is the uint8 result."""
+    out = np.empty(image.shape, np.uint8)
+    row = max(1, int(np.prod(image.shape[1:], dtype=np.int64)))
+    step = max(1, _CONVERT_CHUNK // row)
+    for start in range(0, image.shape[0], step):
+        band = image[start:start + step].astype(np.uint32)
+        band += 128
+        band //= 257
+        out[start:start + step] = band
+    return out
+
+
 def decoded_to_rgb(image: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) from what ``cv2.imdecode(..., IMREAD_UNCHANGED)`` returns: grey,
-    BGR or BGRA; 8 bit, 16 bit (scaled by 1/257) or float (stretched to 0-255).
-    ValueError for any other channel count. Shared by the file loader and the service."""
+    BGR or BGRA; 8 bit, 16 bit (scaled by 1/257 in integers, :func:`to_8bit`) or float
+    (stretched to 0-255). ValueError for any other channel count. Shared by the file loader
+    and the service."""
     if image.dtype == np.uint16:
-        image = (image / 257.0).round().astype(np.uint8)
+        image = to_8bit(image)
     elif image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if image.ndim == 2:
@@ -145,6 +175,55 @@ def working_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(width, height) after scaling so the short side equals ``short_side``."""
     s = short_side / min(width, height)
     return max(1, round(width * s)), max(1, round(height * s))
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Shapes of query image a localizer accepts, checked from the file header before
+    decoding: the work of one query grows with its size after scaling to the map's short
+    side, so a thin strip of a few bytes would otherwise become a huge image.
+
+    Attributes:
+        min_side: smallest accepted width or height, pixels (smaller images carry too
+            little to localize).
+        max_aspect: largest long side / short side ratio.
+        max_working_pixels: largest width x height after scaling to the working short side
+            (:func:`working_size`), the size the encoder sees.
+    """
+
+    min_side: int = 32
+    max_aspect: float = 4.0
+    max_working_pixels: int = 2_000_000
+
+
+class ImageSizeError(AcegError):
+    """An image outside :class:`ImageLimits`; ``code`` is "image_too_small",
+    "image_aspect_ratio" or "image_too_large"."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_image_shape(width: int, height: int, short_side: int | None, limits: ImageLimits,
+                      name: str = "image") -> None:
+    """:class:`ImageSizeError` naming ``name``, its size and the limit it breaks, for a
+    ``width`` x ``height`` image to be scaled to ``short_side`` (None: not known yet, the
+    scaled size is not checked)."""
+    short, long = min(width, height), max(width, height)
+    if short < limits.min_side:
+        raise ImageSizeError("image_too_small", f"{name}: image is {width}x{height}; both "
+                             f"sides must be at least {limits.min_side} pixels")
+    if long > limits.max_aspect * short:
+        raise ImageSizeError("image_aspect_ratio", f"{name}: image is {width}x{height}, an "
+                             f"aspect ratio of {long / short:.1f}:1; the limit is "
+                             f"{limits.max_aspect:g}:1")
+    if short_side is not None:
+        w, h = working_size(width, height, short_side)
+        if w * h > limits.max_working_pixels:
+            raise ImageSizeError("image_too_large", f"{name}: image is {width}x{height}, "
+                                 f"{w}x{h} = {w * h} pixels at the map's short side of "
+                                 f"{short_side}; the limit is {limits.max_working_pixels}")
 
 
 def prepare_image(

@@ -11,9 +11,16 @@ Steps (:meth:`Localizer.localize`):
 4. RANSAC-PnP with poselib (``estimate_absolute_pose``, pinhole camera "PINHOLE" with
    ``fx, fy, cx, cy`` of the prepared image; threshold ``ransac_px`` pixels), followed by
    poselib's non-linear refinement on the inliers;
-5. the pose is *localized* when RANSAC found one, and *confident* when it has at least
-   :data:`CONFIDENT_INLIERS` inliers (a small share of the 4,800 patches of a 480x640
-   query; ACE's practice of judging a pose by its inlier count).
+5. the pose is *localized* when RANSAC found one that passes the sanity check of
+   :class:`PoseCheck` (enough inliers, spread over the image: a pose from noise or from an
+   image of another place gathers its few inliers in a corner), and *confident* when it
+   has at least :data:`CONFIDENT_INLIERS` inliers (a small share of the 4,800 patches of a
+   480x640 query; ACE's practice of judging a pose by its inlier count).
+
+Before step 1 the image's size is checked against :class:`aceg.data.images.ImageLimits`
+(read from the file header for a path, before decoding): the work of step 2 grows with
+the size after scaling to the map's short side, so thin strips and tiny images are
+refused (:class:`aceg.data.images.ImageSizeError`, an :class:`AcegError`).
 
 An anchor map of keypoints (``MapData.anchor_points`` "keypoints",
 :mod:`aceg.mapping.anchor_map`) is read from the query's XFeat keypoints instead of its
@@ -42,7 +49,13 @@ import numpy as np
 import torch
 
 from aceg.data.camera import Intrinsics
-from aceg.data.images import prepare_image
+from aceg.data.images import (
+    ImageLimits,
+    check_image_shape,
+    declared_size,
+    load_image,
+    prepare_image,
+)
 from aceg.data.scene import Frame
 from aceg.errors import AcegError
 from aceg.localization.guided import DEFAULT_GUIDED, GuidedConfig, guided_correspondences, point_ids
@@ -65,6 +78,42 @@ RANSAC_PX = 10.0
 KEEP_QUANTILE = 0.75
 #: Keypoints extracted per query image for an anchor map of keypoints.
 QUERY_KEYPOINTS = 2048
+
+
+@dataclass(frozen=True)
+class PoseCheck:
+    """When a RANSAC pose counts as localized: at least ``min_inliers`` inliers, and at
+    least ``min_cells`` cells of a ``grid`` x ``grid`` grid over the prepared image holding
+    ``min_cell_inliers`` inliers or more each. Poses of random noise, flat images and
+    images of other scenes gather their inliers (RANSAC's best of many random hypotheses)
+    in a few cells; a true pose has them wherever the image shows mapped structure.
+    """
+
+    min_inliers: int = 50
+    grid: int = 8
+    min_cell_inliers: int = 4
+    min_cells: int = 12
+
+
+def pose_check_failure(inlier_pixels: np.ndarray, width: int, height: int,
+                       check: PoseCheck) -> str:
+    """Why a pose with inliers at (N, 2) pixels ``inlier_pixels`` (u, v) of a ``width`` x
+    ``height`` image fails ``check``, or "" when it passes."""
+    n = len(inlier_pixels)
+    if n < check.min_inliers:
+        return f"pose failed the sanity check: {n} inliers < {check.min_inliers}"
+    g = check.grid
+    cols = np.clip((inlier_pixels[:, 0] + 0.5) * g // width, 0, g - 1).astype(np.int64)
+    rows = np.clip((inlier_pixels[:, 1] + 0.5) * g // height, 0, g - 1).astype(np.int64)
+    cells = int((np.bincount(rows * g + cols, minlength=g * g) >= check.min_cell_inliers).sum())
+    if cells < check.min_cells:
+        return (f"pose failed the sanity check: inliers cover {cells} of {g}x{g} image cells "
+                f"(at least {check.min_cells} needed)")
+    return ""
+
+
+DEFAULT_POSE_CHECK = PoseCheck()
+DEFAULT_IMAGE_LIMITS = ImageLimits()
 
 
 @dataclass
@@ -110,13 +159,19 @@ class Localizer:
             mapping, a path or a model (a different one is an :class:`AcegError`); None finds
             it among the shipped weights by the identity the map records.
         keep_quantile, ransac_px, confident_inliers: see module constants.
+        image_limits: query image shapes accepted (:class:`aceg.data.images.ImageLimits`).
+        pose_check: when a pose counts as localized (:class:`PoseCheck`).
     """
 
     def __init__(self, map_path: str | Path, regressor=None, device: torch.device | str = "cpu",
                  keep_quantile: float = KEEP_QUANTILE, ransac_px: float = RANSAC_PX,
                  confident_inliers: int = CONFIDENT_INLIERS, ransac_iterations: int = 10000,
-                 guided: GuidedConfig | None = DEFAULT_GUIDED) -> None:
+                 guided: GuidedConfig | None = DEFAULT_GUIDED,
+                 image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+                 pose_check: PoseCheck = DEFAULT_POSE_CHECK) -> None:
         self.map_path = Path(map_path)
+        self.image_limits = image_limits
+        self.pose_check = pose_check
         #: The guided second stage of keypoint maps (None: first stage only).
         self.guided = guided
         self.data = load_map(map_path)
@@ -210,7 +265,7 @@ class Localizer:
                                            self._anchor_ids, intrinsics, first.cam_to_world,
                                            self.guided)
         second = solve_pnp(px, world, intrinsics, width, height, name, self.guided.ransac_px,
-                           self.confident_inliers, self.ransac_iterations)
+                           self.confident_inliers, self.ransac_iterations, self.pose_check)
         if second.cam_to_world is None:
             return first
         second.confident, second.stage = first.confident, "guided"
@@ -223,16 +278,20 @@ class Localizer:
         if intrinsics is None:
             raise AcegError(f"{image if isinstance(image, str | Path) else name}: intrinsics "
                             "missing (fx, fy, cx, cy are needed to localize)")
+        source = name
         if isinstance(image, str | Path):
-            name = Path(image).name if name == "array" else name
-            prep = prepare_image(image, intrinsics, self.data.short_side, self.encoder.stride)
+            name, source = (Path(image).name if name == "array" else name), image
+            if Path(image).is_file() and (declared := declared_size(image)) is not None:
+                self.check_image_size(*declared, name=str(image))
+            arr = load_image(image)
         else:
             arr = np.asarray(image)
             if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
                 raise AcegError(f"{name}: expected an RGB uint8 image (H, W, 3), got "
                                 f"{arr.dtype} {arr.shape}")
-            prep = prepare_image(name, intrinsics, self.data.short_side, self.encoder.stride,
-                                 rgb=arr)
+        self.check_image_size(arr.shape[1], arr.shape[0], name=str(source))
+        prep = prepare_image(source, intrinsics, self.data.short_side, self.encoder.stride,
+                             rgb=arr)
         timings["prepare"] = time.perf_counter() - t0
         pixels, world, log_unc, descriptors = self.correspondences(prep.rgb, timings)
         t = time.perf_counter()
@@ -249,11 +308,16 @@ class Localizer:
         result.timings = timings
         return result
 
+    def check_image_size(self, width: int, height: int, name: str = "image") -> None:
+        """:class:`aceg.data.images.ImageSizeError` when a ``width`` x ``height`` query is
+        outside :attr:`image_limits` at this map's short side."""
+        check_image_shape(width, height, self.data.short_side, self.image_limits, name)
+
     def solve_pnp(self, pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics,
                   width: int, height: int, name: str = "") -> LocalizationResult:
         """RANSAC-PnP + refinement on (M, 2) pixels and (M, 3) world points (see module)."""
         return solve_pnp(pixels, world, intrinsics, width, height, name, self.ransac_px,
-                         self.confident_inliers, self.ransac_iterations)
+                         self.confident_inliers, self.ransac_iterations, self.pose_check)
 
     def localize_frame(self, frame: Frame) -> LocalizationResult:
         """Localize a scene frame; unreadable images or unusable intrinsics give a "not
@@ -280,7 +344,8 @@ def confident_mask(world: np.ndarray, log_unc: np.ndarray | None, keep_quantile:
 def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, width: int,
               height: int, name: str = "", ransac_px: float = RANSAC_PX,
               confident_inliers: int = CONFIDENT_INLIERS,
-              max_iterations: int = 10000) -> LocalizationResult:
+              max_iterations: int = 10000,
+              pose_check: PoseCheck | None = None) -> LocalizationResult:
     """Camera-to-world pose from 2D-3D correspondences: poselib RANSAC + refinement through
     the shared :func:`aceg.localization.pnp.estimate_pose`, wrapped as a result.
 
@@ -289,6 +354,8 @@ def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, wid
         world: (M, 3) world points, metres.
         intrinsics: pinhole intrinsics of the image (distortion ignored: prepared images
             are undistorted).
+        width, height: size of the image, pixels (the grid of ``pose_check``).
+        pose_check: a pose failing it is "not localized" (None: :data:`DEFAULT_POSE_CHECK`).
     """
     t = time.perf_counter()
     finite = np.isfinite(pixels).all(1) & np.isfinite(world).all(1)
@@ -302,5 +369,10 @@ def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, wid
     if res.cam_to_world is None:
         return LocalizationResult(name, None, res.inliers, n, timings={"ransac": elapsed},
                                   reason=res.reason or "RANSAC found no pose")
+    failure = pose_check_failure(pixels[finite][res.inlier_mask], width, height,
+                                 pose_check or DEFAULT_POSE_CHECK)
+    if failure:
+        return LocalizationResult(name, None, res.inliers, n, timings={"ransac": elapsed},
+                                  reason=failure)
     return LocalizationResult(name, res.cam_to_world, res.inliers, n,
                               res.inliers >= confident_inliers, timings={"ransac": elapsed})

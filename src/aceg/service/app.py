@@ -6,15 +6,21 @@ pixel centres at integers), spelled out for clients in :data:`DESCRIPTION`.
 
 Request flow of ``POST /maps/{name}/localize``:
 
-1. API key (when configured) and a cap on the request body size, both checked by ASGI
-   middleware (:mod:`aceg.service.middleware`) before the body is read;
+0. the connection itself is held to header and body deadlines and per-client connection
+   limits (:mod:`aceg.service.protocol`, set up by :mod:`aceg.service.server`);
+1. Host header, API key (when configured) and a cap on the request body size, checked by
+   ASGI middleware (:mod:`aceg.service.middleware`) before the body is read;
 2. multipart parsing and form validation (FastAPI, 422 on a missing/unparsable field);
 3. the map name is looked up among the maps found at start-up (404 otherwise);
 4. the upload's content type, byte size, magic bytes and header dimensions are checked
-   (:func:`aceg.service.uploads.check_upload`);
-5. a slot of the bounded :class:`~aceg.service.queue.WorkQueue` is taken (503 when full);
-6. on a worker thread: decode, intrinsics sanity, then
-   :meth:`aceg.localization.localizer.Localizer.localize` with the map's shared localizer.
+   (:func:`aceg.service.uploads.check_upload`), and the shape against the image limits
+   (:func:`aceg.data.images.check_image_shape`; the scaled size too once the map's short
+   side is known), all before decoding;
+5. a slot of the FIFO :class:`~aceg.service.queue.WorkQueue` is taken (503 with an honest
+   Retry-After when the wait would be too long);
+6. on a worker thread: the scaled-size check, decode, intrinsics sanity, then
+   :meth:`aceg.localization.localizer.Localizer.localize` with the map's shared localizer
+   (whose pose sanity check decides ``localized``).
 
 Every rejection is a JSON body ``{"error": <code>, "message": <one line>}`` with a 4xx
 status (503 when busy; 500 only for server-side faults: a map file that can no longer be
@@ -27,7 +33,8 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path as FsPath
 from typing import Annotated
 
@@ -35,20 +42,32 @@ import numpy as np
 from fastapi import FastAPI, File, Form, Path, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aceg import __version__
 from aceg.data.camera import rotation_to_quaternion
+from aceg.data.images import ImageLimits, ImageSizeError, check_image_shape
 from aceg.errors import AcegError
 from aceg.service.maps import MapRegistry
 from aceg.service.middleware import (
     API_KEY_HEADER,
+    LOOPBACK_HOSTS,
     ApiKeyMiddleware,
     BodyLimitMiddleware,
+    HostCheckMiddleware,
     error_response,
 )
-from aceg.service.queue import WorkQueue
+from aceg.service.protocol import ConnectionLimits
+from aceg.service.queue import QueueFull, WorkQueue
+from aceg.service.schemas import (
+    DESCRIPTION,
+    ERROR_RESPONSES,
+    HealthBody,
+    ImageInfo,
+    LocalizeBody,
+    MapInfo,
+    MapList,
+)
 from aceg.service.uploads import RequestRejected, check_upload, decode_image, make_intrinsics
 
 log = logging.getLogger("aceg.service")
@@ -64,108 +83,40 @@ class ServiceConfig:
     Attributes:
         maps_dir: folder of ``*.map`` files.
         api_key: when set, every request must send it (``X-API-Key`` header or
-            ``Authorization: Bearer``), else 401.
+            ``Authorization: Bearer``), else 401. An empty key is an error.
+        allowed_hosts: names accepted in the Host header besides :data:`LOOPBACK_HOSTS`
+            (``"*"``: any).
         workers: worker threads running localizations concurrently.
-        queue: requests allowed to wait for a worker; beyond that, 503.
+        queue: most requests waiting for a worker; beyond that, or beyond ``max_wait``, 503.
+        max_wait: longest expected wait in the queue, seconds (at the measured service time).
         max_upload_bytes: largest accepted image file.
         max_pixels: largest accepted image (width x height, read from the file header
             before decoding).
+        image_limits: smallest side, aspect ratio and size at the map's short side
+            (:class:`aceg.data.images.ImageLimits`), also checked before decoding.
+        connections: header and body deadlines and connection limits
+            (:class:`aceg.service.protocol.ConnectionLimits`).
         preload: build every map's localizer at start-up instead of on first use.
     """
 
     maps_dir: FsPath
     api_key: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
     workers: int = 2
-    queue: int = 8
+    queue: int = 16
+    max_wait: float = 30.0
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 25_000_000
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     preload: bool = False
 
 
-DESCRIPTION = """\
-Visual relocalization by scene coordinate regression (ACE-G): send one photo and the
-camera intrinsics, get the 6-DoF camera pose in the map's world frame.
+def localizer_factory(config: ServiceConfig):
+    """``path -> Localizer`` with the service's image limits (for :class:`MapRegistry`)."""
+    from aceg.localization.localizer import Localizer
 
-**Conventions** (as everywhere in aceg, see `aceg.data.camera`):
-
-* `cam_to_world` is the 4x4 **camera-to-world** transform, row-major: its rotation columns
-  are the camera axes expressed in world coordinates and its last column is the camera
-  centre in world coordinates. World-to-camera is its inverse.
-* Camera axes are **OpenCV's**: x right, y down, z forward (the camera looks along +z).
-* `rotation_wxyz` is the rotation of `cam_to_world` as a unit quaternion in **Hamilton
-  convention, scalar first (w, x, y, z)**, with w >= 0. `translation` is the translation
-  of `cam_to_world`, i.e. the **camera centre in world coordinates**, in **metres**.
-* Intrinsics `fx, fy, cx, cy` are in pixels of the uploaded image as stored (before any
-  resizing), with pixel centres at integer coordinates (OpenCV's convention: the top-left
-  pixel's centre is (0, 0)). Optional distortion uses OpenCV's model and order
-  `k1, k2, p1, p2[, k3]`.
-* Timings are seconds.
-
-**Errors** are JSON: `{"error": "<code>", "message": "<one line>"}` with status 400 (bad
-image or intrinsics), 401 (API key), 404 (unknown map or path), 413 (upload or image too
-large), 415 (not a PNG/JPEG), 422 (missing or malformed form field) or 503 (all workers
-busy and the queue full: retry later).
-
-When the server was started with an API key, every request (including this page) needs
-the header `X-API-Key: <key>` (or `Authorization: Bearer <key>`).
-"""
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="short machine-readable code, e.g. 'invalid_intrinsics'")
-    message: str = Field(description="one-line explanation")
-
-
-class HealthBody(BaseModel):
-    status: str = Field(description="'ok'")
-    version: str
-    maps: int = Field(description="maps offered")
-    loaded: int = Field(description="maps whose localizer is built")
-    workers: int
-    queue: int = Field(description="waiting slots beyond the workers")
-    in_flight: int = Field(description="localizations waiting or running now")
-
-
-class MapInfo(BaseModel):
-    name: str = Field(description="name to use in /maps/{name}/localize")
-    size: int = Field(description="map file size in bytes")
-    frames: int = Field(description="number of mapping images")
-    method: str = Field(description="'aceg' (map code of an ACE-G regressor) or 'ace' (ACE head)")
-    model: str = Field(description="'anchors' (anchor model), 'transformer' (map-code "
-                                   "transformer) or 'ace' (ACE head)")
-    encoder: str
-    scene: str = Field(description="scene name stored in the map")
-
-
-class MapList(BaseModel):
-    maps: list[MapInfo]
-
-
-class ImageInfo(BaseModel):
-    filename: str
-    width: int = Field(description="pixels, as uploaded")
-    height: int = Field(description="pixels, as uploaded")
-
-
-class LocalizeBody(BaseModel):
-    map: str
-    image: ImageInfo
-    localized: bool = Field(description="a pose was found (RANSAC-PnP succeeded)")
-    confident: bool = Field(description="the pose has enough inliers to be trusted")
-    reason: str = Field(description="why the image was not localized ('' when localized)")
-    cam_to_world: list[list[float]] | None = Field(
-        description="4x4 camera-to-world pose, row-major (OpenCV camera axes, metres); "
-                    "null when not localized")
-    rotation_wxyz: list[float] | None = Field(
-        description="rotation of cam_to_world as a unit quaternion (w, x, y, z), Hamilton "
-                    "convention, w >= 0")
-    translation: list[float] | None = Field(
-        description="translation of cam_to_world = camera centre in world coordinates, metres")
-    inliers: int = Field(description="RANSAC inliers after refinement")
-    correspondences: int = Field(description="2D-3D correspondences given to RANSAC")
-    timings: dict[str, float] = Field(
-        description="seconds: queue (waiting for a worker), decode, prepare, encode, regress, "
-                    "ransac, localize (prepare..ransac) and total (from the upload being read)")
+    return partial(Localizer, image_limits=config.image_limits)
 
 
 # Documents the header in OpenAPI (the "Authorize" button of /docs); the check itself is
@@ -187,23 +138,17 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-#: OpenAPI documentation of the error answers, by status.
-_ERROR_RESPONSES = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in ((400, "bad image or intrinsics"), (401, "missing or wrong API key"),
-                       (404, "unknown map"), (413, "upload or image too large"),
-                       (415, "not a PNG or JPEG"), (422, "missing or malformed field"),
-                       (503, "busy: all workers and queue slots taken"))
-}
-
-
 def _add_error_handlers(app: FastAPI) -> None:
     """Every error answered as :func:`~aceg.service.middleware.error_response` JSON."""
 
     @app.exception_handler(RequestRejected)
     async def _rejected(request: Request, exc: RequestRejected):
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
-        return error_response(exc.status, exc.code, exc.message, headers=headers)
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(QueueFull)
+    async def _busy(request: Request, exc: QueueFull):
+        return error_response(503, "busy", exc.message,
+                              headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
@@ -223,25 +168,47 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "internal error (logged on the server)")
 
 
-def _localize_job(waited: float, registry: MapRegistry, map_name: str, data: bytes, kind: str,
-                  filename: str, intr: dict, started: float) -> LocalizeBody:
-    """The worker-thread part of ``POST /maps/{name}/localize``: decode, check the
-    intrinsics, localize. ``waited`` (seconds in the queue) and ``started``
-    (``perf_counter`` when the request arrived) go into the timings."""
-    t = time.perf_counter()
-    image = decode_image(data, kind, filename)
-    t_decode = time.perf_counter() - t
-    intrinsics = make_intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"],
-                                 intr["distortion"], image.width, image.height)
+#: HTTP status of each :class:`~aceg.data.images.ImageSizeError` code.
+_SHAPE_STATUS = {"image_too_small": 400, "image_aspect_ratio": 400, "image_too_large": 413}
+
+
+def _check_shape(size: tuple[int, int], short_side: int | None, limits: ImageLimits,
+                 filename: str) -> None:
+    """:func:`aceg.data.images.check_image_shape` as a 4xx :class:`RequestRejected`."""
     try:
-        localizer = registry.localizer(map_name)
+        check_image_shape(size[0], size[1], short_side, limits, filename)
+    except ImageSizeError as exc:
+        raise RequestRejected(_SHAPE_STATUS[exc.code], exc.code, str(exc)) from None
+
+
+def _map_localizer(registry: MapRegistry, map_name: str):
+    try:
+        return registry.localizer(map_name)
     except AcegError as exc:  # the file changed or vanished since start-up
         log.error("map %s cannot be loaded: %s", map_name, exc)
         raise RequestRejected(500, "map_unavailable",
                               f"map {map_name!r} cannot be loaded on the server") from None
+
+
+def _localize_job(waited: float, registry: MapRegistry, map_name: str, upload: dict,
+                  limits: ImageLimits, intr: dict, started: float) -> LocalizeBody:
+    """The worker-thread part of ``POST /maps/{name}/localize``: size at the map's short
+    side, decode, check the intrinsics, localize. ``upload``: data, kind, filename and
+    header size; ``waited`` (seconds in the queue) and ``started`` (``perf_counter`` when
+    the request arrived) go into the timings."""
+    localizer = _map_localizer(registry, map_name)
+    filename = upload["filename"]
+    _check_shape(upload["size"], localizer.data.short_side, limits, filename)
+    t = time.perf_counter()
+    image = decode_image(upload["data"], upload["kind"], filename)
+    t_decode = time.perf_counter() - t
+    intrinsics = make_intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"],
+                                 intr["distortion"], image.width, image.height)
     t = time.perf_counter()
     try:
         result = localizer.localize(image.rgb, intrinsics, name=filename)
+    except ImageSizeError as exc:
+        raise RequestRejected(_SHAPE_STATUS[exc.code], exc.code, str(exc)) from None
     except AcegError as exc:
         raise RequestRejected(400, "unusable_image", str(exc)) from None
     t_localize = time.perf_counter() - t
@@ -263,14 +230,60 @@ def _localize_job(waited: float, registry: MapRegistry, map_name: str, data: byt
     )
 
 
+def _add_service_routes(app: FastAPI, registry: MapRegistry, work: WorkQueue) -> None:
+    """``/health`` (GET and HEAD) and ``/maps``."""
+
+    def health_body() -> HealthBody:
+        return HealthBody(status="ok", version=__version__, maps=len(registry),
+                          loaded=sum(e.loaded for e in registry.entries.values()),
+                          workers=work.workers, queue=work.queue, in_flight=work.in_flight,
+                          service_seconds=round(work.service_time, 6))
+
+    @app.get("/health", response_model=HealthBody, tags=["service"],
+             responses={c: ERROR_RESPONSES[c] for c in (400, 401)})
+    def health(_key: Annotated[str | None, Security(api_key_doc)] = None) -> HealthBody:
+        """Liveness and load of the service."""
+        return health_body()
+
+    @app.head("/health", response_model=HealthBody, tags=["service"],
+              responses={c: ERROR_RESPONSES[c] for c in (400, 401)})
+    def health_head(_key: Annotated[str | None, Security(api_key_doc)] = None) -> HealthBody:
+        """Liveness, headers only (the same status and headers as GET, no body)."""
+        return health_body()
+
+    @app.get("/maps", response_model=MapList, tags=["maps"],
+             responses={c: ERROR_RESPONSES[c] for c in (400, 401)})
+    def list_maps(_key: Annotated[str | None, Security(api_key_doc)] = None) -> MapList:
+        """The maps this server localizes against."""
+        return MapList(maps=[MapInfo(name=e.name, size=e.size, frames=e.frames, method=e.method,
+                                     model=e.model, encoder=e.encoder, scene=e.scene)
+                             for e in registry.entries.values()])
+
+
+#: OpenAPI: the content types the image part of the form may declare.
+_UPLOAD_ENCODING = {"requestBody": {"content": {"multipart/form-data": {"encoding": {
+    "image": {"contentType": "image/png, image/jpeg"}}}}}}
+
+
+def _known_short_side(registry: MapRegistry, name: str) -> int | None:
+    """The map's working short side if its localizer is built already (no loading here)."""
+    entry = registry.get(name)
+    return registry.localizer(name).data.short_side if entry is not None and entry.loaded \
+        else None
+
+
 def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> FastAPI:
     """The FastAPI application of a service (see module docstring).
 
-    ``registry`` defaults to the maps of ``config.maps_dir``; it and the work queue are
-    reachable as ``app.state.registry`` and ``app.state.work``.
+    ``registry`` defaults to the maps of ``config.maps_dir`` (localizers with the
+    service's image limits); it and the work queue are reachable as
+    ``app.state.registry`` and ``app.state.work``.
     """
-    registry = registry if registry is not None else MapRegistry(config.maps_dir)
-    work = WorkQueue(config.workers, config.queue)
+    if config.api_key is not None and not config.api_key.strip():
+        raise AcegError("the API key is empty: give a key, or none to serve without one")
+    if registry is None:
+        registry = MapRegistry(config.maps_dir, localizer_factory=localizer_factory(config))
+    work = WorkQueue(config.workers, config.queue, config.max_wait)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -285,25 +298,11 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
     app.state.work = work
     app.state.config = config
     _add_error_handlers(app)
-
-    @app.get("/health", response_model=HealthBody, tags=["service"],
-             responses={401: _ERROR_RESPONSES[401]})
-    def health(_key: Annotated[str | None, Security(api_key_doc)] = None) -> HealthBody:
-        """Liveness and load of the service."""
-        return HealthBody(status="ok", version=__version__, maps=len(registry),
-                          loaded=sum(e.loaded for e in registry.entries.values()),
-                          workers=work.workers, queue=work.queue, in_flight=work.in_flight)
-
-    @app.get("/maps", response_model=MapList, tags=["maps"],
-             responses={401: _ERROR_RESPONSES[401]})
-    def list_maps(_key: Annotated[str | None, Security(api_key_doc)] = None) -> MapList:
-        """The maps this server localizes against."""
-        return MapList(maps=[MapInfo(name=e.name, size=e.size, frames=e.frames, method=e.method,
-                                     model=e.model, encoder=e.encoder, scene=e.scene)
-                             for e in registry.entries.values()])
+    _add_service_routes(app, registry, work)
 
     @app.post("/maps/{name}/localize", response_model=LocalizeBody, tags=["localization"],
-              responses={c: _ERROR_RESPONSES[c] for c in (400, 401, 404, 413, 415, 422, 503)})
+              responses={c: ERROR_RESPONSES[c] for c in (400, 401, 404, 413, 415, 422, 503)},
+              openapi_extra=_UPLOAD_ENCODING)
     async def localize(
         name: Annotated[str, Path(description="map name, as listed by GET /maps")],
         image: Annotated[UploadFile, File(description="the photo, JPEG or PNG")],
@@ -326,19 +325,21 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
                                   f"no map named {name[:200]!r}; GET /maps lists them")
         filename = FsPath(image.filename or "upload").name[:200] or "upload"
         data = await image.read(config.max_upload_bytes + 1)
-        kind = check_upload(data, image.content_type, filename, config.max_upload_bytes,
-                            config.max_pixels)
-        if not work.try_reserve():
-            raise RequestRejected(503, "busy", f"all {work.workers} workers busy and "
-                                               f"{work.queue} queue slots taken; retry later")
+        kind, size = check_upload(data, image.content_type, filename, config.max_upload_bytes,
+                                  config.max_pixels)
+        _check_shape(size, _known_short_side(registry, name), config.image_limits, filename)
+        slot = work.reserve()  # QueueFull: 503 with Retry-After
         intr = {"fx": fx, "fy": fy, "cx": cx, "cy": cy,
                 "distortion": {"k1": k1, "k2": k2, "p1": p1, "p2": p2, "k3": k3}}
-        return await work.run(_localize_job, registry, name, data, kind, filename, intr, started)
+        upload = {"data": data, "kind": kind, "filename": filename, "size": size}
+        return await work.run(slot, _localize_job, registry, name, upload, config.image_limits,
+                              intr, started)
 
     app.add_middleware(BodyLimitMiddleware,
                        limit=config.max_upload_bytes + FORM_OVERHEAD_BYTES)
     if config.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
+    app.add_middleware(HostCheckMiddleware, allowed={*LOOPBACK_HOSTS, *config.allowed_hosts})
     return app
 
 

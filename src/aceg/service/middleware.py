@@ -1,5 +1,6 @@
-"""ASGI middleware of the service: API key and request body size, checked before the
-body is read. Refusals are the service's JSON error bodies (:func:`error_response`)."""
+"""ASGI middleware of the service: Host header, API key and request body size, checked
+before the body is read. Refusals are the service's JSON error bodies
+(:func:`error_response`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import hmac
 from fastapi.responses import JSONResponse
 
 API_KEY_HEADER = "X-API-Key"
+
+#: Host names always accepted in the Host header: this machine's loopback names.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -101,3 +105,53 @@ class BodyLimitMiddleware:
         await error_response(413, "request_too_large",
                      f"request body is larger than the limit of {self.limit} bytes")(
             scope, receive, send)
+
+
+def host_name(value: str) -> str | None:
+    """The host of a Host header value ``name[:port]`` or ``[v6][:port]``, lower-case and
+    without brackets; None when malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        host, rest = value[1:end], value[end + 1:]
+    else:
+        host, _, rest = value.partition(":")
+        rest = ":" + rest if _ else ""
+    if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        return None
+    if not host or any(c.isspace() or c in "/@?#\\" for c in host):
+        return None
+    return host
+
+
+def normalise_host(name: str) -> str:
+    """An allowed-host entry as :func:`host_name` returns hosts (``[::1]`` -> ``::1``)."""
+    return name.strip().lower().removeprefix("[").removesuffix("]")
+
+
+class HostCheckMiddleware:
+    """ASGI middleware: 400 JSON unless the Host header names an allowed host (``"*"``
+    allows any). Guards against DNS rebinding: a web page of another site whose name was
+    re-pointed at this server still sends its own name as Host."""
+
+    def __init__(self, app, allowed: set[str]) -> None:
+        self.app = app
+        self.allowed = {normalise_host(h) for h in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or "*" in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        values = [v for k, v in scope.get("headers", []) if k == b"host"]
+        host = host_name(values[0].decode("latin-1")) if len(values) == 1 else None
+        if host is not None and host in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        shown = values[0].decode("latin-1")[:100] if values else "missing"
+        response = error_response(
+            400, "host_not_allowed",
+            f"Host header {shown!r} is not a name of this server (the server's --allowed-host"
+            " option lists the accepted names)")
+        await response(scope, receive, send)

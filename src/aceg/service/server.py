@@ -6,25 +6,33 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from functools import partial
 
 import uvicorn
 
 from aceg.errors import AcegError
 from aceg.service.app import ServiceConfig, create_app
 from aceg.service.maps import MapRegistry
+from aceg.service.protocol import ConnectionGuard, GuardedH11Protocol
 
-
-def connection_limit(config: ServiceConfig) -> int:
-    """Open connections uvicorn accepts before answering 503 itself: a backstop well above
-    the work queue (which answers 503 with a JSON body first), so that cheap requests
-    (health, listing) still get through while the queue is full."""
-    return 4 * (config.workers + config.queue) + 32
+#: Seconds a kept-alive connection may stay idle between requests.
+KEEP_ALIVE_SECONDS = 5
+#: Largest request line + headers, bytes (h11 answers 400 beyond it).
+MAX_HEADER_BYTES = 16 * 1024
 
 
 def uvicorn_config(app, config: ServiceConfig, host: str, port: int,
                    log_level: str = "info") -> uvicorn.Config:
+    """uvicorn settings of a service: the h11 protocol with the deadlines and connection
+    limits of ``config.connections`` (:mod:`aceg.service.protocol`, one
+    :class:`ConnectionGuard` per server) in place of uvicorn's ``limit_concurrency``, which
+    counts idle connections and would let them lock everyone out; overload of the
+    localizations themselves is the work queue's (a JSON 503 with Retry-After)."""
+    guard = ConnectionGuard(config.connections)
     return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          limit_concurrency=connection_limit(config), timeout_keep_alive=5,
+                          http=partial(GuardedH11Protocol, guard=guard),
+                          timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES,
                           server_header=False, access_log=log_level in ("info", "debug"))
 
 

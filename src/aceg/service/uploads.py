@@ -12,10 +12,12 @@ before it is decoded):
    also capped while it streams in, see :mod:`aceg.service.app`);
 3. magic bytes are those of a PNG or JPEG file and agree with the declared type (415);
 4. the width and height stated in the file header (PNG ``IHDR``, JPEG start-of-frame) are
-   readable (400) and their product is at most the pixel limit (413);
+   readable (400) and their product is at most the pixel limit (413); the app then checks
+   them against the image limits (:func:`aceg.data.images.check_image_shape`);
 5. the image decodes (400), with the same conversions as
-   :func:`aceg.data.images.load_image` (16-bit scaled to 8-bit, grey and RGBA to RGB,
-   EXIF orientation ignored), so the service and ``aceg localize`` see the same pixels.
+   :func:`aceg.data.images.load_image` (16-bit scaled to 8-bit in integer arithmetic, grey
+   and RGBA to RGB, EXIF orientation ignored), so the service and ``aceg localize`` see
+   the same pixels.
 
 Intrinsics follow :mod:`aceg.data.camera`: pixels of the uploaded image as stored, pixel
 centres at integer coordinates, OpenCV distortion order ``(k1, k2, p1, p2[, k3])``.
@@ -120,8 +122,9 @@ def jpeg_header_size(data: bytes) -> tuple[int, int] | None:
 
 
 def check_upload(data: bytes, content_type: str | None, filename: str, max_bytes: int,
-                 max_pixels: int) -> str:
-    """Checks 1-4 of the module docstring; returns the file kind ("png" or "jpeg")."""
+                 max_pixels: int) -> tuple[str, tuple[int, int]]:
+    """Checks 1-4 of the module docstring; returns the file kind ("png" or "jpeg") and the
+    (width, height) its header declares."""
     declared = (content_type or "").split(";", 1)[0].strip().lower()
     if declared not in CONTENT_TYPES:
         raise RequestRejected(415, "unsupported_media_type",
@@ -148,7 +151,7 @@ def check_upload(data: bytes, content_type: str | None, filename: str, max_bytes
         raise RequestRejected(413, "image_too_large",
                               f"{filename}: image is {size[0]}x{size[1]} = {size[0] * size[1]} "
                               f"pixels; the limit is {max_pixels}")
-    return kind
+    return kind, size
 
 
 def decode_image(data: bytes, kind: str, filename: str) -> DecodedImage:
