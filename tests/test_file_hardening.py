@@ -33,7 +33,7 @@ from aceg.cli.main import main
 from aceg.data.readers import read_scene
 from aceg.errors import AcegError
 from aceg.model.map_file import load_map
-from test_fuzz import W, H, _image, _pose, build_ace, build_nerfstudio
+from test_fuzz import H, W, _image, _pose, build_ace, build_nerfstudio
 from tiny_map import tiny_map
 
 SRC = Path(aceg.__file__).resolve().parents[1]

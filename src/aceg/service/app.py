@@ -137,8 +137,15 @@ class MapInfo(BaseModel):
     scene: str = Field(description="scene name stored in the map")
 
 
+class UnavailableMap(BaseModel):
+    name: str = Field(description="the map file's name without .map")
+    reason: str = Field(description="why it is not served (one line)")
+
+
 class MapList(BaseModel):
     maps: list[MapInfo]
+    unavailable: list[UnavailableMap] = Field(
+        default=[], description="map files of the folder that are not served, and why")
 
 
 class ImageInfo(BaseModel):
@@ -300,7 +307,9 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
         """The maps this server localizes against."""
         return MapList(maps=[MapInfo(name=e.name, size=e.size, frames=e.frames, method=e.method,
                                      model=e.model, encoder=e.encoder, scene=e.scene)
-                             for e in registry.entries.values()])
+                             for e in list(registry.entries.values())],
+                       unavailable=[UnavailableMap(name=n, reason=r)
+                                    for n, r in list(registry.unavailable.items())])
 
     @app.post("/maps/{name}/localize", response_model=LocalizeBody, tags=["localization"],
               responses={c: _ERROR_RESPONSES[c] for c in (400, 401, 404, 413, 415, 422, 503)})

@@ -41,6 +41,7 @@ from aceg.data.camera import Intrinsics, check_pose, opengl_to_opencv
 from aceg.data.readers._common import image_size, make_scene, read_text, scene_name
 from aceg.data.scene import Frame, Scene
 from aceg.errors import AcegError, file_error
+from aceg.json_limits import parse_json
 
 NAME = "nerfstudio"
 
@@ -138,12 +139,7 @@ def read(path: Path) -> Scene:
     path = Path(path)
     json_path = path if path.is_file() else path / FILE_NAME
     text = read_text(json_path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise file_error(
-            json_path, f"invalid JSON ({exc.msg}, column {exc.colno})", exc.lineno
-        ) from None
+    data = parse_json(text, json_path)
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
         raise file_error(json_path, "expected an object with a 'frames' list")
     base = json_path.parent
