@@ -293,3 +293,33 @@ def test_a_second_aceg_map_to_the_same_output_is_refused(tmp_path, capsys):
     assert code == 2 and "wrote" not in out
     assert err == f"aceg: error: another aceg map is writing {target} (pid {first.pid})\n"
     assert not target.exists()
+
+
+# -- weights ------------------------------------------------------------------------------
+
+SHIPPED_IDENTITIES = {"anchors-xfeat": "0d83cf9c425b07e2",
+                      "anchors-identity-xfeat": "4e236fd806c97d1f",
+                      "transformer-xfeat": "e3fa8c818411be29"}
+
+
+def test_shipped_weights_carry_a_content_hash_and_keep_their_identity():
+    from safetensors import safe_open
+
+    from aceg.model.map_file import WEIGHTS_DIR, load_regressor
+
+    for name, identity in SHIPPED_IDENTITIES.items():
+        path = WEIGHTS_DIR / f"{name}.safetensors"
+        with safe_open(str(path), framework="pt") as f:
+            assert len(json.loads(f.metadata()["aceg_regressor"])["sha256"]) == 64
+        assert load_regressor(path).identity == identity
+
+
+def test_flipped_byte_in_weights_is_refused(tmp_path):
+    from aceg.model.map_file import WEIGHTS_DIR, load_regressor
+
+    data = bytearray((WEIGHTS_DIR / "anchors-xfeat.safetensors").read_bytes())
+    data[-5] ^= 0x01
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(bytes(data))
+    with pytest.raises(AcegError, match=rf"^{re.escape(str(path))}: .*content hash"):
+        load_regressor(path)
