@@ -323,3 +323,50 @@ def test_flipped_byte_in_weights_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(AcegError, match=rf"^{re.escape(str(path))}: .*content hash"):
         load_regressor(path)
+
+
+# -- writers ------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_convert_removes_the_temporary_folders_of_dead_writers(tmp_path):
+    build_ace(tmp_path / "src")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in (f".dst.tmp-{_dead_pid()}", f".dst.old.tmp-{_dead_pid()}"):
+        (out / name / "rgb").mkdir(parents=True)
+    (out / f".dst.tmp-{os.getpid()}x").mkdir()  # not a temporary name of aceg's: kept
+    assert main(["convert", str(tmp_path / "src"), str(out / "dst")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f".dst.tmp-{os.getpid()}x", "dst"]
+
+
+def test_a_writer_in_another_thread_is_refused(tmp_path):
+    import threading
+
+    from aceg.io import atomic_write_text, output_lock
+
+    target = tmp_path / "poses.txt"
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with output_lock(target, "aceg localize"):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(AcegError, match=rf"another .* is writing {re.escape(str(target))} "
+                                            rf"\(pid {os.getpid()}\)"):
+            atomic_write_text(target, "x")
+    finally:
+        release.set()
+        thread.join()
+    atomic_write_text(target, "x")  # free again
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses.txt"]
