@@ -370,3 +370,16 @@ def test_a_writer_in_another_thread_is_refused(tmp_path):
         thread.join()
     atomic_write_text(target, "x")  # free again
     assert sorted(p.name for p in tmp_path.iterdir()) == ["poses.txt"]
+
+
+def test_a_map_written_before_the_hash_loads_unverified_with_a_note(tiny, tmp_path, capsys):
+    from aceg.errors import AcegWarning
+
+    path = legacy_map(tiny.map_path, tmp_path / "old.map")
+    with pytest.warns(AcegWarning, match="read unverified"):
+        data = load_map(path)
+    assert not data.verified and load_map(tiny.map_path).verified
+    code, out, err = _run(capsys, "localize", path, tiny.ace_dir, "--out", tmp_path / "p.txt")
+    assert code == 0 and "wrote" in out
+    notes = [line for line in err.splitlines() if line.startswith("aceg: note: ")]
+    assert len(notes) == 1 and str(path) in notes[0] and "unverified" in notes[0]

@@ -13,11 +13,12 @@ Content hash
     are checked when they do (the shipped weights do; older files still load).
 
 Metadata
-    A JSON object whose fields have the documented types and ranges
-    (:func:`check_map_fields`): numbers finite, the working short side within
+    A JSON object (nested at most :data:`aceg.json_limits.MAX_JSON_DEPTH` deep) whose fields
+    have the documented types and ranges (:func:`check_map_fields`): integers that are
+    integers (not ``480.5``, ``"480"`` or ``true``), the working short side within
     :data:`SHORT_SIDE_RANGE` (the localizer prepares every query at that size, so an absurd
-    value would mean gigabytes per image), and so on. Every error names the file and the
-    field.
+    value would mean gigabytes per image), finite numbers in the configurations, and so on
+    (``stats`` is informational: any JSON object). Every error names the file and the field.
 
 Tensors
     The names, dtypes and shapes of each map kind (:func:`check_map_tensors`), finite values,
