@@ -87,9 +87,10 @@ def test_anchor_regressor_file_and_map_round_trip(tmp_path):
 
 
 def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
-    """A map stores anchor keys as int8 (format version 2); the code made in memory is
-    already rounded, so the map reads back bit for bit and localizes as the code it was
-    made from. Version 1 maps (float16 keys) still read; unknown versions are refused."""
+    """A map stores anchor keys as int8 (format version 2 on; 4 adds the content hash);
+    the code made in memory is already rounded, so the map reads back bit for bit and
+    localizes as the code it was made from. Version 1 maps (float16 keys) still read;
+    unknown versions are refused."""
     torch.manual_seed(3)
     model = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8))
     feats = torch.randn(500, 16)
@@ -106,13 +107,14 @@ def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
     with safe_open(str(tmp_path / "m.map"), framework="pt") as f:
         assert f.get_tensor("code_keys").dtype == torch.int8
         meta = json.loads(f.metadata()["aceg_map"])
-    assert meta["format_version"] == 2 and size < 500 * (16 + 12) + 2000
+    assert meta["format_version"] == 4 and size < 500 * (16 + 12) + 2000
+    meta = {k: v for k, v in meta.items() if k != "sha256"}  # edited below: as older maps
     back = load_map(tmp_path / "m.map")
     assert torch.equal(back.code, code)
     assert torch.equal(model(feats[:50], back.code)[0], model(feats[:50], code)[0])
     tensors = {"scene_centre": torch.zeros(3, dtype=torch.float64),
                "code_keys": keys.half(), "code_points": code[:, 16:].contiguous()}
-    for version in (1, 4):
+    for version in (1, 5):
         save_file(tensors, str(tmp_path / f"v{version}.map"),
                   metadata={"aceg_map": json.dumps(dict(meta, format_version=version))})
     assert torch.allclose(load_map(tmp_path / "v1.map").code, code, atol=1e-3)
@@ -124,8 +126,8 @@ def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
     other = AnchorRegressor(AnchorConfig(feature_dim=16, hidden=8, top_k=2))
     with pytest.raises(AcegError, match="made with regressor"):
         Localizer(tmp_path / "old.map", regressor=other)
-    with pytest.raises(AcegError, match="v4.map.*format version 4 not supported"):
-        load_map(tmp_path / "v4.map")
+    with pytest.raises(AcegError, match="v5.map.*format version 5 not supported"):
+        load_map(tmp_path / "v5.map")
     # A recorded budget other than the one hashed into the old identity is another model.
     save_file(tensors, str(tmp_path / "old2.map"), metadata={"aceg_map": json.dumps(
         dict(old_meta, regressor_config=dict(meta["regressor_config"], max_anchors=4096)))})
@@ -134,6 +136,7 @@ def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
     zero = quantize_keys(keys)
     zero[7] = 0
     v1_meta = dict(meta, format_version=1)
+    meta = dict(meta, format_version=2)
     broken = {  # name: (tensors, metadata, expected message)
         "flat": (dict(tensors, code_keys=quantize_keys(keys).flatten()), meta, "do not fit together"),
         "float": (dict(tensors, code_keys=keys.contiguous()), meta, "keys of type torch.float32"),
@@ -152,7 +155,7 @@ def test_anchor_keys_are_stored_in_8_bits_and_read_back_exactly(tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         save_map(tmp_path / "nan.map", replace(data, code=code.clone().fill_(float("nan"))))
     assert MapData(method="aceg", encoder="xfeat", stride=8, short_side=120, scene_centre=np.zeros(3),
-                   regressor_config=RegressorConfig()).metadata()["format_version"] == 1
+                   regressor_config=RegressorConfig()).metadata()["format_version"] == 4
 
 
 def test_map_localize_with_anchors_and_refusals(tmp_path):

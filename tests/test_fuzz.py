@@ -1,7 +1,8 @@
 """Hardening: malformed input gives a one-line AcegError, never another exception, a hang
 or a half-written output.
 
-* Readers (:func:`aceg.data.readers.read_scene`, every format): a valid two-frame scene is
+* Readers (:func:`aceg.data.readers.read_scene`, every format; line edits, JSON nesting and
+  COLMAP against pycolmap: tests/test_fuzz_readers.py): a valid two-frame scene is
   written, then one of its files is mutated by hypothesis (numbers replaced by NaN, inf,
   huge or unparsable tokens; truncation; binary garbage; deletion; a corrupt image). The
   read must either succeed with finite poses and usable intrinsics or raise AcegError.
@@ -39,6 +40,7 @@ from aceg.data.camera import check_pose
 from aceg.data.images import load_image
 from aceg.data.readers import read_scene
 from aceg.errors import AcegError
+from fuzzing import fuzz_settings, record
 
 W, H = 16, 12
 FOCAL = 20.0
@@ -266,8 +268,7 @@ def _assert_clean(kind: str, detail: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", sorted(BUILDERS))
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz_settings(60)
 @given(data=st.data())
 def test_readers_fuzz_only_acegerror(templates, fmt, data):
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,6 +292,8 @@ def test_readers_fuzz_only_acegerror(templates, fmt, data):
             except AcegError as exc:
                 kind, detail = "AcegError", str(exc)
         event(f"{kind}: {re.sub(r'[0-9.e+-]+', 'N', detail.split(': ')[-1])[:60]}")
+        record(f"reader bytes and tokens: {fmt}", {"ok": "valid", "AcegError": "refused"}.get(
+            kind, kind) if kind != "AcegError" or "\n" not in detail else "multi-line error")
         _assert_clean(kind, detail)
 
 

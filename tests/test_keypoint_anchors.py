@@ -76,10 +76,10 @@ def test_keypoint_map_localizes_and_records_its_anchor_kind(tmp_path):
     points = data.code[:, 64:]
     assert kp.stats["tracks"] == len(torch.unique(points, dim=0)) < len(points) / 2
     meta = json.loads(safe_open(str(kp.path), "pt").metadata()["aceg_map"])
-    assert meta["anchor_points"] == "keypoints" and meta["format_version"] == 3
+    assert meta["anchor_points"] == "keypoints" and meta["format_version"] == 4
     assert meta["regressor"] == json.loads(safe_open(str(cells.path), "pt").metadata()["aceg_map"])["regressor"]
     cell_meta = json.loads(safe_open(str(cells.path), "pt").metadata()["aceg_map"])
-    assert "anchor_points" not in cell_meta and cell_meta["format_version"] == 2  # as before
+    assert "anchor_points" not in cell_meta and cell_meta["format_version"] == 4  # as before
     assert load_map(cells.path).anchor_points == "cells"
 
     kp_errs = _held_out_errors(queries, kp.path)
@@ -125,8 +125,9 @@ def test_keypoint_anchor_refusals(tmp_path, capsys):
     good = map_scene(scene, tmp_path / "c.map", short_side=120, progress=False)
     tensors = load_file(str(good.path))
     meta = json.loads(safe_open(str(good.path), "pt").metadata()["aceg_map"])
+    meta.pop("sha256")  # as the maps of versions 2 and 3 were written
     for name, change in (("v3-cells", {"format_version": 3}),
-                         ("v2-kp", {"anchor_points": "keypoints"}),
+                         ("v2-kp", {"format_version": 2, "anchor_points": "keypoints"}),
                          ("v3-odd", {"format_version": 3, "anchor_points": "corners"})):
         path = tmp_path / f"{name}.map"
         save_file(tensors, str(path), metadata={"aceg_map": json.dumps({**meta, **change})})

@@ -162,11 +162,19 @@ def _map_contents(path) -> tuple[dict, dict]:
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
+def _rehashed(tensors: dict, meta: dict) -> dict:
+    """Metadata of a map file holding ``tensors``, its content hash made anew (as a writer
+    with a bug would), so that the checks behind the hash are what refuses it."""
+    from aceg.model.map_verify import with_hash
+
+    return {"aceg_map": json.dumps(with_hash(tensors, meta, "map"))}
+
+
 def test_map_with_a_non_finite_value_is_refused(tiny, tmp_path, capsys):
     tensors, metadata = _map_contents(tiny.map_path)
     tensors["scene_centre"] = torch.tensor([0.0, float("nan"), 0.0], dtype=torch.float64)
     bad = tmp_path / "nan.map"
-    save_file(tensors, str(bad), metadata=metadata)
+    save_file(tensors, str(bad), metadata=_rehashed(tensors, json.loads(metadata["aceg_map"])))
     code, _, err = _run(capsys, "localize", bad, tiny.ace_dir, "--out", tmp_path / "p.txt")
     assert code == 2 and "nan.map" in err and "scene_centre" in err
 
@@ -176,7 +184,7 @@ def test_map_made_with_an_unknown_encoder_names_the_map(tiny, tmp_path, capsys):
     meta = json.loads(metadata["aceg_map"])
     meta["encoder"] = "dinov2"
     bad = tmp_path / "dino.map"
-    save_file(tensors, str(bad), metadata={"aceg_map": json.dumps(meta)})
+    save_file(tensors, str(bad), metadata=_rehashed(tensors, meta))
     code, _, err = _run(capsys, "localize", bad, tiny.ace_dir, "--out", tmp_path / "p.txt")
     assert code == 2 and "dino.map" in err and "dinov2" in err
 

@@ -20,3 +20,8 @@ def file_error(path: str | Path, problem: str, line: int | None = None) -> AcegE
     """An :class:`AcegError` of the form ``<file>[:<line>]: <problem>``."""
     where = f"{path}:{line}" if line is not None else f"{path}"
     return AcegError(f"{where}: {problem}")
+
+
+class AcegWarning(UserWarning):
+    """Something the user should know that does not stop the command (e.g. a map file
+    loaded without a content hash to verify it). The CLI prints it as one line."""

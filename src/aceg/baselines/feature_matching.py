@@ -40,6 +40,7 @@ from aceg.data.images import prepare_image
 from aceg.data.scene import Scene
 from aceg.errors import AcegError, file_error
 from aceg.io import atomic_path
+from aceg.json_limits import parse_json
 from aceg.localization.pnp import PnPResult, estimate_pose
 from aceg.mapping.keypoints import ImageFeatures, SparseFeatures, extract_scene_keypoints
 from aceg.mapping.tracks import TriangulationConfig, triangulate_scene
@@ -130,9 +131,9 @@ class FeatureMap:
                 meta = fh.metadata() or {}
                 if meta.get("method") != METHOD:
                     raise file_error(path, f"not a feature-matching map (method {meta.get('method')!r})")
-                config = FeatureMatchingConfig(**json.loads(meta["config"]))
+                config = FeatureMatchingConfig(**parse_json(meta["config"], path))
                 images = []
-                for i, (name, w, h) in enumerate(json.loads(meta["images"])):
+                for i, (name, w, h) in enumerate(parse_json(meta["images"], path)):
                     images.append(MapImage(
                         name,
                         fh.get_tensor(f"{i}.keypoints").numpy(),
@@ -145,7 +146,8 @@ class FeatureMap:
             raise
         except Exception as exc:  # safetensors raises several types for corrupt files
             raise file_error(path, f"cannot read map ({exc.__class__.__name__}: {exc})") from None
-        return cls(images, config, json.loads(meta.get("stats", "{}")))
+        stats = parse_json(meta.get("stats", "{}"), path)
+        return cls(images, config, stats if isinstance(stats, dict) else {})
 
 
 def global_descriptor(descriptors: np.ndarray) -> np.ndarray:

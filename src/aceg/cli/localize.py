@@ -11,7 +11,7 @@ from tqdm import tqdm
 from aceg.cli.common import add_format_argument, read_scene_arg
 from aceg.cli.map import parse_split
 from aceg.errors import AcegError
-from aceg.io import check_output_path
+from aceg.io import check_output_path, output_lock
 
 HELP = "localize query images against a map; write an ACE-format poses file"
 DESCRIPTION = """\
@@ -79,14 +79,22 @@ def _same_file_content(a, b) -> bool:
 
 
 def run(args) -> int:
-    from aceg.evaluation.metrics import format_table
-    from aceg.evaluation.results import PoseResult, evaluate_results, write_results
     from aceg.localization.localizer import Localizer
 
     localizer = Localizer(args.map, regressor=args.regressor)
     queries = read_scene_arg(args.queries, args.format)
     check_output_path(args.out, inputs=[args.map, *queries.files(), *filter(None, [args.regressor])],
                       what="poses file")
+    with output_lock(args.out, "aceg localize"):  # a second run to --out is refused, not raced
+        return _localize_queries(args, localizer, queries)
+
+
+def _localize_queries(args, localizer, queries) -> int:
+    """Localize ``queries`` (the split of ``args``), write ``args.out``, print the summary
+    (and the accuracy table with ``--gt``)."""
+    from aceg.evaluation.metrics import format_table
+    from aceg.evaluation.results import PoseResult, evaluate_results, write_results
+
     split = parse_split(args.split)
     if split:
         _, queries = queries.split_every(*split)

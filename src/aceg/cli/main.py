@@ -2,16 +2,25 @@
 
 Each sub-command lives in ``aceg.cli.<name>`` and exposes ``HELP`` (one line), ``add_arguments(parser)``
 and ``run(args) -> int``. Bad input raises :class:`AcegError`, printed here as one line
-(``aceg: error: ...``) with exit code 2.
+(``aceg: error: ...``) with exit code 2. Notes for the user (:class:`AcegWarning`, e.g. a
+map loaded without a content hash) print as one line, ``aceg: note: ...``. A reader that
+stops early (``aceg info SCENE | head -1``) ends the command quietly with exit code 141
+(128 + SIGPIPE, as for a program the signal stops).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import os
 import sys
+import warnings
 
-from aceg.errors import AcegError
+from aceg.errors import AcegError, AcegWarning
+
+#: Exit code when standard output is a pipe its reader closed (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 
 #: Sub-commands, in the order ``aceg --help`` lists them.
 COMMANDS = ("demo", "info", "convert", "eval", "synth", "map", "localize", "pretrain",
@@ -56,7 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _show_warning(previous, message, category, filename, lineno, file=None, line=None) -> None:
+    """One line for an :class:`AcegWarning`; any other warning as ``previous`` shows it."""
+    if issubclass(category, AcegWarning):
+        print(f"aceg: note: {message}", file=sys.stderr)
+    else:
+        previous(message, category, filename, lineno, file, line)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's final flush into the
+    closed pipe does not print an error of its own."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):  # no real file descriptor (captured)
+        pass
+
+
+def _run_command(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
@@ -70,6 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aceg: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+            try:
+                return _run_command(argv)
+            finally:
+                if sys.stdout is not None:
+                    sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

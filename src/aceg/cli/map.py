@@ -8,7 +8,7 @@ import warnings
 from aceg.cli.common import add_format_argument, read_scene_arg
 from aceg.data.images import DEFAULT_SHORT_SIDE
 from aceg.errors import AcegError
-from aceg.io import check_output_path
+from aceg.io import check_output_path, output_lock
 
 HELP = "build a map of a scene (anchor model, map-code transformer or ACE head) from posed images"
 DESCRIPTION = """\
@@ -174,7 +174,8 @@ def run(args) -> int:
                         ("--max-anchors", args.max_anchors)):
         if value is not None and value < 1:
             raise AcegError(f"{flag} must be positive, got {value}")
-    with warnings.catch_warnings(record=True) as caught:
+    # Held from here to the write: a second `aceg map` to OUT is refused, not raced.
+    with output_lock(args.out, "aceg map"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = map_scene(scene, args.out, model=args.model, regressor=args.regressor,
                            seed=args.seed, **mapping_settings(args))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 
 import torch
 
+from aceg.errors import AcegError
 from aceg.io import check_output_path
+from aceg.json_limits import parse_json
 from aceg.pretraining.distributed import init_distributed
 from aceg.pretraining.pretrain_config import FINAL_NAME, PretrainConfig
 from aceg.pretraining.trainer import Pretrainer
@@ -93,7 +94,10 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     cfg_fields = {f.name for f in fields(PretrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in cfg_fields}
-    cfg = PretrainConfig(**values, regressor=json.loads(args.regressor_config))
+    overrides = parse_json(args.regressor_config, "--regressor-config")
+    if not isinstance(overrides, dict):
+        raise AcegError("--regressor-config must be a JSON object, e.g. '{\"width\": 128}'")
+    cfg = PretrainConfig(**values, regressor=overrides)
     rank, world = init_distributed()
     trainer = Pretrainer(args.data, args.out, cfg)
     if trainer.load_checkpoint() and rank == 0:

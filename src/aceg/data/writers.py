@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from aceg.data.images import load_depth, load_image, prepare_image
 from aceg.data.readers.ace import CALIBRATION_FOLDER, DEPTH_FOLDER, POSES_FOLDER, RGB_FOLDER
 from aceg.data.scene import Frame, Scene
 from aceg.errors import AcegError
-from aceg.io import folder_mode
+from aceg.io import folder_mode, output_lock, remove_stale_temps, temp_path
 
 #: Largest depth (metres) that fits a 16-bit millimetre PNG.
 MAX_PNG_DEPTH_M = 65.535
@@ -150,9 +149,28 @@ def write_ace_scene(
             )
     _check_target(scene, out_dir, overwrite)
     stems = _output_stems(scene)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    os.chmod(tmp, folder_mode())  # mkdtemp makes it 0700 whatever the umask
+    with output_lock(out_dir):  # one writer at a time; temporaries of dead writers go
+        remove_stale_temps(out_dir)
+        remove_stale_temps(_old_name(out_dir))
+        undistorted, with_depth = _write_folder(scene, stems, out_dir, copy_images)
+    return WriteReport(out_dir, len(scene.frames), undistorted, with_depth)
+
+
+def _old_name(out_dir: Path) -> Path:
+    """Where a replaced output waits until the new one is in place (its temporary path)."""
+    return out_dir.with_name(f"{out_dir.name}.old")
+
+
+def _write_folder(scene: Scene, stems: list[str], out_dir: Path,
+                  copy_images: bool) -> tuple[int, int]:
+    """Write the ACE layout into a temporary folder beside ``out_dir``
+    (:func:`aceg.io.temp_path`), then put it in place; ``(undistorted, with_depth)``
+    frame counts."""
+    tmp = temp_path(out_dir)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    os.chmod(tmp, folder_mode())
     undistorted = with_depth = 0
     try:
         for folder in (RGB_FOLDER, POSES_FOLDER, CALIBRATION_FOLDER):
@@ -174,10 +192,10 @@ def write_ace_scene(
             K = frame.intrinsics.without_distortion().K
             (tmp / CALIBRATION_FOLDER / f"{stem}.txt").write_text(_matrix_text(K))
         if out_dir.exists():
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)
-            )
-            os.replace(out_dir, old / out_dir.name)
+            old = temp_path(_old_name(out_dir))
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out_dir, old)
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -185,4 +203,4 @@ def write_ace_scene(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return WriteReport(out_dir, len(scene.frames), undistorted, with_depth)
+    return undistorted, with_depth

@@ -18,16 +18,19 @@ Map file (``*.map``, a safetensors file)
     ``encoder`` (registry name), ``stride``, ``short_side`` (working short side in pixels),
     ``regressor`` (content hash of the regressor weights, ACE-G only), ``regressor_config``
     or ``head_config``, ``scene`` (name), ``frames`` (number of mapping images) and
-    ``stats`` (training statistics); anchor maps of keypoints only: ``anchor_points``
-    ("keypoints", :data:`aceg.model.anchors.ANCHOR_POINTS`; absent means "cells", which
-    every earlier map holds).
+    ``stats`` (training statistics; non-finite values written as null); anchor maps of
+    keypoints only: ``anchor_points`` ("keypoints", :data:`aceg.model.anchors.ANCHOR_POINTS`;
+    absent means "cells", which every earlier map holds); ``sha256``, the content hash
+    (format version 4 on; :mod:`aceg.model.map_verify` defines it and every check a map
+    passes before it is read).
 
 Regressor checkpoint (a safetensors file)
     tensors: the :class:`SceneRegressor` state dict, optionally ``code_init`` (N, D), the
     code a mapping run starts from (e.g. the mean code of pre-training); or the
     :class:`aceg.model.anchors.AnchorRegressor` state dict.
     metadata ``aceg_regressor``: JSON with ``format_version``, ``config`` (with ``"kind":
-    "anchors"`` for the anchor model), ``encoder``.
+    "anchors"`` for the anchor model), ``encoder``, ``sha256`` (content hash; checked when
+    present, absent in files written before it).
 
 Files are written atomically (:func:`aceg.io.atomic_path`).
 """
@@ -42,10 +45,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
-from aceg.errors import AcegError, file_error
+from aceg.errors import AcegError, AcegWarning, file_error
 from aceg.io import atomic_path
 from aceg.model.ace_head import AceHead, AceHeadConfig
 from aceg.model.anchors import (
@@ -56,7 +58,19 @@ from aceg.model.anchors import (
     dequantize_keys,
     quantize_keys,
 )
-from aceg.model.encoder import DEFAULT_ENCODER, encoder_names
+from aceg.model.encoder import DEFAULT_ENCODER
+from aceg.model.map_verify import (
+    HASHED_MAP_FORMAT_VERSION,
+    METHODS,
+    check_hash,
+    check_map_fields,
+    check_map_tensors,
+    finite_or_null,
+    first_line,
+    json_type,
+    read_safetensors,
+    with_hash,
+)
 from aceg.model.regressor import RegressorConfig, SceneRegressor, random_regressor
 
 #: Any ACE-G regressor: the map-code transformer or the anchor model.
@@ -76,16 +90,17 @@ def build_regressor(config: RegressorConfigs) -> Regressor:
     """A freshly initialised model of ``config``'s kind."""
     return AnchorRegressor(config) if isinstance(config, AnchorConfig) else SceneRegressor(config)
 
-#: Version written: 2 for anchor maps, whose keys are stored as int8 (float16 in version
-#: 1), 3 for keypoint anchor maps (stored as 2, but read from the query's keypoints), 1 for
-#: the others. All are read; an older aceg refuses a later version with a clear error.
+#: Versions: 1 (the first), 2 (anchor maps: keys stored as int8, float16 in version 1),
+#: 3 (keypoint anchor maps: stored as 2, read from the query's keypoints) and 4, written
+#: for every map now: as 1-3 (anchor keys int8, ``anchor_points`` naming keypoint maps),
+#: plus the content hash it must carry (:data:`~aceg.model.map_verify.HASHED_MAP_FORMAT_VERSION`).
+#: All are read (1-3 unverified); an older aceg refuses a later version with a clear error.
 MAP_FORMAT_VERSION = 1
 ANCHOR_MAP_FORMAT_VERSION = 2
 KEYPOINT_MAP_FORMAT_VERSION = 3
-READABLE_MAP_VERSIONS = (MAP_FORMAT_VERSION, ANCHOR_MAP_FORMAT_VERSION, KEYPOINT_MAP_FORMAT_VERSION)
+READABLE_MAP_VERSIONS = (MAP_FORMAT_VERSION, ANCHOR_MAP_FORMAT_VERSION, KEYPOINT_MAP_FORMAT_VERSION,
+                         HASHED_MAP_FORMAT_VERSION)
 REGRESSOR_FORMAT_VERSION = 1
-#: ``method`` of a map file: "aceg" (a regressor's map code) or "ace" (an ACE head).
-METHODS = ("aceg", "ace")
 #: Models read through a scene-agnostic regressor, named as ``aceg map --model`` names them.
 REGRESSOR_MODELS = ("anchors", "transformer")
 
@@ -117,13 +132,13 @@ class MapData:
     image_size: tuple[int, int] | None = None
     stats: dict = field(default_factory=dict)
     anchor_points: str = ANCHOR_POINTS[0]
+    #: Read from a file whose content hash matched (False: a map of version 1-3, unverified).
+    verified: bool = True
 
     def metadata(self) -> dict:
         keypoints = self.anchor_points != ANCHOR_POINTS[0]
         meta = {
-            "format_version": (KEYPOINT_MAP_FORMAT_VERSION if keypoints else
-                               ANCHOR_MAP_FORMAT_VERSION if isinstance(self.regressor_config, AnchorConfig)
-                               else MAP_FORMAT_VERSION),
+            "format_version": HASHED_MAP_FORMAT_VERSION,
             "method": self.method,
             "encoder": self.encoder,
             "stride": self.stride,
@@ -131,7 +146,7 @@ class MapData:
             "image_size": list(self.image_size) if self.image_size else None,
             "scene": self.scene,
             "frames": self.frames,
-            "stats": self.stats,
+            "stats": finite_or_null(self.stats),
         }
         if self.method == "aceg":
             meta["regressor"] = self.regressor
@@ -183,86 +198,77 @@ def save_map(path: str | Path, data: MapData) -> int:
         # Half precision, as ACE stores its heads: halves the file, no measurable accuracy loss.
         for k, v in data.head_state.items():
             tensors[f"head.{k}"] = v.detach().half().cpu().contiguous()
+    meta = with_hash(tensors, data.metadata(), "map")
+    check_map_fields(Path(path), meta)  # what load_map would refuse is never written
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"aceg_map": json.dumps(data.metadata())})
+        save_file(tensors, str(tmp), metadata={"aceg_map": json.dumps(meta)})
     return Path(path).stat().st_size
 
 
-def _read_safetensors(path: Path, key: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
-    if path.is_dir():
-        raise file_error(path, f"is a folder, not a {what}")
-    if not path.is_file():
-        raise file_error(path, f"{what} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw_meta = (f.metadata() or {}).get(key)
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise file_error(path, f"not a readable {what} (safetensors: {exc})") from None
-    if raw_meta is None:
-        raise file_error(path, f"not an aceg {what} (no '{key}' metadata)")
-    try:
-        meta = json.loads(raw_meta)
-    except json.JSONDecodeError:
-        raise file_error(path, f"corrupt {what} metadata (invalid JSON)") from None
-    return tensors, meta
-
-
 def load_map(path: str | Path) -> MapData:
-    """Read a map file; :class:`AcegError` naming the file if it is not a valid map."""
+    """Read and verify a map file (:mod:`aceg.model.map_verify`); :class:`AcegError` naming
+    the file if it is not a valid map. A map of format version 1-3 (no content hash) is
+    read with an :class:`~aceg.errors.AcegWarning` that it is unverified."""
     path = Path(path)
-    tensors, meta = _read_safetensors(path, "aceg_map", "map file")
+    tensors, meta = read_safetensors(path, "aceg_map", "map file")
+    if not isinstance(meta, dict):
+        raise file_error(path, f"map metadata is a JSON {json_type(meta)}, not a JSON object")
     version = meta.get("format_version")
-    if version not in READABLE_MAP_VERSIONS:
-        raise file_error(path, f"map format version {version} not supported (this aceg reads "
-                               f"versions {', '.join(map(str, READABLE_MAP_VERSIONS))})")
-    method = meta.get("method")
-    if method not in METHODS:
-        raise file_error(path, f"unknown map method {method!r}")
-    if meta.get("encoder") not in encoder_names():
-        raise file_error(path, f"map made with encoder {meta.get('encoder')!r}, which this aceg "
-                               f"does not have (known: {', '.join(encoder_names())})")
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise file_error(path, f"map holds NaN or infinite values (in '{name}')")
+    if isinstance(version, bool) or version not in READABLE_MAP_VERSIONS:
+        raise file_error(path, f"map format version {json.dumps(version)[:20]} not supported (this "
+                               f"aceg reads versions {', '.join(map(str, READABLE_MAP_VERSIONS))})")
+    verified = check_hash(path, tensors, meta, "map", version >= HASHED_MAP_FORMAT_VERSION)
+    check_map_fields(path, meta)
+    check_map_tensors(path, tensors, meta)
     try:
-        data = MapData(
-            method=method,
-            encoder=str(meta["encoder"]),
-            stride=int(meta["stride"]),
-            short_side=int(meta["short_side"]),
-            scene_centre=tensors["scene_centre"].double().numpy(),
-            scene=meta.get("scene", ""),
-            frames=int(meta.get("frames", 0)),
-            image_size=tuple(meta["image_size"]) if meta.get("image_size") else None,
-            stats=meta.get("stats", {}),
-            anchor_points=str(meta.get("anchor_points", ANCHOR_POINTS[0])),
-        )
-        if data.anchor_points not in ANCHOR_POINTS or (
-                (data.anchor_points == ANCHOR_POINTS[0]) != (version != KEYPOINT_MAP_FORMAT_VERSION)):
-            raise ValueError(f"anchor_points {data.anchor_points!r} in a version {version} map")
-        if method == "aceg":
-            if "code_keys" in tensors:  # anchor model
-                data.code = _anchor_code(path, version, tensors["code_keys"], tensors["code_points"])
-            else:
-                data.code = tensors["code"].float()
-            data.regressor = str(meta["regressor"])
-            if meta.get("regressor_config"):
-                data.regressor_config = config_from_dict(meta["regressor_config"])
-                if not data.regressor_config.accepts_code(tuple(data.code.shape)):
-                    raise file_error(path, f"map code of shape {tuple(data.code.shape)}, its regressor "
-                                           f"configuration needs {data.regressor_config.code_description()}")
-            if data.anchor_points != ANCHOR_POINTS[0] and (data.model != "anchors"
-                                                           or data.encoder != "xfeat"):
-                raise ValueError(f"anchor_points {data.anchor_points!r} in a {data.model} map "
-                                 f"on encoder {data.encoder!r}")
-        else:
-            data.head_state = {k[5:]: v.float() for k, v in tensors.items()
-                               if k.startswith("head.")}
-            data.head_config = AceHeadConfig.from_dict(meta["head_config"])
-            data.build_head()  # validates shapes
+        data = _map_data(path, version, tensors, meta)
     except (KeyError, RuntimeError, TypeError, IndexError, ValueError) as exc:
-        raise file_error(path, f"incomplete or inconsistent map file ({_first_line(exc)})") from None
+        raise file_error(path, f"incomplete or inconsistent map file ({first_line(exc)})") from None
+    data.verified = verified
+    if not verified:
+        warnings.warn(f"{path}: map of format version {version}, written before maps carried a "
+                      "content hash: read unverified (map the scene again for a verified map)",
+                      AcegWarning, stacklevel=2)
+    return data
+
+
+def _map_data(path: Path, version: int, tensors: dict[str, torch.Tensor], meta: dict) -> MapData:
+    """The :class:`MapData` of a map file's checked tensors and metadata."""
+    method = meta["method"]
+    data = MapData(
+        method=method,
+        encoder=meta["encoder"],
+        stride=meta["stride"],
+        short_side=meta["short_side"],
+        scene_centre=tensors["scene_centre"].double().numpy(),
+        scene=meta.get("scene", ""),
+        frames=meta.get("frames", 0),
+        image_size=tuple(meta["image_size"]) if meta.get("image_size") else None,
+        stats=meta.get("stats", {}),
+        anchor_points=meta.get("anchor_points", ANCHOR_POINTS[0]),
+    )
+    if version < HASHED_MAP_FORMAT_VERSION and (
+            (data.anchor_points == ANCHOR_POINTS[0]) != (version != KEYPOINT_MAP_FORMAT_VERSION)):
+        raise ValueError(f"anchor_points {data.anchor_points!r} in a version {version} map")
+    if method == "aceg":
+        if "code_keys" in tensors:  # anchor model
+            data.code = _anchor_code(path, version, tensors["code_keys"], tensors["code_points"])
+        else:
+            data.code = tensors["code"].float()
+        data.regressor = meta["regressor"]
+        if meta.get("regressor_config"):
+            data.regressor_config = config_from_dict(meta["regressor_config"])
+            if not data.regressor_config.accepts_code(tuple(data.code.shape)):
+                raise file_error(path, f"map code of shape {tuple(data.code.shape)}, its regressor "
+                                       f"configuration needs {data.regressor_config.code_description()}")
+        if data.anchor_points != ANCHOR_POINTS[0] and (data.model != "anchors"
+                                                       or data.encoder != "xfeat"):
+            raise ValueError(f"anchor_points {data.anchor_points!r} in a {data.model} map "
+                             f"on encoder {data.encoder!r}")
+    else:
+        data.head_state = {k[5:]: v.float() for k, v in tensors.items() if k.startswith("head.")}
+        data.head_config = AceHeadConfig.from_dict(meta["head_config"])
+        data.build_head()  # validates shapes
     return data
 
 
@@ -292,8 +298,9 @@ def save_regressor(path: str | Path, model: Regressor, encoder: str,
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     if code_init is not None:
         tensors["code_init"] = code_init.detach().float().cpu().contiguous()
-    meta = {"format_version": REGRESSOR_FORMAT_VERSION, "config": model.config.to_dict(),
-            "encoder": encoder, **(extra or {})}
+    meta = with_hash(tensors, {"format_version": REGRESSOR_FORMAT_VERSION,
+                               "config": model.config.to_dict(), "encoder": encoder, **(extra or {})},
+                     "regressor")
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"aceg_regressor": json.dumps(meta)})
 
@@ -313,9 +320,13 @@ class LoadedRegressor:
 def load_regressor(path: str | Path) -> LoadedRegressor:
     """Read a regressor checkpoint; :class:`AcegError` naming the file if invalid."""
     path = Path(path)
-    tensors, meta = _read_safetensors(path, "aceg_regressor", "regressor checkpoint")
+    tensors, meta = read_safetensors(path, "aceg_regressor", "regressor checkpoint")
+    if not isinstance(meta, dict):
+        raise file_error(path, f"regressor metadata is a JSON {json_type(meta)}, not a JSON object")
     if meta.get("format_version") != REGRESSOR_FORMAT_VERSION:
-        raise file_error(path, f"regressor format version {meta.get('format_version')} not supported")
+        raise file_error(path, f"regressor format version {json.dumps(meta.get('format_version'))[:20]} "
+                               "not supported")
+    check_hash(path, tensors, meta, "regressor", required=False)
     try:
         config = config_from_dict(meta["config"])
         code_init = tensors.pop("code_init", None)
@@ -327,17 +338,10 @@ def load_regressor(path: str | Path) -> LoadedRegressor:
             raise ValueError(f"code_init of shape {tuple(code_init.shape)}, the {config.code_form!r} "
                              f"form needs {config.code_shape}")
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise file_error(path, f"inconsistent regressor checkpoint ({_first_line(exc)})") from None
+        raise file_error(path, f"inconsistent regressor checkpoint ({first_line(exc)})") from None
     _freeze(model)
     return LoadedRegressor(model, str(meta.get("encoder", "xfeat")), model.identity(), code_init,
                            str(path))
-
-
-def _first_line(exc: Exception) -> str:
-    """First non-empty line of an exception message (torch's state-dict errors run over
-    many lines, one per mismatched key), or the exception's type name."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0].rstrip(":") if lines else type(exc).__name__
 
 
 def _freeze(model: torch.nn.Module) -> None:

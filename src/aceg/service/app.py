@@ -67,6 +67,7 @@ from aceg.service.schemas import (
     LocalizeBody,
     MapInfo,
     MapList,
+    UnavailableMap,
 )
 from aceg.service.uploads import RequestRejected, check_upload, decode_image, make_intrinsics
 
@@ -257,7 +258,9 @@ def _add_service_routes(app: FastAPI, registry: MapRegistry, work: WorkQueue) ->
         """The maps this server localizes against."""
         return MapList(maps=[MapInfo(name=e.name, size=e.size, frames=e.frames, method=e.method,
                                      model=e.model, encoder=e.encoder, scene=e.scene)
-                             for e in registry.entries.values()])
+                             for e in list(registry.entries.values())],
+                       unavailable=[UnavailableMap(name=n, reason=r)
+                                    for n, r in list(registry.unavailable.items())])
 
 
 #: OpenAPI: the content types the image part of the form may declare.

@@ -5,23 +5,30 @@ without ``.map`` and must match :data:`NAME_PATTERN` (letters, digits, ``.``, ``
 ``-``; no separators), so a request can only ever name one of these files: names are
 looked up in a dictionary built at start-up, never joined onto a path.
 
-Every map file is read and validated when the registry is built (:func:`aceg.model.map_file.load_map`),
-which gives the listing (method, frames, ...) and reports broken files at start-up. The
-:class:`~aceg.localization.localizer.Localizer` of a map (encoder, regressor or head) is
-built on first use, under a per-map lock, and then shared by all requests: the
+Every map file is read and verified when the registry is built (:func:`aceg.model.map_file.load_map`:
+content hash, metadata, tensors), which gives the listing (method, frames, ...). A map that
+fails is never served and never stops the service: it is listed in
+:attr:`MapRegistry.unavailable` with the reason (one line, without the server's folders),
+as is a map whose localizer cannot be built (at :meth:`MapRegistry.preload` or on its first
+request). The :class:`~aceg.localization.localizer.Localizer` of a map (encoder, regressor
+or head) is built on first use, under a per-map lock, and then shared by all requests: the
 localizer only runs forward passes in ``torch.inference_mode`` and poselib calls without
 shared mutable state, so concurrent use from the worker threads is safe.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aceg.errors import AcegError
+from aceg.errors import AcegError, AcegWarning
 from aceg.model.map_file import load_map
+
+log = logging.getLogger("aceg.service")
 
 #: Allowed map names (the file name without ``.map``).
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -41,6 +48,8 @@ class MapEntry:
             or "ace" (:attr:`aceg.model.map_file.MapData.model`); encoder: encoder name;
             frames: mapping images;
         scene: scene name stored in the map.
+        verified: the map's content hash matched (False: a map written before maps carried
+            one, served unverified).
     """
 
     name: str
@@ -51,6 +60,7 @@ class MapEntry:
     encoder: str
     frames: int
     scene: str
+    verified: bool = True
     _localizer: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,8 +87,10 @@ class MapRegistry:
         localizer_factory: ``path -> Localizer`` (default: ``Localizer(path)``).
 
     Attributes:
-        entries: name -> :class:`MapEntry`, sorted by name.
-        problems: one line per ``*.map`` file that was skipped, and why.
+        entries: name -> :class:`MapEntry`, sorted by name: the maps served.
+        unavailable: name -> why that map is not served (one line, folders left out).
+        problems: one line per ``*.map`` file that was skipped or is served unverified, and
+            why (for the server's log).
     """
 
     def __init__(self, folder: str | Path, localizer_factory=None) -> None:
@@ -91,7 +103,9 @@ class MapRegistry:
             localizer_factory = Localizer
         self._factory = localizer_factory
         self.entries: dict[str, MapEntry] = {}
+        self.unavailable: dict[str, str] = {}
         self.problems: list[str] = []
+        self._guard = threading.Lock()
         for path in sorted(self.folder.glob(f"*{MAP_SUFFIX}")):
             if not path.is_file():
                 continue
@@ -100,13 +114,28 @@ class MapRegistry:
                 self.problems.append(f"{path}: skipped (map names may only use letters, digits, "
                                      "'.', '_' and '-')")
                 continue
-            try:
+            self._add(name, path)
+
+    def _add(self, name: str, path: Path) -> None:
+        """Read and verify map ``name`` at ``path``: an entry, or an unavailable map."""
+        try:
+            with warnings.catch_warnings(record=True) as notes:
+                warnings.simplefilter("always", AcegWarning)
                 data = load_map(path)
-            except AcegError as exc:
-                self.problems.append(f"skipped: {exc}")
-                continue
-            self.entries[name] = MapEntry(name, path, path.stat().st_size, data.method,
-                                          data.model, data.encoder, data.frames, data.scene)
+        except AcegError as exc:
+            self._set_unavailable(name, exc)
+            return
+        self.problems += [str(n.message) for n in notes if issubclass(n.category, AcegWarning)]
+        self.entries[name] = MapEntry(name, path, path.stat().st_size, data.method, data.model,
+                                      data.encoder, data.frames, data.scene, data.verified)
+
+    def _set_unavailable(self, name: str, exc: AcegError) -> None:
+        """Stop serving map ``name`` (if it was) and record why."""
+        with self._guard:
+            self.entries.pop(name, None)
+            self.unavailable[name] = _without_folders(str(exc))
+        self.problems.append(f"not served: {exc}")
+        log.warning("map %s not served: %s", name, exc)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -116,10 +145,29 @@ class MapRegistry:
         return self.entries.get(name) if isinstance(name, str) else None
 
     def localizer(self, name: str):
-        """The shared localizer of map ``name`` (built on first use)."""
-        return self.entries[name].localizer(self._factory)
+        """The shared localizer of map ``name`` (built on first use); :class:`AcegError` if
+        the map is unavailable or its localizer cannot be built (the map is then listed as
+        unavailable)."""
+        entry = self.entries.get(name)
+        if entry is None:
+            raise AcegError(f"map {name!r} is not served: {self.unavailable.get(name, 'unknown')}")
+        try:
+            return entry.localizer(self._factory)
+        except AcegError as exc:
+            self._set_unavailable(name, exc)
+            raise
 
     def preload(self) -> None:
-        """Build every map's localizer now rather than on its first request."""
-        for entry in self.entries.values():
-            entry.localizer(self._factory)
+        """Build every map's localizer now rather than on its first request; a map whose
+        localizer cannot be built becomes unavailable, the others are served."""
+        for name in list(self.entries):
+            try:
+                self.localizer(name)
+            except AcegError:
+                pass  # listed in unavailable, logged
+
+
+def _without_folders(message: str) -> str:
+    """``message`` with the folders of absolute paths left out (file names kept), so that
+    a reason shown to clients does not expose the server's file system."""
+    return re.sub(r"(?<![\w.~:/])/(?:[^\s/:]+/)+", "", message)

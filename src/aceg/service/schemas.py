@@ -73,8 +73,15 @@ class MapInfo(BaseModel):
     scene: str = Field(description="scene name stored in the map")
 
 
+class UnavailableMap(BaseModel):
+    name: str = Field(description="the map file's name without .map")
+    reason: str = Field(description="why it is not served (one line)")
+
+
 class MapList(BaseModel):
     maps: list[MapInfo]
+    unavailable: list[UnavailableMap] = Field(
+        default=[], description="map files of the folder that are not served, and why")
 
 
 class ImageInfo(BaseModel):

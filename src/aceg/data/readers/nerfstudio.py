@@ -41,6 +41,7 @@ from aceg.data.camera import Intrinsics, check_pose, opengl_to_opencv
 from aceg.data.readers._common import image_size, make_scene, read_text, scene_name
 from aceg.data.scene import Frame, Scene
 from aceg.errors import AcegError, file_error
+from aceg.json_limits import parse_json
 
 NAME = "nerfstudio"
 
@@ -94,6 +95,14 @@ def _resolve_image(base: Path, file_path: str) -> Path:
     return image
 
 
+def _field_of_view(ctx: _FrameContext, key: str) -> float | None:
+    """A field of view in radians, strictly between 0 and pi (None when absent)."""
+    angle = ctx.number(key)
+    if angle is not None and not 0.0 < angle < math.pi:
+        raise ctx.error(f"{key} must be an angle in radians between 0 and pi, got {angle}")
+    return angle
+
+
 def _intrinsics(ctx: _FrameContext, image: Path) -> tuple[Intrinsics, int, int]:
     width_value, height_value = ctx.number("w"), ctx.number("h")
     try:
@@ -110,12 +119,12 @@ def _intrinsics(ctx: _FrameContext, image: Path) -> tuple[Intrinsics, int, int]:
     fl_x = ctx.number("fl_x")
     fl_y = ctx.number("fl_y")
     if fl_x is None:
-        angle_x = ctx.number("camera_angle_x")
+        angle_x = _field_of_view(ctx, "camera_angle_x")
         if angle_x is None:
             raise ctx.error("no focal length: needs fl_x or camera_angle_x")
         fl_x = 0.5 * width / math.tan(0.5 * angle_x)
     if fl_y is None:
-        angle_y = ctx.number("camera_angle_y")
+        angle_y = _field_of_view(ctx, "camera_angle_y")
         fl_y = 0.5 * height / math.tan(0.5 * angle_y) if angle_y is not None else fl_x
     cx = ctx.number("cx", width / 2.0) - PIXEL_CENTRE_OFFSET
     cy = ctx.number("cy", height / 2.0) - PIXEL_CENTRE_OFFSET
@@ -138,12 +147,7 @@ def read(path: Path) -> Scene:
     path = Path(path)
     json_path = path if path.is_file() else path / FILE_NAME
     text = read_text(json_path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise file_error(
-            json_path, f"invalid JSON ({exc.msg}, column {exc.colno})", exc.lineno
-        ) from None
+    data = parse_json(text, json_path)
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
         raise file_error(json_path, "expected an object with a 'frames' list")
     base = json_path.parent
