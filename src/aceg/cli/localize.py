@@ -23,8 +23,9 @@ that could not be localized become `# not localized: name reason` lines).
 Each image: encoder + regressor (one scene coordinate per patch cell; for an anchor map
 of keypoints, the image's XFeat keypoints read the anchors instead), uncertainty filter,
 RANSAC-PnP (poselib, full pinhole fx fy cx cy) with non-linear refinement; keypoint maps
-then refine the pose in a guided second stage. A pose is flagged confident from 200
-inliers of the first stage.
+then refine the pose in a guided second stage. A pose is flagged confident with 200
+inliers of the first stage and a camera centre determined to 5 cm (one standard
+deviation predicted from its inliers).
 --gt SCENE compares with ground-truth poses (matched by image name; checked before
 localizing) and prints the accuracy table. --split K:R localizes only frames with index
 % K == R. An image that cannot be read (corrupt, unusable intrinsics) does not stop the

@@ -15,7 +15,10 @@ Steps (:meth:`Localizer.localize`):
    :class:`PoseCheck` (enough inliers, spread over the image: a pose from noise or from an
    image of another place gathers its few inliers in a corner), and *confident* when it
    has at least :data:`CONFIDENT_INLIERS` inliers (a small share of the 4,800 patches of a
-   480x640 query; ACE's practice of judging a pose by its inlier count).
+   480x640 query; ACE's practice of judging a pose by its inlier count) and its inliers
+   determine the camera centre to :data:`CONFIDENT_CENTRE_STD_M` (one standard deviation
+   of the fit, :mod:`aceg.localization.uncertainty`; the result reports it with the
+   rotation's, so a client can apply its own bound).
 
 Before step 1 the image's size is checked against :class:`aceg.data.images.ImageLimits`
 (read from the file header for a path, before decoding): the work of step 2 grows with
@@ -31,7 +34,8 @@ of one track share theirs: :meth:`aceg.model.anchors.AnchorRegressor.forward`
 ``distinct_points``), and RANSAC-PnP takes the keypoints' sub-pixel positions. A guided
 second stage (:mod:`aceg.localization.guided`, ``guided``) then re-reads each keypoint
 among the anchors its first pose projects near it and solves the pose again; its
-confident flag stays the first stage's (its correspondences were found without the pose).
+confident flag needs the first stage's inlier count (its correspondences were found
+without the pose) and the second stage's centre deviation (the pose it returns).
 
 Fewer than :data:`MIN_CORRESPONDENCES` usable correspondences, or an image that cannot be
 read, give a "not localized" :class:`LocalizationResult` with a reason (never an exception
@@ -41,6 +45,7 @@ array of the wrong shape).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +65,7 @@ from aceg.data.scene import Frame
 from aceg.errors import AcegError
 from aceg.localization.guided import DEFAULT_GUIDED, GuidedConfig, guided_correspondences, point_ids
 from aceg.localization.pnp import estimate_pose
+from aceg.localization.uncertainty import pose_spread
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import (
     check_regressor_matches,
@@ -70,6 +76,9 @@ from aceg.model.map_file import (
 
 #: Inlier count from which a pose is flagged confident.
 CONFIDENT_INLIERS = 200
+#: Largest standard deviation of the camera centre (metres) of a pose flagged confident:
+#: half the 10 cm bound that relocalization benchmarks count as right.
+CONFIDENT_CENTRE_STD_M = 0.05
 #: Fewer usable 2D-3D correspondences than this: "not localized".
 MIN_CORRESPONDENCES = 12
 #: RANSAC inlier threshold, pixels of the prepared image (ACE uses 10 px at short side 480).
@@ -126,8 +135,11 @@ class LocalizationResult:
             not localized.
         inliers: RANSAC inliers after refinement.
         correspondences: 2D-3D correspondences given to RANSAC.
-        confident: ``inliers >= CONFIDENT_INLIERS`` of the first stage (global search);
-            the guided stage of keypoint maps refines the pose but does not set it.
+        confident: ``inliers >= CONFIDENT_INLIERS`` of the first stage (global search)
+            and ``centre_std_m <= CONFIDENT_CENTRE_STD_M`` of the pose returned.
+        rotation_std_deg, centre_std_m: standard deviations of the pose's rotation
+            (degrees) and camera centre (metres) predicted from its inliers
+            (:mod:`aceg.localization.uncertainty`); infinite when not localized.
         stage: which stage gave the pose: "first", or "guided" (keypoint maps).
         timings: seconds per stage ("prepare", "encode", "regress", "ransac", "total").
         reason: why the image was not localized ("" when localized).
@@ -144,6 +156,8 @@ class LocalizationResult:
     reason: str = ""
     bad_input: bool = False
     stage: str = "first"
+    rotation_std_deg: float = math.inf
+    centre_std_m: float = math.inf
 
     @property
     def localized(self) -> bool:
@@ -158,7 +172,8 @@ class Localizer:
         regressor: maps of the anchor model or the transformer only: the regressor used for
             mapping, a path or a model (a different one is an :class:`AcegError`); None finds
             it among the shipped weights by the identity the map records.
-        keep_quantile, ransac_px, confident_inliers: see module constants.
+        keep_quantile, ransac_px, confident_inliers, confident_centre_std_m: see module
+            constants.
         image_limits: query image shapes accepted (:class:`aceg.data.images.ImageLimits`).
         pose_check: when a pose counts as localized (:class:`PoseCheck`).
     """
@@ -167,6 +182,7 @@ class Localizer:
                  keep_quantile: float = KEEP_QUANTILE, ransac_px: float = RANSAC_PX,
                  confident_inliers: int = CONFIDENT_INLIERS, ransac_iterations: int = 10000,
                  guided: GuidedConfig | None = DEFAULT_GUIDED,
+                 confident_centre_std_m: float = CONFIDENT_CENTRE_STD_M,
                  image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
                  pose_check: PoseCheck = DEFAULT_POSE_CHECK) -> None:
         self.map_path = Path(map_path)
@@ -183,6 +199,7 @@ class Localizer:
         self.keep_quantile = keep_quantile
         self.ransac_px = ransac_px
         self.confident_inliers = confident_inliers
+        self.confident_centre_std_m = confident_centre_std_m
         self.ransac_iterations = ransac_iterations
         self.centre = torch.as_tensor(self.data.scene_centre, dtype=torch.float64)
         #: Whether the map's anchors are keypoints, read from the query's keypoints.
@@ -265,10 +282,13 @@ class Localizer:
                                            self._anchor_ids, intrinsics, first.cam_to_world,
                                            self.guided)
         second = solve_pnp(px, world, intrinsics, width, height, name, self.guided.ransac_px,
-                           self.confident_inliers, self.ransac_iterations, self.pose_check)
+                           self.confident_inliers, self.ransac_iterations, self.pose_check,
+                           self.confident_centre_std_m)
         if second.cam_to_world is None:
             return first
-        second.confident, second.stage = first.confident, "guided"
+        second.confident = (first.inliers >= self.confident_inliers
+                            and second.centre_std_m <= self.confident_centre_std_m)
+        second.stage = "guided"
         return second
 
     def localize(self, image, intrinsics: Intrinsics, name: str = "array") -> LocalizationResult:
@@ -317,7 +337,8 @@ class Localizer:
                   width: int, height: int, name: str = "") -> LocalizationResult:
         """RANSAC-PnP + refinement on (M, 2) pixels and (M, 3) world points (see module)."""
         return solve_pnp(pixels, world, intrinsics, width, height, name, self.ransac_px,
-                         self.confident_inliers, self.ransac_iterations, self.pose_check)
+                         self.confident_inliers, self.ransac_iterations, self.pose_check,
+                         self.confident_centre_std_m)
 
     def localize_frame(self, frame: Frame) -> LocalizationResult:
         """Localize a scene frame; unreadable images or unusable intrinsics give a "not
@@ -345,7 +366,8 @@ def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, wid
               height: int, name: str = "", ransac_px: float = RANSAC_PX,
               confident_inliers: int = CONFIDENT_INLIERS,
               max_iterations: int = 10000,
-              pose_check: PoseCheck | None = None) -> LocalizationResult:
+              pose_check: PoseCheck | None = None,
+              confident_centre_std_m: float = CONFIDENT_CENTRE_STD_M) -> LocalizationResult:
     """Camera-to-world pose from 2D-3D correspondences: poselib RANSAC + refinement through
     the shared :func:`aceg.localization.pnp.estimate_pose`, wrapped as a result.
 
@@ -356,6 +378,7 @@ def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, wid
             are undistorted).
         width, height: size of the image, pixels (the grid of ``pose_check``).
         pose_check: a pose failing it is "not localized" (None: :data:`DEFAULT_POSE_CHECK`).
+        confident_inliers, confident_centre_std_m: the confident flag (module docstring).
     """
     t = time.perf_counter()
     finite = np.isfinite(pixels).all(1) & np.isfinite(world).all(1)
@@ -369,10 +392,13 @@ def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, wid
     if res.cam_to_world is None:
         return LocalizationResult(name, None, res.inliers, n, timings={"ransac": elapsed},
                                   reason=res.reason or "RANSAC found no pose")
-    failure = pose_check_failure(pixels[finite][res.inlier_mask], width, height,
-                                 pose_check or DEFAULT_POSE_CHECK)
+    inlier_pixels = pixels[finite][res.inlier_mask]
+    failure = pose_check_failure(inlier_pixels, width, height, pose_check or DEFAULT_POSE_CHECK)
     if failure:
         return LocalizationResult(name, None, res.inliers, n, timings={"ransac": elapsed},
                                   reason=failure)
-    return LocalizationResult(name, res.cam_to_world, res.inliers, n,
-                              res.inliers >= confident_inliers, timings={"ransac": elapsed})
+    spread = pose_spread(res.cam_to_world, inlier_pixels, world[finite][res.inlier_mask], intrinsics.K)
+    confident = res.inliers >= confident_inliers and spread.centre_m <= confident_centre_std_m
+    return LocalizationResult(name, res.cam_to_world, res.inliers, n, confident,
+                              timings={"ransac": time.perf_counter() - t},
+                              rotation_std_deg=spread.rotation_deg, centre_std_m=spread.centre_m)

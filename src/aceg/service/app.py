@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -227,8 +228,15 @@ def _localize_job(waited: float, registry: MapRegistry, map_name: str, upload: d
         rotation_wxyz=None if pose is None else rotation_to_quaternion(pose[:3, :3]).tolist(),
         translation=None if pose is None else np.asarray(pose[:3, 3], dtype=float).tolist(),
         inliers=int(result.inliers), correspondences=int(result.correspondences),
+        rotation_std_deg=_finite_or_none(result.rotation_std_deg),
+        centre_std_m=_finite_or_none(result.centre_std_m),
         timings={k: round(float(v), 6) for k, v in timings.items()},
     )
+
+
+def _finite_or_none(value: float) -> float | None:
+    """``value`` rounded for JSON, or None when infinite or NaN (JSON has neither)."""
+    return round(float(value), 6) if math.isfinite(value) else None
 
 
 def _add_service_routes(app: FastAPI, registry: MapRegistry, work: WorkQueue) -> None:

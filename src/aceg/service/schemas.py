@@ -94,7 +94,9 @@ class LocalizeBody(BaseModel):
     map: str
     image: ImageInfo
     localized: bool = Field(description="a pose was found and passed the sanity check")
-    confident: bool = Field(description="the pose has enough inliers to be trusted")
+    confident: bool = Field(description="the pose has enough inliers (200 of the first "
+                                        "search) and its camera centre is determined to 5 cm "
+                                        "(one standard deviation)")
     reason: str = Field(description="why the image was not localized ('' when localized)")
     cam_to_world: list[list[float]] | None = Field(
         description="4x4 camera-to-world pose, row-major (OpenCV camera axes, metres); "
@@ -105,6 +107,12 @@ class LocalizeBody(BaseModel):
     translation: list[float] | None = Field(
         description="translation of cam_to_world = camera centre in world coordinates, metres")
     inliers: int = Field(description="RANSAC inliers after refinement")
+    rotation_std_deg: float | None = Field(
+        description="standard deviation of the rotation predicted from the inliers, degrees; "
+                    "null when not localized")
+    centre_std_m: float | None = Field(
+        description="standard deviation of the camera centre predicted from the inliers, "
+                    "metres; null when not localized")
     correspondences: int = Field(description="2D-3D correspondences given to RANSAC")
     timings: dict[str, float] = Field(
         description="seconds: queue (waiting for a worker), decode, prepare, encode, regress, "
