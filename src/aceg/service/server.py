@@ -3,9 +3,11 @@ thread on a loopback port (tests, benchmarks)."""
 
 from __future__ import annotations
 
+import resource
 import socket
 import threading
 import time
+from dataclasses import replace
 from functools import partial
 
 import uvicorn
@@ -13,12 +15,27 @@ import uvicorn
 from aceg.errors import AcegError
 from aceg.service.app import ServiceConfig, create_app
 from aceg.service.maps import MapRegistry
-from aceg.service.protocol import ConnectionGuard, GuardedH11Protocol
+from aceg.service.protocol import ConnectionGuard, ConnectionLimits, GuardedH11Protocol
 
 #: Seconds a kept-alive connection may stay idle between requests.
 KEEP_ALIVE_SECONDS = 5
 #: Largest request line + headers, bytes (h11 answers 400 beyond it).
 MAX_HEADER_BYTES = 16 * 1024
+
+
+#: File descriptors kept free for map files, logs and the listening socket.
+SPARE_FILE_DESCRIPTORS = 64
+
+
+def within_file_limit(limits: ConnectionLimits) -> ConnectionLimits:
+    """``limits`` with ``max_connections`` lowered to what the process's open-file limit
+    allows (a connection is a file descriptor; past the limit, accepting fails in a loop
+    instead of the oldest idle connection making room)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits
+    room = max(1, soft - SPARE_FILE_DESCRIPTORS)
+    return replace(limits, max_connections=min(limits.max_connections, room))
 
 
 def uvicorn_config(app, config: ServiceConfig, host: str, port: int,
@@ -28,7 +45,7 @@ def uvicorn_config(app, config: ServiceConfig, host: str, port: int,
     :class:`ConnectionGuard` per server) in place of uvicorn's ``limit_concurrency``, which
     counts idle connections and would let them lock everyone out; overload of the
     localizations themselves is the work queue's (a JSON 503 with Retry-After)."""
-    guard = ConnectionGuard(config.connections)
+    guard = ConnectionGuard(within_file_limit(config.connections))
     return uvicorn.Config(app, host=host, port=port, log_level=log_level,
                           http=partial(GuardedH11Protocol, guard=guard),
                           timeout_keep_alive=KEEP_ALIVE_SECONDS,
