@@ -290,7 +290,7 @@ def test_list_search_matches_exact_search_and_caches_per_code():
     assert same > 0.8
     lists = few.anchor_lists(code)
     assert lists is not None and few.anchor_lists(code) is lists
-    assert len(lists.bounds) == 25 and int(lists.bounds[-1]) == 1200
+    assert lists.index.nlist == 24 and lists.index.ntotal == 1200
     code.mul_(1.0)  # edited in place: not served stale lists
     assert few.anchor_lists(code) is not lists
     assert few.anchor_lists(code[:150].clone()) is None  # small code: exact search

@@ -8,7 +8,8 @@ look-alikes a global search confuses, so far more keypoints get a correspondence
 RANSAC runs again with a tighter threshold: the pose gets a keypoint-level refinement
 without matching images. The stage only refines: its correspondences are chosen near the
 first pose, so their count says little about whether that pose is right, and the
-localizer keeps the first stage's confident flag.
+localizer's confident flag takes the inlier count from the first stage (and the spread of
+the pose it returns from this one).
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class GuidedConfig:
         min_margin: cosine margin a keypoint's best anchor needs over the best anchor of
             another point within the radius.
         ransac_px: RANSAC inlier threshold of the second pose, pixels.
+        max_candidates: anchors a keypoint compares at most, the nearest in the image
+            within the radius (bounds the work where many anchors project close together).
     """
 
     radius_px: float = 8.0
     min_similarity: float = 0.5
     min_margin: float = 0.02
     ransac_px: float = 4.0
+    max_candidates: int = 32
 
 
 DEFAULT_GUIDED = GuidedConfig()
@@ -74,20 +78,21 @@ def guided_correspondences(query_keys: np.ndarray, keypoints: np.ndarray, anchor
     if len(front) == 0 or len(keypoints) == 0:
         return empty
     uv = (cam[front] @ intrinsics.K.T)[:, :2] / cam[front, 2:3]
-    near = cKDTree(uv).query_ball_point(keypoints, config.radius_px)
-    counts = np.fromiter((len(n) for n in near), int, len(near))
-    if counts.sum() == 0:
+    lo, hi = keypoints.min(0) - config.radius_px, keypoints.max(0) + config.radius_px
+    seen = np.all((uv >= lo) & (uv <= hi), axis=1)  # only anchors that can be near a keypoint
+    front, uv = front[seen], uv[seen]
+    if len(front) == 0:
         return empty
-    qi = np.repeat(np.arange(len(keypoints)), counts)
-    aj = front[np.concatenate([np.asarray(n, int) for n in near if n])]
-    sims = np.einsum("mc,mc->m", query_keys[qi], anchor_keys[aj])
-    order = np.lexsort((-sims, qi))  # by keypoint, most similar first
-    qi, aj, sims = qi[order], aj[order], sims[order]
-    first = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1]])
-    best_of = np.repeat(first, np.diff(np.r_[first, len(qi)]))  # row of each row's best
-    other = anchor_ids[aj] != anchor_ids[aj[best_of]]
-    second = np.full(len(keypoints), -1.0)
-    np.maximum.at(second, qi[other], sims[other])
-    keep = (sims[first] >= config.min_similarity) & (sims[first] - second[qi[first]] >= config.min_margin)
-    rows = first[keep]
-    return keypoints[qi[rows]].astype(np.float64), anchor_world[aj[rows]].astype(np.float64)
+    k = min(config.max_candidates, len(front))
+    dist, near = cKDTree(uv).query(keypoints, k=k, distance_upper_bound=config.radius_px)
+    dist, near = dist.reshape(len(keypoints), k), near.reshape(len(keypoints), k)
+    found = np.isfinite(dist)  # (P, k), nearest first; missing ones have index len(front)
+    aj = front[np.where(found, near, 0)]  # (P, k) anchor rows
+    sims = np.where(found, np.einsum("pc,pkc->pk", query_keys, anchor_keys[aj]), -np.inf)
+    best = sims.argmax(1)
+    rows = np.arange(len(keypoints))
+    best_sim, best_anchor = sims[rows, best], aj[rows, best]
+    other = found & (anchor_ids[aj] != anchor_ids[best_anchor][:, None])
+    second = np.where(other, sims, -1.0).max(1)
+    keep = (best_sim >= config.min_similarity) & (best_sim - second >= config.min_margin)
+    return keypoints[keep].astype(np.float64), anchor_world[best_anchor[keep]].astype(np.float64)

@@ -101,7 +101,7 @@ class PoseCheck:
     min_inliers: int = 50
     grid: int = 8
     min_cell_inliers: int = 4
-    min_cells: int = 12
+    min_cells: int = 10
 
 
 def pose_check_failure(inlier_pixels: np.ndarray, width: int, height: int,

@@ -80,11 +80,11 @@ class AnchorConfig:
             a 480x640 image has 4,800 patches, and each costs N x C multiply-adds; RANSAC
             needs far fewer correspondences.
         search: how a patch finds its most similar anchors: "exact" (against every anchor)
-            or "lists" (an inverted file: the anchors are grouped once per code by
-            spherical k-means into lists of about ``list_size``, and a patch searches only
-            the ``lists_probed`` lists whose centroids are most similar to it; approximate,
-            and used only when the code has more than 4 lists' worth of anchors). Cost
-            only, like ``chunk``: maps stay valid.
+            or "lists" (an inverted file, faiss's ``IndexIVFFlat``: the anchors are grouped
+            once per code by k-means into lists of about ``list_size``, and a patch
+            searches only the ``lists_probed`` lists whose centroids are most similar to
+            it; approximate, and used only when the code has more than 4 lists' worth of
+            anchors). Cost only, like ``chunk``: maps stay valid.
         list_size, lists_probed: see ``search``.
     """
 
@@ -160,64 +160,47 @@ def dequantize_keys(quantized: torch.Tensor) -> torch.Tensor:
     return F.normalize(quantized.float(), dim=1)
 
 
-@dataclass
 class AnchorLists:
-    """Inverted file over a code's anchor keys (``AnchorConfig.search = "lists"``).
+    """Inverted file over a code's anchor keys (``AnchorConfig.search = "lists"``): a faiss
+    ``IndexIVFFlat`` on inner products, its lists made by faiss's k-means of the (N, C)
+    unit keys (fixed seed, so the same code always gets the same lists). The search runs
+    on the CPU whatever the keys' device, on as many threads as torch uses."""
 
-    ``centroids`` (L, C) unit-length list centres; ``order`` (N,) anchor indices grouped by
-    list; ``bounds`` (L + 1,) offsets of each list in ``order``; ``keys`` (N, C) the keys in
-    ``order``'s order (contiguous, so that a list's keys are one slice).
-    """
-
-    centroids: torch.Tensor
-    order: torch.Tensor
-    bounds: torch.Tensor
-    keys: torch.Tensor
+    def __init__(self, index, n_anchors: int) -> None:
+        self.index = index
+        self.n_anchors = n_anchors
 
     @classmethod
     def build(cls, keys: torch.Tensor, n_lists: int, iterations: int = 8, seed: int = 0) -> AnchorLists:
-        """Spherical k-means of the (N, C) unit ``keys`` into ``n_lists`` lists (seeded,
-        so the same code always gets the same lists)."""
-        keys = keys.float()
-        gen = torch.Generator().manual_seed(seed)
-        centroids = keys[torch.randperm(keys.shape[0], generator=gen)[:n_lists].to(keys.device)]
-        for _ in range(iterations):
-            assign = (keys @ centroids.T).argmax(dim=1)
-            sums = torch.zeros_like(centroids).index_add_(0, assign, keys)
-            filled = sums.norm(dim=1) > 0  # an empty list keeps its centre
-            centroids = torch.where(filled[:, None], F.normalize(sums, dim=1), centroids)
-        assign = (keys @ centroids.T).argmax(dim=1)
-        order = torch.argsort(assign, stable=True)
-        counts = torch.bincount(assign, minlength=n_lists)
-        bounds = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        return cls(centroids, order, bounds, keys[order].contiguous())
+        """The inverted file of (N, C) unit ``keys`` in ``n_lists`` lists (``iterations``
+        rounds of k-means, seeded with ``seed``)."""
+        import faiss
+
+        data = keys.detach().float().cpu().contiguous().numpy()
+        dim = data.shape[1]
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter, index.cp.seed = iterations, seed
+        index.cp.min_points_per_centroid = 1  # small codes: no warning, lists as asked
+        faiss.omp_set_num_threads(torch.get_num_threads())
+        index.train(data)
+        index.add(data)
+        return cls(index, data.shape[0])
 
     def search(self, queries: torch.Tensor, k: int, probed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Similarities (P, k) and anchor indices (P, k) of each of the (P, C) ``queries``'
         k best anchors among its ``probed`` nearest lists, best first (similarity -1 and the
         best anchor's index where fewer than k anchors were searched)."""
-        P = queries.shape[0]
-        probe = (queries @ self.centroids.T).topk(min(probed, self.centroids.shape[0]), dim=1).indices
-        best_s = queries.new_full((P, k), float("-inf"))
-        best_i = torch.zeros((P, k), dtype=torch.long, device=queries.device)
-        flat = probe.reshape(-1)
-        by_list = torch.argsort(flat, stable=True)
-        query_of = by_list // probe.shape[1]  # queries grouped by the list they probe
-        starts = torch.cat([flat.new_zeros(1), torch.bincount(flat, minlength=len(self.bounds) - 1).cumsum(0)])
-        bounds, starts_l = self.bounds.tolist(), starts.tolist()
-        for lst in range(len(bounds) - 1):
-            lo, hi = bounds[lst], bounds[lst + 1]
-            if hi == lo or starts_l[lst] == starts_l[lst + 1]:
-                continue
-            q = query_of[starts_l[lst]: starts_l[lst + 1]]
-            s, i = (queries[q] @ self.keys[lo:hi].T).topk(min(k, hi - lo), dim=1)
-            merged_s = torch.cat([best_s[q], s], dim=1)
-            merged_i = torch.cat([best_i[q], self.order[lo + i]], dim=1)
-            top_s, top = merged_s.topk(k, dim=1)
-            best_s[q], best_i[q] = top_s, merged_i.gather(1, top)
-        missing = torch.isinf(best_s)
+        import faiss
+
+        faiss.omp_set_num_threads(torch.get_num_threads())
+        self.index.nprobe = min(probed, self.index.nlist)
+        q = queries.detach().float().cpu().contiguous().numpy()
+        sims, index = self.index.search(q, k)
+        best_s = torch.from_numpy(sims).to(queries.device)
+        best_i = torch.from_numpy(index).to(queries.device)
+        missing = best_i < 0
         best_s = best_s.masked_fill(missing, -1.0)
-        best_i = torch.where(missing, best_i[:, :1].expand(-1, k), best_i)
+        best_i = torch.where(missing, best_i[:, :1].clamp(min=0).expand(-1, k), best_i)
         return best_s, best_i
 
 
