@@ -383,3 +383,23 @@ def test_a_map_written_before_the_hash_loads_unverified_with_a_note(tiny, tmp_pa
     assert code == 0 and "wrote" in out
     notes = [line for line in err.splitlines() if line.startswith("aceg: note: ")]
     assert len(notes) == 1 and str(path) in notes[0] and "unverified" in notes[0]
+
+
+def test_serve_with_every_map_failing_at_preload_refuses_to_start(tiny, tmp_path, capsys, monkeypatch):
+    """A map that reads but whose localizer cannot be built is named among the warnings,
+    and with no map left the service refuses to start instead of serving nothing."""
+    import aceg.service.app as app
+
+    def broken(config):
+        def build(path):
+            raise AcegError(f"{path}: regressor missing")
+        return build
+
+    monkeypatch.setattr(app, "localizer_factory", broken)
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    shutil.copy(tiny.map_path, folder / "only.map")
+    code, out, err = _run(capsys, "serve", "--maps", folder, "--preload", "--port", "0")
+    assert code != 0
+    assert "only.map: regressor missing" in out
+    _one_line_error(err, "no usable *.map files")

@@ -150,12 +150,12 @@ def run(args) -> int:
                                      body_timeout=args.body_timeout,
                                      max_client_connections=args.max_client_connections))
     registry = MapRegistry(config.maps_dir, localizer_factory=localizer_factory(config))
+    if args.preload:
+        registry.preload()  # a map whose localizer cannot be built becomes unavailable
     for problem in registry.problems:
         print(f"warning: {problem}")
     if not len(registry):
         raise AcegError(f"{config.maps_dir}: no usable *.map files")
-    if args.preload:
-        registry.preload()  # a map that cannot be used stops here with its error
     names = ", ".join(registry.entries)
     print(f"serving {len(registry)} map(s) from {config.maps_dir}: {names}")
     if api_key is None and not is_loopback(args.host):
