@@ -172,8 +172,53 @@ def build_colmap(root: Path) -> None:
     (sparse / "points3D.txt").write_text("# points\n")
 
 
+def build_7scenes(root: Path) -> None:
+    (root / "TrainSplit.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "TrainSplit.txt").write_text("sequence1\n")
+    (root / "TestSplit.txt").write_text("sequence2\n")
+    for i in range(2):
+        _image(root / f"seq-0{i + 1}" / "frame-000000.color.png", i)
+        (root / f"seq-0{i + 1}" / "frame-000000.pose.txt").write_text(_rows(_pose(i)))
+
+
+def build_12scenes(root: Path) -> None:
+    (root / "data").mkdir(parents=True)
+    (root / "info.txt").write_text(
+        f"m_versionNumber = 4\nm_colorWidth = {W}\nm_colorHeight = {H}\n"
+        f"m_calibrationColorIntrinsic = {FOCAL} 0 7.5 0 0 {FOCAL} 5.5 0 0 0 1 0 0 0 0 1\n")
+    (root / "split.txt").write_text("sequence0 [frames=1] [start=0 ; end=0]\n")
+    for i in range(2):
+        _image(root / "data" / f"frame-00000{i}.color.jpg", i)
+        (root / "data" / f"frame-00000{i}.pose.txt").write_text(_rows(_pose(i)))
+
+
+def build_cambridge(root: Path) -> None:
+    from aceg.data.camera import rotation_to_quaternion
+
+    header = "Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n"
+    cameras = []
+    for i, name in enumerate(("dataset_train.txt", "dataset_test.txt")):
+        _image(root / f"seq{i + 1}" / "frame00001.png", i)
+        q = rotation_to_quaternion(np.linalg.inv(_pose(i))[:3, :3])
+        numbers = " ".join(repr(float(v)) for v in (*_pose(i)[:3, 3], *q))
+        (root / name).write_text(f"{header}seq{i + 1}/frame00001.png {numbers}\n")
+        cameras.append(f"seq{i + 1}/frame00001.jpg {FOCAL} 1 0 0 0 0 0 0 0 0")
+    (root / "reconstruction.nvm").write_text("NVM_V3\n\n2\n" + "\n".join(cameras) + "\n\n0\n")
+
+
+def build_indoor6(root: Path) -> None:
+    for i, split in enumerate(("train", "test")):
+        stem = root / "images" / f"image-00000{i}"
+        _image(stem.with_name(f"{stem.name}.color.jpg"), i)
+        stem.with_name(f"{stem.name}.pose.txt").write_text(_rows(np.linalg.inv(_pose(i))[:3]))
+        stem.with_name(f"{stem.name}.intrinsics.txt").write_text(
+            f"{W} {H} {FOCAL} 7.5 5.5 0.01 orig_{i}.jpg\n")
+        (root / f"{root.name}_{split}.txt").write_text(f"image-00000{i}.color.jpg\n")
+
+
 BUILDERS = {"ace": build_ace, "strecha": build_strecha, "middlebury": build_middlebury,
-            "nerfstudio": build_nerfstudio, "colmap": build_colmap}
+            "nerfstudio": build_nerfstudio, "colmap": build_colmap, "7scenes": build_7scenes,
+            "12scenes": build_12scenes, "cambridge": build_cambridge, "indoor6": build_indoor6}
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +321,7 @@ def test_readers_fuzz_only_acegerror(templates, fmt, data):
         shutil.copytree(templates[fmt], folder)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         target = data.draw(st.sampled_from(files), label="file")
-        is_image = target.suffix == ".png"
+        is_image = target.suffix in (".png", ".jpg")
         new = data.draw(mutation(target.read_bytes(), is_image), label="content")
         if new is None:
             target.unlink()

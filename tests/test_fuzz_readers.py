@@ -161,7 +161,7 @@ def edit_lines(draw, text: str, kind: str, json_file: bool) -> str:
 
 
 def _text_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".png")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix not in (".png", ".jpg"))
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))

@@ -58,7 +58,8 @@ def test_formats_are_detected(shared_data):
     assert detect_format(shared_data / "middlebury" / "templeRing" / "templeR_par.txt") == (
         "middlebury"
     )
-    assert set(format_names()) == {"ace", "nerfstudio", "colmap", "strecha", "middlebury"}
+    assert set(format_names()) == {"ace", "nerfstudio", "colmap", "strecha", "middlebury",
+                                   "7scenes", "12scenes", "cambridge", "indoor6"}
 
 
 @pytest.mark.parametrize("name,count", [("fountain", 11), ("castle", 30)])

@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from aceg.data.readers.seven_scenes import DEFAULT_FOCAL as SEVEN_SCENES_FOCAL
 from aceg.errors import AcegError
 from aceg.evaluation import bench_report as report
 from aceg.evaluation import benchmark as bm
@@ -27,6 +28,13 @@ templeRing), split by --real-split: every3 maps frames with index % 3 != 1 and q
 index % 3 == 1, with and without a photometric change of the query images; sparse4 maps
 only index % 4 == 0 and queries all the others (wide baselines).
 
+--dataset runs on the standard relocalization data sets in their native layouts, each
+scene split as officially (7-Scenes: TrainSplit.txt / TestSplit.txt; 12-Scenes: the first
+sequence queries, as ACE and DSAC* split it; Cambridge Landmarks: dataset_train.txt /
+dataset_test.txt; Indoor-6: <scene>_train.txt / <scene>_test.txt). Give a scene folder or
+a data set's root (its scenes are found up to three levels down). With --dataset, the
+synthetic and the real sets run only when --synthetic or --real is given too.
+
 --ablation adds the anchor model with its untrained (identity) embedding, i.e. the same
 pipeline reading the point of the nearest raw XFeat descriptor: the learned part's share.
 
@@ -39,6 +47,7 @@ numbers go to --json.
 """
 
 HELD_OUT_SEED = 900_001  # pre-training uses seeds below 900000
+DEFAULT_REAL = "../shared/data"
 
 
 def add_arguments(parser) -> None:
@@ -51,11 +60,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frames-mapping", type=int, default=60)
     parser.add_argument("--frames-query", type=int, default=15)
     parser.add_argument("--size", default="240x320", help="synthetic image size HxW (default: %(default)s)")
-    parser.add_argument("--real", default="../shared/data", metavar="DIR",
-                        help="folder of the real sets (default: %(default)s; skipped if missing)")
+    parser.add_argument("--real", default=None, metavar="DIR",
+                        help=f"folder of the real sets (default: {DEFAULT_REAL}, skipped if "
+                             "missing; with --dataset: only when given)")
     parser.add_argument("--no-real", action="store_true", help="skip the real sets")
     parser.add_argument("--real-split", nargs="+", choices=list(bm.REAL_SPLITS), default=["every3"],
                         help="index splits of the real sets (default: %(default)s)")
+    parser.add_argument("--dataset", nargs="+", metavar="PATH",
+                        help="7-Scenes, 12-Scenes, Cambridge Landmarks or Indoor-6 scene folders "
+                             "(or their data sets' roots), run with their official mapping / "
+                             "query split")
+    parser.add_argument("--seven-scenes-focal", type=float, metavar="PX",
+                        help="focal length of the 7-Scenes colour images, whose files record none "
+                             f"(default: {SEVEN_SCENES_FOCAL:g}, the value of ACE's and DSAC*'s "
+                             "setup)")
     parser.add_argument("--ablation", action="store_true",
                         help="also run ACE-G with the identity embedding (aceg-identity, and "
                              "aceg-kp-identity when aceg-kp runs)")
@@ -89,16 +107,19 @@ def run(args) -> int:
     datasets = []
     if args.synthetic:
         datasets += bm.synthetic_datasets(Path(args.synthetic))
-    elif args.synthetic_scenes > 0:
+    elif args.synthetic_scenes > 0 and not args.dataset:
         datasets += bm.synthetic_datasets(_generate(args, work / "synthetic"))
-    if not args.no_real:
+    real = []
+    if not args.no_real and (args.real is not None or not args.dataset):
         names = bm.REAL_SETS[:1] if args.quick else bm.REAL_SETS
-        real = bm.real_datasets(Path(args.real), names, args.real_split)
-        if args.quick:
-            for d in real:
-                d.mapping = d.mapping.subset(range(min(4, len(d.mapping))))
-                d.queries = {k: v.subset(range(min(2, len(v)))) for k, v in d.queries.items()}
-        datasets += real
+        real += bm.real_datasets(Path(args.real or DEFAULT_REAL), names, args.real_split)
+    if args.dataset:
+        real += bm.official_datasets(args.dataset, args.seven_scenes_focal)
+    if args.quick:
+        for d in real:
+            d.mapping = d.mapping.subset(range(min(4, len(d.mapping))))
+            d.queries = {k: v.subset(range(min(2, len(v)))) for k, v in d.queries.items()}
+    datasets += real
     if not datasets:
         raise AcegError("no data to benchmark on")
     settings = {"preset": args.preset, "regressor": args.regressor, "iterations": args.iterations}
@@ -109,6 +130,8 @@ def run(args) -> int:
     for data in datasets:
         print(f"{data.name} ({data.kind}): {len(data.mapping)} mapping frames, "
               + ", ".join(f"{k} {len(v)}" for k, v in data.queries.items()))
+        for note in data.mapping.notes:
+            print(f"  note: {note}")
         for method in methods:
             runs.append(bm.run_method(method, data, work, settings))
     summaries = report.summarise(runs)

@@ -13,7 +13,9 @@ Data sets (each: one mapping scene and named query splits):
       photometric change applied to the query images (:func:`photometric_change`: gamma
       1.8, a warm colour cast and brightness x0.6, which approximates a lighting change on
       real photos); ``sparse4`` maps only index % 4 == 0 and queries all the others (wide
-      baselines between the mapping views).
+      baselines between the mapping views);
+    * the standard relocalization data sets in their native layouts (7-Scenes, 12-Scenes,
+      Cambridge Landmarks, Indoor-6), split as officially (:func:`official_datasets`).
 
 The ``aceg-identity`` method is the ablation of the anchor model's learned part: the same
 pipeline with the untrained (identity) descriptor embedding, i.e. reading the point of the
@@ -41,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from aceg.data.images import load_image
-from aceg.data.readers import read_scene
+from aceg.data.readers import read_official_split, read_scene, split_scenes_below
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
 from aceg.evaluation.metrics import accuracy_table, pose_errors
@@ -135,6 +137,25 @@ def real_datasets(shared_data: Path, names=REAL_SETS, splits=("every3",)) -> lis
                 mapping, query = (picked, rest) if mapping_side == "picked" else (rest, picked)
                 out.append(Dataset(f"{Path(name).name}-{split}", "real", mapping,
                                    {f"query_{split}": query}))
+    return out
+
+
+def official_datasets(paths, focal: float | None = None) -> list[Dataset]:
+    """One data set per scene with an official split at or below each of ``paths``
+    (:func:`aceg.data.readers.split_scenes_below`): it maps on the official mapping frames
+    and queries the official query frames as split ``query_<format>``; named
+    ``<format>-<scene>``. ``focal``: focal length (pixels) for 7-Scenes, whose files record
+    none. A path holding no such scene is an error."""
+    out = []
+    for path in paths:
+        found = split_scenes_below(Path(path))
+        if not found:
+            raise AcegError(f"{path}: no 7-Scenes, 12-Scenes, Cambridge Landmarks or Indoor-6 "
+                            "scene here or in its sub-folders")
+        for folder, fmt in found:
+            mapping, query = read_official_split(folder, fmt, focal=focal)
+            name = f"{fmt}-{mapping.name.removesuffix('-mapping')}"
+            out.append(Dataset(name, "real", mapping, {f"query_{fmt}": query}))
     return out
 
 
