@@ -255,7 +255,7 @@ def test_a_killed_write_leaves_nothing_once_the_next_write_is_done(tmp_path):
     assert proc.stdout.readline().strip() == "writing"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert [p.name for p in target.parent.iterdir()]  # the kill left its temporary file
+    assert any(".tmp-" in p.name for p in target.parent.iterdir())  # the kill left its temporary file
     atomic_write_bytes(target, b"the next map")
     assert [p.name for p in target.parent.iterdir()] == ["scene.map"]
     assert target.read_bytes() == b"the next map"
@@ -403,3 +403,17 @@ def test_serve_with_every_map_failing_at_preload_refuses_to_start(tiny, tmp_path
     assert code != 0
     assert "only.map: regressor missing" in out
     _one_line_error(err, "no usable *.map files")
+
+
+def test_map_short_side_that_no_query_could_use_is_refused_before_mapping():
+    from types import SimpleNamespace
+
+    from aceg.cli.map import check_short_side
+
+    scene = SimpleNamespace(frames=[SimpleNamespace(width=4000, height=3000, name="a.jpg")],
+                            working_short_side=lambda requested: min(requested, 3000))
+    check_short_side(480, scene)
+    with pytest.raises(AcegError, match="--short-side 1500: queries like the mapping images"):
+        check_short_side(1500, scene)  # 2000x1500 > 2,000,000 pixels
+    with pytest.raises(AcegError, match="between 16 and 4096"):
+        check_short_side(5000, scene)

@@ -118,6 +118,21 @@ def test_unfinished_body_is_cut_off(tiny):
         assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
 
 
+def test_connection_answered_before_its_body_waits_for_a_header_again(tiny):
+    """A request refused from its header (here: a foreign Host) whose body arrives after the
+    answer leaves a kept-alive connection that is held to the header deadline again, not
+    to the earlier body deadline."""
+    with _server(tiny, header_timeout=1.0, body_timeout=10.0) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"POST /maps/corner/localize HTTP/1.1\r\nHost: evil.example\r\n"
+                     b"Content-Type: text/plain\r\nContent-Length: 10\r\n\r\n")
+        time.sleep(0.3)
+        sock.sendall(b"0123456789")
+        waited = closed_by_server(sock, within=9.0)
+        sock.close()
+        assert waited is not None and waited < 5.0
+
+
 def test_per_client_limit_evicts_the_longest_idle_connection(tiny):
     with _server(tiny, max_client_connections=8) as server:
         idle = open_idle(server.port, 8, partial_every=0)

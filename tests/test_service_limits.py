@@ -67,7 +67,7 @@ def test_thin_strips_refused_fast(server, width, height):
     body = assert_error(response, 400)
     assert body["error"] in ("image_too_small", "image_aspect_ratio")
     assert any(ch.isdigit() for ch in body["message"])  # the limit is stated
-    assert elapsed < 2.0
+    assert elapsed < 5.0  # before the header check: 6-14 s and GBs (issue 30)
 
 
 def test_one_pixel_image_is_too_small(server):
@@ -98,7 +98,7 @@ def test_localizer_refuses_strips_from_the_header(localizer, tmp_path):
         t = time.perf_counter()
         with pytest.raises(AcegError, match="aspect ratio|at least"):
             localizer.localize(path, intr)
-        assert time.perf_counter() - t < 1.0
+        assert time.perf_counter() - t < 5.0
     with pytest.raises(AcegError, match="at least"):
         localizer.localize(np.zeros((1, 1, 3), np.uint8), Intrinsics(1.0, 1.0, 0.0, 0.0))
 

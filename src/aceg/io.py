@@ -142,7 +142,7 @@ def _acquire(target: Path, command: str) -> int:
     lock = _lock_file(target)
     while True:
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, file_mode())
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, file_mode())
         except OSError as exc:
             raise file_error(target, f"cannot write here ({exc.strerror or exc})") from None
         try:
@@ -158,8 +158,12 @@ def _acquire(target: Path, command: str) -> int:
         if same:
             break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n{command}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n{command}\n".encode())
+    except OSError as exc:  # e.g. a full disk: give the lock back, say where
+        os.close(fd)
+        raise file_error(target, f"cannot write here ({exc.strerror or exc})") from None
     return fd
 
 
@@ -223,7 +227,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         remove_stale_temps(target)
         tmp_path = temp_path(target)
         try:
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            if tmp_path.is_symlink() or tmp_path.exists():
+                tmp_path.unlink()  # this process's own leftover (same pid)
+            # exclusive and not through a link: nobody else's file is written through ours
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise file_error(target, f"cannot write here ({exc.strerror or exc})") from None
         os.close(fd)

@@ -156,6 +156,25 @@ def mapping_settings(args) -> dict:
     return settings
 
 
+def check_short_side(short_side: int, scene) -> None:
+    """A clear error before any work when ``--short-side`` is out of the range maps may
+    hold, or when queries shaped like the mapping images would be over the localizer's
+    pixel limit at it (:class:`aceg.data.images.ImageLimits`): such a map could never be
+    used."""
+    from aceg.data.images import ImageLimits, working_size
+    from aceg.model.map_verify import SHORT_SIDE_RANGE
+
+    low, high = max(16, SHORT_SIDE_RANGE[0]), SHORT_SIDE_RANGE[1]
+    if not low <= short_side <= high:
+        raise AcegError(f"--short-side must be between {low} and {high} pixels, got {short_side}")
+    first, limit = scene.frames[0], ImageLimits().max_working_pixels
+    w, h = working_size(first.width, first.height, scene.working_short_side(short_side))
+    if w * h > limit:
+        raise AcegError(f"--short-side {short_side}: queries like the mapping images would be "
+                        f"{w}x{h} at that size, over the localizer's limit of {limit:,} pixels; "
+                        "choose a smaller --short-side")
+
+
 def run(args) -> int:
     from aceg.mapping.mapper import map_scene
 
@@ -168,8 +187,7 @@ def run(args) -> int:
     split = parse_split(args.split)
     if split:
         scene, _ = scene.split_every(*split)
-    if args.short_side < 16:
-        raise AcegError(f"--short-side must be at least 16 pixels, got {args.short_side}")
+    check_short_side(args.short_side, scene)
     for flag, value in (("--iterations", args.iterations), ("--batch-size", args.batch_size),
                         ("--max-anchors", args.max_anchors)):
         if value is not None and value < 1:

@@ -29,7 +29,8 @@ check (enough inliers, spread over the image), as in `aceg localize`.
 
 Uploads are limited in bytes and pixels, and by shape before decoding: both sides at
 least {limits.min_side} pixels, aspect ratio at most {limits.max_aspect:g}:1, at most {limits.max_working_pixels:,} pixels once scaled
-to the map's short side. Every rejection is a 4xx with a JSON body {{"error", "message"}}.
+to the map's short side. Every rejection of a request the server could read is a 4xx with
+a JSON body {{"error", "message"}}.
 
 Connections must send their request header within --header-timeout seconds and their
 body within --body-timeout; a client address may hold --max-client-connections open

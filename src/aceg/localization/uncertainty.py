@@ -3,15 +3,15 @@ reprojection fit.
 
 Around the refined pose, the reprojection residuals r (2M,) of the M inliers are
 linearised in six parameters: a small rotation of the camera (axis-angle, radians, applied
-on the world side of the world-to-camera rotation) and a shift of the camera centre
+on the camera side of the world-to-camera rotation) and a shift of the camera centre
 (metres, world frame). With J the (2M, 6) Jacobian (forward differences) and sigma^2 the
 residuals' mean square per degree of freedom, sigma^2 (J^T J)^-1 is the pose covariance.
 Its square-rooted traces are the rotation and centre standard deviations.
 
-This is what the localizer's confident flag reads (:mod:`aceg.localization.localizer`):
-a pose whose correspondences constrain its rotation tightly, and that enough inliers
-support, is rarely wrong. It does not see an error shared by all inliers (a biased map),
-only how well the inliers agree and how they are spread over the image and in depth.
+The localizer's confident flag reads the centre's (:mod:`aceg.localization.localizer`):
+a pose whose inliers fix where the camera is, and that enough inliers support, is rarely
+wrong. It does not see an error shared by all inliers (a biased map), only how well the
+inliers agree and how they are spread over the image and in depth.
 """
 
 from __future__ import annotations

@@ -192,13 +192,13 @@ def _map_localizer(registry: MapRegistry, map_name: str):
                               f"map {map_name!r} cannot be loaded on the server") from None
 
 
-def _localize_job(waited: float, registry: MapRegistry, map_name: str, upload: dict,
+def _localize_job(waited: float, localizer, map_name: str, upload: dict,
                   limits: ImageLimits, intr: dict, started: float) -> LocalizeBody:
     """The worker-thread part of ``POST /maps/{name}/localize``: size at the map's short
-    side, decode, check the intrinsics, localize. ``upload``: data, kind, filename and
+    side, decode, check the intrinsics, localize with ``localizer`` (the map's, loaded by
+    the queue's ``setup`` on the same worker). ``upload``: data, kind, filename and
     header size; ``waited`` (seconds in the queue) and ``started`` (``perf_counter`` when
     the request arrived) go into the timings."""
-    localizer = _map_localizer(registry, map_name)
     filename = upload["filename"]
     _check_shape(upload["size"], localizer.data.short_side, limits, filename)
     t = time.perf_counter()
@@ -244,7 +244,7 @@ def _add_service_routes(app: FastAPI, registry: MapRegistry, work: WorkQueue) ->
 
     def health_body() -> HealthBody:
         return HealthBody(status="ok", version=__version__, maps=len(registry),
-                          loaded=sum(e.loaded for e in registry.entries.values()),
+                          loaded=sum(e.loaded for e in registry.snapshot()[0]),
                           workers=work.workers, queue=work.queue, in_flight=work.in_flight,
                           service_seconds=round(work.service_time, 6))
 
@@ -264,11 +264,11 @@ def _add_service_routes(app: FastAPI, registry: MapRegistry, work: WorkQueue) ->
              responses={c: ERROR_RESPONSES[c] for c in (400, 401)})
     def list_maps(_key: Annotated[str | None, Security(api_key_doc)] = None) -> MapList:
         """The maps this server localizes against."""
+        entries, unavailable = registry.snapshot()
         return MapList(maps=[MapInfo(name=e.name, size=e.size, frames=e.frames, method=e.method,
                                      model=e.model, encoder=e.encoder, scene=e.scene)
-                             for e in list(registry.entries.values())],
-                       unavailable=[UnavailableMap(name=n, reason=r)
-                                    for n, r in list(registry.unavailable.items())])
+                             for e in entries],
+                       unavailable=[UnavailableMap(name=n, reason=r) for n, r in unavailable.items()])
 
 
 #: OpenAPI: the content types the image part of the form may declare.
@@ -343,8 +343,8 @@ def create_app(config: ServiceConfig, registry: MapRegistry | None = None) -> Fa
         intr = {"fx": fx, "fy": fy, "cx": cx, "cy": cy,
                 "distortion": {"k1": k1, "k2": k2, "p1": p1, "p2": p2, "k3": k3}}
         upload = {"data": data, "kind": kind, "filename": filename, "size": size}
-        return await work.run(slot, _localize_job, registry, name, upload, config.image_limits,
-                              intr, started)
+        return await work.run(slot, _localize_job, name, upload, config.image_limits, intr, started,
+                              setup=lambda: _map_localizer(registry, name))
 
     app.add_middleware(BodyLimitMiddleware,
                        limit=config.max_upload_bytes + FORM_OVERHEAD_BYTES)

@@ -140,6 +140,12 @@ class MapRegistry:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def snapshot(self) -> tuple[list[MapEntry], dict[str, str]]:
+        """The served entries and the unavailable maps (name -> reason) as one consistent
+        copy: a worker thread may move a map to unavailable while a request lists them."""
+        with self._guard:
+            return list(self.entries.values()), dict(self.unavailable)
+
     def get(self, name: str) -> MapEntry | None:
         """The entry called ``name`` (exact match), or None."""
         return self.entries.get(name) if isinstance(name, str) else None

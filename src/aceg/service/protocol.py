@@ -149,9 +149,11 @@ class GuardedH11Protocol(H11Protocol):
             self._cancel_deadline()
             self._phase = "app"
             self.guard.set_idle(self, False)
-        elif state is h11.IDLE and self._phase == "app" and (
+        elif state is h11.IDLE and self._phase != "header" and (
                 self.cycle is None or self.cycle.response_complete):
-            self._wait_for("header")  # a kept-alive connection waits for its next request
+            # a kept-alive connection waits for its next request, also when its answer
+            # (an early 401, 400 or 413) went out before its body had arrived
+            self._wait_for("header")
 
     def _wait_for(self, phase: str) -> None:
         self._cancel_deadline()

@@ -36,9 +36,11 @@ working short side (the size the model sees). Each refusal states the limit.
 **Errors** are JSON: `{"error": "<code>", "message": "<one line>"}` with status 400 (bad
 image or intrinsics, image too small or too elongated, or a Host header that does not name
 this server), 401 (API key), 404 (unknown map or path), 405 (method), 408 (request header
-or body not sent in time), 413 (upload or image too large), 415 (not a PNG/JPEG), 422
-(missing or malformed form field) or 503 (busy: the `Retry-After` header says in how many
-seconds to retry; it is computed from the queue and the measured time per request).
+not sent in time), 413 (upload or image too large), 415 (not a PNG/JPEG), 422 (missing or
+malformed form field) or 503 (busy: the `Retry-After` header says in how many seconds to
+retry; it is computed from the queue and the measured time per request). A body not sent
+in time closes the connection without an answer; a request the HTTP parser cannot read
+(malformed, or a header over its size limit) gets the server's plain-text 400.
 
 When the server was started with an API key, every request (including this page) needs
 the header `X-API-Key: <key>` (or `Authorization: Bearer <key>`).
