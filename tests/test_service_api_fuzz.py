@@ -42,10 +42,16 @@ def tiny(tmp_path_factory):
     return tiny_map(tmp_path_factory)
 
 
+#: Status codes of the requests sent, reported at the end of the module (run with -s).
+STATUSES: dict[int, int] = {}
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(tiny):
     with BackgroundServer(ServiceConfig(tiny.maps_dir, workers=1, queue=4)) as srv:
         yield srv
+    print(f"\napi fuzz: {sum(STATUSES.values())} requests, statuses "
+          + ", ".join(f"{code}: {n}" for code, n in sorted(STATUSES.items())))
 
 
 def _api_schema():
@@ -83,5 +89,6 @@ def _steer(case, tiny) -> None:
 def test_api_fuzz(case, fuzz_server, tiny):
     _steer(case, tiny)
     response = case.call(base_url=fuzz_server.url, timeout=60)
+    STATUSES[response.status_code] = STATUSES.get(response.status_code, 0) + 1
     case.validate_response(response, checks=CHECKS)
     assert b"Traceback" not in response.content
