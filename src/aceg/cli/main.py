@@ -23,8 +23,8 @@ from aceg.errors import AcegError, AcegWarning
 EXIT_BROKEN_PIPE = 141
 
 #: Sub-commands, in the order ``aceg --help`` lists them.
-COMMANDS = ("demo", "info", "convert", "eval", "synth", "map", "localize", "pretrain",
-            "pretrain-anchors", "bench", "export", "plot", "serve")
+COMMANDS = ("demo", "info", "convert", "reconstruct", "eval", "synth", "map", "localize",
+            "pretrain", "pretrain-anchors", "bench", "export", "plot", "serve")
 
 DESCRIPTION = """\
 aceg: visual relocalization by scene coordinate regression (ACE-G).

@@ -119,6 +119,10 @@ def add_arguments(parser) -> None:
                         help="transformer: how the map code starts; anchored puts each token's "
                              f"keys on one of the scene's own patches (default: {CODE_INITS[0]})")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reconstruct", action="store_true",
+                        help="SCENE is a folder of unposed photos or a video: pose it first "
+                             "with `aceg reconstruct` (defaults) into OUT's stem + '-sfm/' "
+                             "beside OUT, then map that (SfM units: up to scale)")
     parser.add_argument("--method", default=None, help=argparse.SUPPRESS)  # replaced by --model
     add_format_argument(parser)
 
@@ -181,6 +185,10 @@ def run(args) -> int:
     if args.method is not None:
         raise AcegError("--method is gone: choose --model anchors (the default), transformer or ace")
     check_model_flags(args, args.model)
+    if args.reconstruct:
+        from aceg.cli.reconstruct import reconstruct_for_map
+
+        args.scene = reconstruct_for_map(args.scene, args.out)
     scene = read_scene_arg(args.scene, args.format)
     check_output_path(args.out, inputs=[*scene.files(), *filter(None, [args.regressor])],
                       what="map")
