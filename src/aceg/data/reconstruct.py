@@ -211,8 +211,8 @@ def sample_video(path: Path, out_dir: Path, settings: ReconstructSettings) -> tu
 
 def gather_images(source: Path, out_dir: Path,
                   settings: ReconstructSettings) -> tuple[list[str], int, bool]:
-    """Put the input images into ``out_dir`` (a folder's images hard-linked or copied, a
-    video's frames sampled); ``(names, blurry frames dropped, is_video)``. Fails when
+    """Put the input images into ``out_dir`` (a folder's images copied, a video's frames
+    sampled); ``(names, blurry frames dropped, is_video)``. Fails when
     there are no images, fewer than :data:`MIN_REGISTERED`, or images of several sizes
     (one shared camera needs one size)."""
     if not source.exists():
@@ -236,10 +236,7 @@ def gather_images(source: Path, out_dir: Path,
                                      f"{b}: {size_b[0]}x{size_b[1]}); one shared camera needs "
                                      "one size: resize them to one size first")
         for path in files:
-            try:
-                os.link(path, out_dir / path.name)
-            except OSError:
-                shutil.copyfile(path, out_dir / path.name)
+            shutil.copyfile(path, out_dir / path.name)  # copies: the output never shares inodes
         names = [path.name for path in files]
     if len(names) < MIN_REGISTERED:
         what = "sharp video frames" if is_video else "images"
@@ -251,11 +248,11 @@ def gather_images(source: Path, out_dir: Path,
 
 @contextlib.contextmanager
 def _quiet_colmap() -> Iterator[None]:
-    """COLMAP's log lines only for errors, for the block."""
+    """No COLMAP log lines for the block (its failures are reported as one-line errors)."""
     import pycolmap
 
     previous = pycolmap.logging.minloglevel
-    pycolmap.logging.minloglevel = 2
+    pycolmap.logging.minloglevel = 3
     try:
         yield
     finally:
