@@ -105,6 +105,33 @@ def test_units_are_stated(room, tmp_path, capsys):
     code, out, err = _run(capsys, "reconstruct", images, tmp_path / "out", "--quiet")
     assert code == 0, err
     assert "registered 8 of 8 images" in out and "SfM units" in out and "up to scale" in out
+    first = room["gt"].frames[0].name
+    code, out, err = _run(capsys, "reconstruct", images, tmp_path / "scaled", "--quiet",
+                          "--scale", "1.5", "--scale-frames", first, "missing.png")
+    assert code == 2 and "'missing.png' is not among the registered images" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "scaled").exists()
+    code, out, err = _run(capsys, "reconstruct", images, images / "inside", "--quiet")
+    assert code == 2 and "inside the input folder" in err
+
+
+def test_separate_models_keep_the_largest(room, tmp_path, capsys):
+    """Photos of two rooms form two models: the larger is kept, with a note naming the
+    count."""
+    other = tmp_path / "other"
+    generate_scene(other, SEED + 1, frames_mapping=PATH_FRAMES, frames_query=0, height=240,
+                   width=320, texture_size=256, splits=("mapping",), contact_sheet=False)
+    images = tmp_path / "photos"
+    images.mkdir()
+    for i in room["used"][:14]:
+        path = room["gt"].frames[i].image_path
+        (images / f"a_{path.name}").write_bytes(path.read_bytes())
+    for path in sorted((other / "mapping" / "rgb").iterdir())[:11]:
+        (images / f"b_{path.name}").write_bytes(path.read_bytes())
+    code, out, err = _run(capsys, "reconstruct", images, tmp_path / "out", "--quiet")
+    assert code == 0, err
+    assert "aceg: note: the images formed 2 separate models; kept the largest (14 of 25" in err
+    scene = read_scene(tmp_path / "out")
+    assert len(scene) == 14 and all(f.name.startswith("a_") for f in scene.frames)
 
 
 def test_scale_from_two_frames(room, tmp_path, capsys):
