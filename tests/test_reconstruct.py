@@ -223,3 +223,24 @@ def test_map_reconstruct_then_localize(room, tmp_path, capsys):
         centre = s * rotation @ result.cam_to_world[:3, 3] + t
         truth = {Path(f.name).stem: f for f in gt.frames}[Path(result.name).stem].camera_centre
         assert np.linalg.norm(centre - truth) < MAX_RELATIVE_CENTRE_ERROR * extent
+
+
+def test_video_sampling_skips_blurry_frames(room, tmp_path):
+    """--fps and --frames pick the expected frame indices; blurred frames of a video are
+    dropped by the variance-of-the-Laplacian rule."""
+    from aceg.data.reconstruct import ReconstructSettings, sample_video, video_frame_indices
+
+    assert video_frame_indices(100, 30.0, 3.0, None) == list(range(0, 100, 10))
+    assert video_frame_indices(100, 30.0, None, 5) == [0, 25, 50, 74, 99]
+    assert video_frame_indices(4, 30.0, None, 10) == [0, 1, 2, 3]
+    video = tmp_path / "blur.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(10):
+        image = cv2.imread(str(room["gt"].frames[i].image_path))
+        writer.write(cv2.GaussianBlur(image, (0, 0), 4) if i in (3, 7) else image)
+    writer.release()
+    out = tmp_path / "frames"
+    out.mkdir()
+    names, blurry = sample_video(video, out, ReconstructSettings(progress=False))
+    assert blurry == 2 and "frame_00003.png" not in names and "frame_00007.png" not in names
+    assert sorted(p.name for p in out.iterdir()) == names and len(names) == 8

@@ -183,9 +183,10 @@ def sample_video(path: Path, out_dir: Path, settings: ReconstructSettings) -> tu
     """Write the sampled frames of the video at ``path`` to ``out_dir`` as
     ``frame_NNNNN.png`` (NNNNN: the frame index) and drop the blurry ones (see
     :data:`DEFAULT_BLUR_FRACTION`); ``(names kept, frames dropped)``."""
-    wanted = set(video_frame_indices(_frame_count(path), _open_video(path).get(cv2.CAP_PROP_FPS),
-                                     settings.fps, settings.frames))
+    count = _frame_count(path)
     capture = _open_video(path)
+    wanted = set(video_frame_indices(count, capture.get(cv2.CAP_PROP_FPS), settings.fps,
+                                     settings.frames))
     scores: dict[str, float] = {}
     bar = tqdm(total=len(wanted), desc="sampling video", unit="frame",
                disable=not settings.progress, leave=False)
