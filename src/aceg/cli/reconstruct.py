@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aceg.data.reconstruct import DEFAULT_BLUR_FRACTION, DEFAULT_VIDEO_FRAMES
 from aceg.errors import AcegError
 
 HELP = "pose a folder of photos or a video by structure from motion (COLMAP), for aceg map"
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Pose the images of INPUT (a folder of photos, or a video file) by structure from motion
 with COLMAP (pycolmap, on the CPU) and write OUT_SCENE, which `aceg map` reads:
 
@@ -19,9 +20,9 @@ with COLMAP (pycolmap, on the CPU) and write OUT_SCENE, which `aceg map` reads:
   OUT_SCENE/reconstruction.json          units, counts, the scale pair
 
 A video is sampled (--fps N frames per second of video, or --frames N evenly spaced;
-default: --frames 100) and its blurry frames are skipped: a frame whose variance of the
-Laplacian is below --blur-fraction (default 0.3) of the median over the sampled frames.
-The images of a folder are all used; they must have one size. All images share one
+default: --frames {DEFAULT_VIDEO_FRAMES}) and its blurry frames are skipped: a frame
+whose variance of the Laplacian is below --blur-fraction (default {DEFAULT_BLUR_FRACTION})
+of the median over the sampled frames. The images of a folder are all used; they must have one size. All images share one
 camera (--camera-model SIMPLE_RADIAL or PINHOLE) whose focal length is estimated,
 starting from the EXIF focal length when the photos carry one. Photos are matched
 exhaustively, video frames with their neighbours (--matcher). If the images form several
@@ -41,12 +42,7 @@ Examples:
 
 
 def add_arguments(parser) -> None:
-    from aceg.data.reconstruct import (
-        CAMERA_MODELS,
-        DEFAULT_BLUR_FRACTION,
-        DEFAULT_VIDEO_FRAMES,
-        MATCHERS,
-    )
+    from aceg.data.reconstruct import CAMERA_MODELS, MATCHERS
 
     parser.add_argument("input", metavar="INPUT", help="folder of photos, or a video file")
     parser.add_argument("out", metavar="OUT_SCENE", help="output folder (absent or empty)")
