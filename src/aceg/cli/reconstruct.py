@@ -20,13 +20,13 @@ with COLMAP (pycolmap, on the CPU) and write OUT_SCENE, which `aceg map` reads:
   OUT_SCENE/reconstruction.json          units, counts, the scale pair
 
 A video is sampled (--fps N frames per second of video, or --frames N evenly spaced;
-default: --frames {DEFAULT_VIDEO_FRAMES}) and its blurry frames are skipped: a frame
-whose variance of the Laplacian is below --blur-fraction (default {DEFAULT_BLUR_FRACTION})
-of the median over the sampled frames. The images of a folder are all used; they must have one size. All images share one
-camera (--camera-model SIMPLE_RADIAL or PINHOLE) whose focal length is estimated,
-starting from the EXIF focal length when the photos carry one. Photos are matched
-exhaustively, video frames with their neighbours (--matcher). If the images form several
-separate models the largest is kept, with a note.
+default: --frames {DEFAULT_VIDEO_FRAMES}) and its blurry frames are skipped: a frame whose
+variance of the Laplacian is below --blur-fraction (default {DEFAULT_BLUR_FRACTION}) of
+the median over the sampled frames. The images of a folder are all used; they must have
+one size. All images share one camera (--camera-model SIMPLE_RADIAL or PINHOLE) whose
+focal length is estimated, starting from the EXIF focal length when the photos carry one.
+Photos are matched exhaustively, video frames with their neighbours (--matcher). If the
+images form several separate models the largest is kept, with a note.
 
 Scale: structure from motion recovers a scene only up to scale, so OUT_SCENE is in SfM
 units unless you give the known distance in metres between two cameras:
