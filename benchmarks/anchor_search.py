@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
 
 import faiss
@@ -75,6 +76,7 @@ def main() -> None:
     if args.previous:
         spec = importlib.util.spec_from_file_location("previous_anchors", args.previous)
         previous = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = previous  # dataclasses look their module up there
         spec.loader.exec_module(previous)
         t = time.perf_counter()
         old = previous.AnchorLists.build(keys, max(1, round(len(keys) / config.list_size)))
