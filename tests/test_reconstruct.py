@@ -18,6 +18,7 @@ from aceg.cli.main import main
 from aceg.data.readers import read_scene
 from aceg.data.synthetic.generate import generate_scene
 from aceg.data.writers import write_ace_scene
+from aceg.evaluation.metrics import similarity_alignment
 from aceg.evaluation.results import read_results
 
 SEED = 4242
@@ -26,16 +27,6 @@ PATH_FRAMES = 90
 USED, HELD_OUT = 24, (5, 14)
 #: Largest camera-centre error after alignment, as a fraction of the cameras' extent.
 MAX_RELATIVE_CENTRE_ERROR = 0.03
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray, scale: bool = True):
-    """``(s, R, t)`` minimising ``|s R src + t - dst|^2`` over (N, 3) point pairs."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    u, sigma, vt = np.linalg.svd((dst - mu_d).T @ (src - mu_s) / len(src))
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
-    rotation = u @ d @ vt
-    s = np.trace(np.diag(sigma) @ d) / (src - mu_s).var(0).sum() if scale else 1.0
-    return s, rotation, mu_d - s * rotation @ mu_s
 
 
 def _run(capsys, *args) -> tuple[int, str, str]:
@@ -64,7 +55,7 @@ def room(tmp_path_factory) -> dict:
 def _aligned_errors(scene, gt_centres: np.ndarray, scale: bool = True):
     """Camera-centre errors (metres) of ``scene`` against ``gt_centres`` (same order)
     after the best similarity (or rigid) alignment, the alignment, and the extent."""
-    s, rotation, t = umeyama(scene.camera_centres(), gt_centres, scale)
+    s, rotation, t = similarity_alignment(scene.camera_centres(), gt_centres, scale)
     aligned = s * scene.camera_centres() @ rotation.T + t
     extent = float(np.linalg.norm(gt_centres.max(0) - gt_centres.min(0)))
     return np.linalg.norm(aligned - gt_centres, axis=1), (s, rotation, t), extent

@@ -50,6 +50,19 @@ class AccuracyTable:
         return asdict(self)
 
 
+def similarity_alignment(src: np.ndarray, dst: np.ndarray, scale: bool = True
+                         ) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(s, R, t)`` minimising ``sum |s R src_i + t - dst_i|^2`` over (N, 3) point pairs
+    (Umeyama's closed form; ``scale=False``: rigid, s = 1). Aligns camera centres of a
+    reconstruction in its own units to ground truth in metres."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    u, sigma, vt = np.linalg.svd((dst - mu_d).T @ (src - mu_s) / len(src))
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
+    rotation = u @ d @ vt
+    s = float(np.trace(np.diag(sigma) @ d) / (src - mu_s).var(0).sum()) if scale else 1.0
+    return s, rotation, mu_d - s * rotation @ mu_s
+
+
 def accuracy_table(
     rot_errors_deg: Sequence[float], trans_errors_m: Sequence[float]
 ) -> AccuracyTable:
