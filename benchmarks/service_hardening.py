@@ -37,12 +37,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import requests
+from _service_bench import (
+    BENCH_MAP,
+    TEMPLE,
+    add_map_arguments,
+    localize_fields,
+    map_and_queries,
+    serve_as_bench,
+)
 
+from aceg.data.camera import Intrinsics
 from aceg.data.readers import read_scene
 from aceg.service.server import free_loopback_socket
-
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLE = ROOT.parent / "shared" / "data" / "middlebury" / "templeRing"
 
 
 def build_default_map(work_dir: Path):
@@ -65,9 +71,10 @@ def png(image: np.ndarray, level: int = 3) -> bytes:
 
 
 def fields(width: int, height: int) -> dict:
+    """Form fields of plausible intrinsics of a ``width`` x ``height`` image (principal
+    point centred)."""
     f = 0.8 * max(width, height)
-    return {"fx": repr(f), "fy": repr(f), "cx": repr((width - 1) / 2),
-            "cy": repr((height - 1) / 2)}
+    return localize_fields(Intrinsics(f, f, (width - 1) / 2, (height - 1) / 2))
 
 
 def attack_uploads(query: tuple[bytes, dict]) -> list[tuple[str, bytes, dict]]:
@@ -134,7 +141,7 @@ class Server:
 
 
 def post(url: str, image: bytes, form: dict, timeout: float = 600) -> requests.Response:
-    return requests.post(f"{url}/maps/bench/localize", data=form, timeout=timeout,
+    return requests.post(f"{url}/maps/{BENCH_MAP}/localize", data=form, timeout=timeout,
                          files={"image": ("q.png", image, "image/png")})
 
 
@@ -247,30 +254,15 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="service worker threads")
     parser.add_argument("--queue", type=int, default=16, help="service queue (aceg serve's default)")
-    parser.add_argument("--map", type=Path, default=None, help="map file (default: templeRing)")
-    parser.add_argument("--queries", default=None, help="scene with query images and intrinsics")
+    add_map_arguments(parser)
     parser.add_argument("--work-dir", type=Path,
                         default=Path(tempfile.gettempdir()) / "aceg_service_hardening")
     args = parser.parse_args()
-    if args.map is not None:
-        if args.queries is None:
-            parser.error("--map needs --queries")
-        map_path, queries = args.map, read_scene(args.queries)
-    else:
-        map_path, queries = build_default_map(args.work_dir)
-    maps_dir = args.work_dir / "maps-bench"
-    maps_dir.mkdir(parents=True, exist_ok=True)
-    link = maps_dir / "bench.map"
-    if link.exists() or link.is_symlink():
-        link.unlink()
-    link.symlink_to(Path(map_path).resolve())
+    map_path, queries = map_and_queries(parser, args, lambda: build_default_map(args.work_dir))
+    maps_dir = serve_as_bench(map_path, args.work_dir / "maps-bench")
 
-    payloads = []
-    for frame in queries.frames:
-        image = png(cv2.imread(str(frame.image_path), cv2.IMREAD_COLOR))
-        intr = frame.intrinsics
-        payloads.append((image, {"fx": repr(intr.fx), "fy": repr(intr.fy),
-                                 "cx": repr(intr.cx), "cy": repr(intr.cy)}))
+    payloads = [(png(cv2.imread(str(frame.image_path), cv2.IMREAD_COLOR)),
+                 localize_fields(frame.intrinsics, distortion=False)) for frame in queries.frames]
     cases = attack_uploads(payloads[0])
     server = Server(maps_dir, args.workers, args.queue)
     try:

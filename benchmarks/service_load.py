@@ -32,14 +32,19 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from _service_bench import (
+    BENCH_MAP,
+    TEMPLE,
+    add_map_arguments,
+    localize_fields,
+    map_and_queries,
+    serve_as_bench,
+)
 
 from aceg.data.readers import read_scene
 from aceg.data.scene import Scene
 from aceg.service.app import ServiceConfig
 from aceg.service.server import BackgroundServer
-
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLE = ROOT.parent / "shared" / "data" / "middlebury" / "templeRing"
 
 
 def build_default_map(work_dir: Path, iterations: int) -> tuple[Path, Scene]:
@@ -123,37 +128,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--workers", type=int, default=2, help="service worker threads")
     parser.add_argument("--queue", type=int, default=8, help="service queue slots")
-    parser.add_argument("--map", type=Path, default=None, help="map file (default: templeRing)")
-    parser.add_argument("--queries", default=None, help="scene with query images and intrinsics")
+    add_map_arguments(parser)
     parser.add_argument("--map-iterations", type=int, default=300,
                         help="training steps of the default map")
     parser.add_argument("--work-dir", type=Path,
                         default=Path(tempfile.gettempdir()) / "aceg_service_load")
     args = parser.parse_args()
 
+    map_path, queries = map_and_queries(
+        parser, args, lambda: build_default_map(args.work_dir, args.map_iterations))
     if args.map is not None:
-        if args.queries is None:
-            parser.error("--map needs --queries")
-        map_path, queries = args.map, read_scene(args.queries)
-        maps_dir = args.work_dir / "maps-given"
-        maps_dir.mkdir(parents=True, exist_ok=True)
-        link = maps_dir / "bench.map"
-        if link.exists() or link.is_symlink():
-            link.unlink()
-        link.symlink_to(map_path.resolve())
+        maps_dir, map_name = serve_as_bench(map_path, args.work_dir / "maps-given"), BENCH_MAP
     else:
-        map_path, queries = build_default_map(args.work_dir, args.map_iterations)
-        maps_dir = map_path.parent
-    map_name = map_path.stem if args.map is None else "bench"
+        maps_dir, map_name = map_path.parent, map_path.stem
 
-    payloads = []
-    for frame in queries.frames:
-        intr = frame.intrinsics
-        fields = {"fx": repr(intr.fx), "fy": repr(intr.fy), "cx": repr(intr.cx),
-                  "cy": repr(intr.cy)}
-        for key, value in zip(("k1", "k2", "p1", "p2", "k3"), intr.dist, strict=False):
-            fields[key] = repr(value)
-        payloads.append((frame.image_path.name, frame.image_path.read_bytes(), fields))
+    payloads = [(frame.image_path.name, frame.image_path.read_bytes(),
+                 localize_fields(frame.intrinsics)) for frame in queries.frames]
     ctype_note = {p.suffix.lower() for p in (f.image_path for f in queries.frames)}
     if not ctype_note <= {".png"}:
         raise SystemExit(f"query images must be PNG for this script, got {ctype_note}")

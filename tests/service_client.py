@@ -82,6 +82,13 @@ def free_port() -> int:
     return port
 
 
+def serve_environment(env: dict | None = None) -> dict:
+    """Environment of an ``aceg serve`` subprocess: this process's without ``ACEG_API_KEY``
+    (a key set outside the tests must not reach the server), updated with ``env``."""
+    base = {k: v for k, v in os.environ.items() if k != "ACEG_API_KEY"}
+    return {**base, **(env or {})}
+
+
 class ServeProcess:
     """``aceg serve`` in a subprocess on a free 127.0.0.1 port (context manager); ``url``,
     ``proc`` and, after exit, ``output`` (its stdout and stderr)."""
@@ -92,8 +99,7 @@ class ServeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = ["serve", "--maps", str(maps_dir), "--port", str(self.port),
                      "--log-level", "warning", *args]
-        base = {k: v for k, v in os.environ.items() if k != "ACEG_API_KEY"}
-        self.env = {**base, "OMP_NUM_THREADS": "1", **(env or {})}
+        self.env = serve_environment({"OMP_NUM_THREADS": "1", **(env or {})})
         self.start_timeout = start_timeout
         self.output = ""
 

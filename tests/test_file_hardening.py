@@ -24,7 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
@@ -33,6 +32,7 @@ from aceg.cli.main import main
 from aceg.data.readers import read_scene
 from aceg.errors import AcegError
 from aceg.model.map_file import load_map
+from fuzzing import colmap_image_line, write_colmap_text_model
 from test_fuzz import H, W, _image, _pose, build_ace, build_nerfstudio
 from tiny_map import tiny_map
 
@@ -148,20 +148,11 @@ def test_service_lists_bad_maps_as_unavailable_and_serves_the_others(tiny, tmp_p
 def colmap_text_model(root: Path, count: int) -> Path:
     """A COLMAP text model of ``count`` 16x12 images in ``root`` (images/ beside it), each
     image's POINTS2D line empty, as COLMAP writes an image without 2-D points."""
-    from aceg.data.camera import rotation_to_quaternion
-
-    root.mkdir(parents=True)
-    (root / "cameras.txt").write_text(f"# cameras\n1 PINHOLE {W} {H} 20 20 8 6\n")
-    lines = ["# Image list with two lines of data per image:"]
+    images = ["# Image list with two lines of data per image:"]
     for i in range(count):
         _image(root / "images" / f"im{i:02d}.png", i)
-        w2c = np.linalg.inv(_pose(i))
-        q = rotation_to_quaternion(w2c[:3, :3])
-        numbers = " ".join(repr(float(v)) for v in (*q, *w2c[:3, 3]))
-        lines += [f"{i + 1} {numbers} 1 im{i:02d}.png", ""]
-    (root / "images.txt").write_text("\n".join(lines) + "\n")
-    (root / "points3D.txt").write_text("# points\n")
-    return root
+        images += [colmap_image_line(i + 1, _pose(i), 1, f"im{i:02d}.png"), ""]
+    return write_colmap_text_model(root, ["# cameras", f"1 PINHOLE {W} {H} 20 20 8 6"], images)
 
 
 def test_colmap_images_txt_without_its_empty_lines_is_refused_at_the_line(tmp_path):

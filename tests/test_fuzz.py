@@ -40,7 +40,7 @@ from aceg.data.camera import check_pose
 from aceg.data.images import load_image
 from aceg.data.readers import read_scene
 from aceg.errors import AcegError
-from fuzzing import fuzz_settings, record
+from fuzzing import colmap_image_line, fuzz_settings, record, write_colmap_text_model
 
 W, H = 16, 12
 FOCAL = 20.0
@@ -155,21 +155,13 @@ def build_nerfstudio(root: Path) -> None:
 
 
 def build_colmap(root: Path) -> None:
-    sparse = root / "sparse" / "0"
-    sparse.mkdir(parents=True)
-    (sparse / "cameras.txt").write_text(f"# cameras\n1 OPENCV {W} {H} 20 22 8 6 0.01 0 0 0\n"
-                                        f"2 PINHOLE {W} {H} 20 20 8 6\n")
-    lines = ["# images"]
+    images = ["# images"]
     for i in range(2):
         _image(root / "images" / f"c{i}.png", i)
-        w2c = np.linalg.inv(_pose(i))
-        from aceg.data.camera import rotation_to_quaternion
-
-        q = rotation_to_quaternion(w2c[:3, :3])
-        numbers = " ".join(repr(float(v)) for v in (*q, *w2c[:3, 3]))
-        lines += [f"{i + 1} {numbers} {i + 1} c{i}.png", "1.5 2.5 -1"]
-    (sparse / "images.txt").write_text("\n".join(lines) + "\n")
-    (sparse / "points3D.txt").write_text("# points\n")
+        images += [colmap_image_line(i + 1, _pose(i), i + 1, f"c{i}.png"), "1.5 2.5 -1"]
+    write_colmap_text_model(root / "sparse" / "0",
+                            ["# cameras", f"1 OPENCV {W} {H} 20 22 8 6 0.01 0 0 0",
+                             f"2 PINHOLE {W} {H} 20 20 8 6"], images)
 
 
 def build_7scenes(root: Path) -> None:

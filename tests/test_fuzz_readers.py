@@ -40,7 +40,7 @@ from aceg.data.readers._colmap_files import (
     read_images_text,
 )
 from aceg.errors import AcegError
-from fuzzing import fuzz_settings, record
+from fuzzing import colmap_image_line, fuzz_settings, record, write_colmap_text_model
 from test_fuzz import BUILDERS, H, W, _image, _pose
 
 # -- templates ----------------------------------------------------------------------------
@@ -49,20 +49,14 @@ from test_fuzz import BUILDERS, H, W, _image, _pose
 def build_colmap_empty_points(root: Path) -> None:
     """A COLMAP text model of three images, two of them without 2-D points (an empty
     POINTS2D line, as COLMAP writes it), with comments and a blank line between records."""
-    from aceg.data.camera import rotation_to_quaternion
-
-    sparse = root / "sparse" / "0"
-    sparse.mkdir(parents=True)
-    (sparse / "cameras.txt").write_text(f"# Camera list\n1 SIMPLE_RADIAL {W} {H} 20 8 6 0.01\n")
-    lines = ["# Image list with two lines of data per image:", "#   POINTS2D[] as (X, Y, ID)"]
+    images = ["# Image list with two lines of data per image:", "#   POINTS2D[] as (X, Y, ID)"]
     for i in range(3):
         _image(root / "images" / f"e{i}.png", i)
-        w2c = np.linalg.inv(_pose(i))
-        q = rotation_to_quaternion(w2c[:3, :3])
-        numbers = " ".join(repr(float(v)) for v in (*q, *w2c[:3, 3]))
-        lines += [f"{i + 1} {numbers} 1 e{i}.png", "3.5 4.5 7 1 2 -1" if i == 1 else ""]
-    (sparse / "images.txt").write_text("\n".join(lines) + "\n")
-    (sparse / "points3D.txt").write_text("# 3D point list\n")
+        images += [colmap_image_line(i + 1, _pose(i), 1, f"e{i}.png"),
+                   "3.5 4.5 7 1 2 -1" if i == 1 else ""]
+    write_colmap_text_model(root / "sparse" / "0",
+                            ["# Camera list", f"1 SIMPLE_RADIAL {W} {H} 20 8 6 0.01"], images,
+                            ["# 3D point list"])
 
 
 FORMATS = {**BUILDERS, "colmap-empty-points": build_colmap_empty_points}

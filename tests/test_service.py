@@ -9,12 +9,8 @@ and a hypothesis-driven fuzz of the endpoints never gets a 5xx.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import threading
-import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,8 +27,8 @@ from aceg.evaluation.results import read_results
 from aceg.localization.localizer import Localizer
 from aceg.service.app import ServiceConfig
 from aceg.service.queue import QueueFull
-from aceg.service.server import BackgroundServer, free_loopback_socket
-from service_client import TIMEOUT, assert_error, form, png_header_only
+from aceg.service.server import BackgroundServer
+from service_client import TIMEOUT, ServeProcess, assert_error, form, png_header_only
 from service_client import post as client_post
 from tiny_map import tiny_map
 
@@ -393,32 +389,14 @@ def test_fuzz_any_request_never_5xx(server, method, path, body, ctype):
 
 def test_aceg_serve_command(maps_dir, tmp_path):
     """``aceg serve`` as a subprocess on a free loopback port, key from ACEG_API_KEY."""
-    sock = free_loopback_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    env = {**os.environ, "ACEG_API_KEY": "from-env"}
-    proc = subprocess.Popen([sys.executable, "-m", "aceg", "serve", "--maps", str(maps_dir),
-                             "--port", str(port), "--workers", "1", "--log-level", "warning"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = requests.get(f"{url}/health", headers={"X-API-Key": "from-env"},
-                                        timeout=5)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, proc.stdout.read()
-                assert time.monotonic() < deadline, "aceg serve did not start"
-                time.sleep(0.2)
+    with ServeProcess(maps_dir, "--workers", "1", env={"ACEG_API_KEY": "from-env"},
+                      start_timeout=60) as srv:
+        response = requests.get(f"{srv.url}/health", headers={"X-API-Key": "from-env"},
+                                timeout=5)
         assert response.status_code == 200 and response.json()["maps"] == 1
-        assert_error(requests.get(f"{url}/maps", timeout=5), 401, "unauthorized")
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-    assert "serving 1 map(s)" in out and "corner" in out
-    assert "broken.map" in out  # the skipped file is reported
+        assert_error(requests.get(f"{srv.url}/maps", timeout=5), 401, "unauthorized")
+    assert "serving 1 map(s)" in srv.output and "corner" in srv.output
+    assert "broken.map" in srv.output  # the skipped file is reported
 
 
 def test_aceg_serve_bad_arguments(tmp_path, capsys):

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from aceg.cli.main import main
 from aceg.errors import AcegError
 from aceg.service.app import ServiceConfig, create_app
 from aceg.service.server import BackgroundServer
-from service_client import ServeProcess, assert_error, free_port
+from service_client import ServeProcess, assert_error, free_port, serve_environment
 from tiny_map import tiny_map
 
 TIMEOUT = 30
@@ -44,9 +43,8 @@ def run_serve(maps_dir, *args: str, env: dict | None = None) -> subprocess.Compl
     command = [sys.executable, "-m", "aceg", "serve", "--maps", str(maps_dir), "--port",
                str(free_port()), *args]
     try:
-        base = {k: v for k, v in os.environ.items() if k != "ACEG_API_KEY"}
         return subprocess.run(command, capture_output=True, text=True, timeout=60,
-                              env={**base, **(env or {})})
+                              env=serve_environment(env))
     except subprocess.TimeoutExpired:
         pytest.fail(f"aceg serve {' '.join(args)} started instead of refusing")
 

@@ -166,9 +166,8 @@ class AnchorLists:
     unit keys (fixed seed, so the same code always gets the same lists). The search runs
     on the CPU whatever the keys' device, on as many threads as torch uses."""
 
-    def __init__(self, index, n_anchors: int) -> None:
+    def __init__(self, index) -> None:
         self.index = index
-        self.n_anchors = n_anchors
 
     @classmethod
     def build(cls, keys: torch.Tensor, n_lists: int, iterations: int = 8, seed: int = 0) -> AnchorLists:
@@ -184,7 +183,7 @@ class AnchorLists:
         faiss.omp_set_num_threads(torch.get_num_threads())
         index.train(data)
         index.add(data)
-        return cls(index, data.shape[0])
+        return cls(index)
 
     def search(self, queries: torch.Tensor, k: int, probed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Similarities (P, k) and anchor indices (P, k) of each of the (P, C) ``queries``'

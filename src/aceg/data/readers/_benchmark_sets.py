@@ -1,7 +1,7 @@
 """Helpers shared by the readers of the standard relocalization data sets (7-Scenes,
 12-Scenes, Cambridge Landmarks, Indoor-6): pose files that mark lost frames with
-non-finite numbers, list files, notes about skipped frames, and the official mapping /
-query split as two scenes.
+non-finite numbers, list files and the scene folder they stand in, notes about skipped
+frames, and the official mapping / query split as two scenes.
 
 Every error names the file and, for text content, the line.
 """
@@ -9,7 +9,7 @@ Every error names the file and, for text content, the line.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +73,48 @@ def read_pose_file(path: Path, *, world_to_camera: bool = False) -> np.ndarray |
     return check_pose(invert_pose(pose), str(path)) if world_to_camera else pose
 
 
+def read_pose_or_skip(path: Path, skipped: list[Path], *,
+                      world_to_camera: bool = False) -> np.ndarray | None:
+    """:func:`read_pose_file` of ``path``; when the file marks the frame as lost (the pose
+    is None), ``path`` is appended to ``skipped`` so that :func:`skipped_note` counts it."""
+    pose = read_pose_file(path, world_to_camera=world_to_camera)
+    if pose is None:
+        skipped.append(path)
+    return pose
+
+
 def list_lines(path: Path) -> list[tuple[int, str]]:
     """``(line_number, text)`` of every non-empty line of a list file, stripped."""
     return [(number, " ".join(tokens)) for number, tokens in text_rows(path)]
+
+
+def holds_list_files(path: Path, list_files: Mapping[str, str]) -> bool:
+    """Whether ``path`` is one of the list files named by ``list_files`` (file names by
+    half of the split), or a folder holding all of them."""
+    if path.is_file():
+        return path.name in list_files.values()
+    return path.is_dir() and all((path / name).is_file() for name in list_files.values())
+
+
+def scene_root(path: Path) -> Path:
+    """The scene folder of ``path``: the folder itself, or the folder of a list file."""
+    path = Path(path)
+    return path.parent if path.is_file() else path
+
+
+def checked_scene_root(path: Path, detect: Callable[[Path], bool], not_a_scene: str) -> Path:
+    """:func:`scene_root` of ``path`` once the reader's ``detect`` accepts ``path``;
+    otherwise :class:`AcegError` ``"<path>: <not_a_scene>"``."""
+    if not detect(path):
+        raise AcegError(f"{path}: {not_a_scene}")
+    return scene_root(path)
+
+
+def read_scene_name(path: Path, root: Path, half: str) -> str:
+    """Name of the scene read from ``path``: the name of its scene folder ``root``, followed
+    by ``-<half>`` when ``path`` is the list file of one half rather than the folder."""
+    name = root.resolve().name
+    return f"{name}-{half}" if path.is_file() else name
 
 
 def skipped_note(skipped: Sequence[Path], total: int, why: str) -> list[str]:

@@ -39,6 +39,10 @@ from aceg.data.camera import Intrinsics, check_pose, make_pose, quaternion_to_ro
 from aceg.data.readers._benchmark_sets import (
     MAPPING,
     QUERY,
+    checked_scene_root,
+    holds_list_files,
+    read_scene_name,
+    scene_root,
     skipped_note,
     split_scenes,
     text_rows,
@@ -62,18 +66,12 @@ NVM_FILE = "reconstruction.nvm"
 HEADER_LINES = 3
 #: Largest world-to-camera translation coordinate (metres) of a kept image.
 OUTLIER_TRANSLATION = 10_000.0
+NOT_A_SCENE = (f"not a Cambridge Landmarks scene (needs {LIST_FILES[MAPPING]} and "
+               f"{LIST_FILES[QUERY]})")
 
 
 def detect(path: Path) -> bool:
-    path = Path(path)
-    if path.is_file():
-        return path.name in LIST_FILES.values()
-    return path.is_dir() and all((path / name).is_file() for name in LIST_FILES.values())
-
-
-def scene_root(path: Path) -> Path:
-    path = Path(path)
-    return path.parent if path.is_file() else path
+    return holds_list_files(Path(path), LIST_FILES)
 
 
 def _image_key(name: str) -> str:
@@ -191,21 +189,15 @@ def _read_halves(root: Path, halves: tuple[str, ...]):
 def read(path: Path) -> Scene:
     """Every image of a Cambridge Landmarks scene folder, or of one list file."""
     path = Path(path)
-    if not detect(path):
-        raise AcegError(f"{path}: not a Cambridge Landmarks scene (needs {LIST_FILES[MAPPING]} "
-                        f"and {LIST_FILES[QUERY]})")
-    root = scene_root(path)
+    root = checked_scene_root(path, detect, NOT_A_SCENE)
     halves = tuple(h for h, name in LIST_FILES.items() if path.is_dir() or path.name == name)
     frames, notes, sources = _read_halves(root, halves)
-    name = root.resolve().name + (f"-{halves[0]}" if path.is_file() else "")
+    name = read_scene_name(path, root, halves[0])
     return whole_scene(name, frames, root, NAME, notes, sources)
 
 
 def read_split(path: Path) -> tuple[Scene, Scene]:
     """The official ``(mapping, query)`` scenes: ``dataset_train.txt``, ``dataset_test.txt``."""
-    root = scene_root(Path(path))
-    if not detect(root):
-        raise AcegError(f"{root}: not a Cambridge Landmarks scene (needs {LIST_FILES[MAPPING]} "
-                        f"and {LIST_FILES[QUERY]})")
+    root = checked_scene_root(scene_root(Path(path)), detect, NOT_A_SCENE)
     frames, notes, sources = _read_halves(root, (MAPPING, QUERY))
     return split_scenes(root.resolve().name, frames, root, NAME, notes, sources)

@@ -34,8 +34,11 @@ from aceg.data.camera import Intrinsics
 from aceg.data.readers._benchmark_sets import (
     MAPPING,
     QUERY,
+    checked_scene_root,
     list_lines,
-    read_pose_file,
+    read_pose_or_skip,
+    read_scene_name,
+    scene_root,
     skipped_note,
     split_scenes,
     text_rows,
@@ -43,7 +46,7 @@ from aceg.data.readers._benchmark_sets import (
 )
 from aceg.data.readers._common import check_image_size, parse_float, parse_int
 from aceg.data.scene import Frame, Scene
-from aceg.errors import AcegError, file_error
+from aceg.errors import file_error
 
 NAME = "indoor6"
 
@@ -51,6 +54,8 @@ IMAGES_FOLDER = "images"
 #: The split lists' suffixes, by half; ``val`` is read only with the whole scene.
 LIST_SUFFIXES = {MAPPING: "_train.txt", QUERY: "_test.txt", "val": "_val.txt"}
 LIST_NAME = re.compile(r"^(?P<scene>.+)_(?P<split>train|val|test)\.txt$")
+NOT_A_SCENE = (f"not an Indoor-6 scene (needs {IMAGES_FOLDER}/ and the lists "
+               "<scene>_train.txt and <scene>_test.txt)")
 
 
 def _list_file(root: Path, half: str) -> Path:
@@ -65,11 +70,6 @@ def detect(path: Path) -> bool:
                 and (path.parent / IMAGES_FOLDER).is_dir())
     return (path.is_dir() and (path / IMAGES_FOLDER).is_dir()
             and _list_file(path, MAPPING).is_file() and _list_file(path, QUERY).is_file())
-
-
-def scene_root(path: Path) -> Path:
-    path = Path(path)
-    return path.parent if path.is_file() else path
 
 
 def read_intrinsics(path: Path) -> tuple[Intrinsics, int, int]:
@@ -103,9 +103,8 @@ def _read_list(list_file: Path, images: Path) -> tuple[list[Frame], list[Path], 
         stem = name.split(".", 1)[0]
         pose_file, calibration = images / f"{stem}.pose.txt", images / f"{stem}.intrinsics.txt"
         sources += [pose_file, calibration]
-        pose = read_pose_file(pose_file, world_to_camera=True)
+        pose = read_pose_or_skip(pose_file, skipped, world_to_camera=True)
         if pose is None:
-            skipped.append(pose_file)
             continue
         intrinsics, width, height = read_intrinsics(calibration)
         check_image_size(image, width, height, str(calibration))
@@ -130,26 +129,20 @@ def _read_halves(root: Path, halves: tuple[str, ...]):
 def read(path: Path) -> Scene:
     """Every frame of an Indoor-6 scene folder (train, val and test), or of one list."""
     path = Path(path)
-    if not detect(path):
-        raise AcegError(f"{path}: not an Indoor-6 scene (needs {IMAGES_FOLDER}/ and the lists "
-                        "<scene>_train.txt and <scene>_test.txt)")
-    root = scene_root(path)
+    root = checked_scene_root(path, detect, NOT_A_SCENE)
     if path.is_file():
         split = LIST_NAME.match(path.name).group("split")
         halves = tuple(h for h, suffix in LIST_SUFFIXES.items() if suffix == f"_{split}.txt")
     else:
         halves = tuple(h for h in LIST_SUFFIXES if _list_file(root, h).is_file())
     frames, notes, sources = _read_halves(root, halves)
-    name = root.resolve().name + (f"-{halves[0]}" if path.is_file() else "")
+    name = read_scene_name(path, root, halves[0])
     return whole_scene(name, frames, root, NAME, notes, sources)
 
 
 def read_split(path: Path) -> tuple[Scene, Scene]:
     """The official ``(mapping, query)`` scenes: the ``train`` and ``test`` lists."""
-    root = scene_root(Path(path))
-    if not detect(root):
-        raise AcegError(f"{root}: not an Indoor-6 scene (needs {IMAGES_FOLDER}/ and the lists "
-                        "<scene>_train.txt and <scene>_test.txt)")
+    root = checked_scene_root(scene_root(Path(path)), detect, NOT_A_SCENE)
     frames, notes, sources = _read_halves(root, (MAPPING, QUERY))
     notes = [*notes, "the val list is not used (not part of the mapping / query split)"]
     return split_scenes(root.resolve().name, frames, root, NAME, notes, sources)

@@ -39,8 +39,12 @@ from aceg.data.camera import Intrinsics
 from aceg.data.readers._benchmark_sets import (
     MAPPING,
     QUERY,
+    checked_scene_root,
+    holds_list_files,
     list_lines,
-    read_pose_file,
+    read_pose_or_skip,
+    read_scene_name,
+    scene_root,
     skipped_note,
     split_scenes,
     whole_scene,
@@ -60,19 +64,11 @@ POSE_SUFFIX = ".pose.txt"
 SEQUENCE_LINE = re.compile(r"^sequence(\d+)$", re.IGNORECASE)
 DEPTH_NOTE = ("7-Scenes depth maps are the depth camera's, not registered to the colour "
               "images: frames carry none (mapping triangulates)")
+NOT_A_SCENE = f"not a 7-Scenes scene (needs {SPLIT_FILES[MAPPING]} and {SPLIT_FILES[QUERY]})"
 
 
 def detect(path: Path) -> bool:
-    path = Path(path)
-    if path.is_file():
-        return path.name in SPLIT_FILES.values()
-    return path.is_dir() and all((path / name).is_file() for name in SPLIT_FILES.values())
-
-
-def scene_root(path: Path) -> Path:
-    """The scene folder of ``path`` (the folder itself, or a split file's folder)."""
-    path = Path(path)
-    return path.parent if path.is_file() else path
+    return holds_list_files(Path(path), SPLIT_FILES)
 
 
 def sequence_folders(split_file: Path) -> list[Path]:
@@ -101,9 +97,8 @@ def _read_sequence(folder: Path, focal: float) -> tuple[list[Frame], list[Path],
     for image in images:
         pose_file = folder / (image.name[: -len(COLOR_SUFFIX)] + POSE_SUFFIX)
         poses.append(pose_file)
-        pose = read_pose_file(pose_file)
+        pose = read_pose_or_skip(pose_file, skipped)
         if pose is None:
-            skipped.append(pose_file)
             continue
         width, height = image_size(image)
         intrinsics = Intrinsics(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0)
@@ -141,23 +136,15 @@ def _read_halves(root: Path, halves: tuple[str, ...], focal: float):
 def read(path: Path, focal: float = DEFAULT_FOCAL) -> Scene:
     """Every frame of a 7-Scenes scene folder, or of one split file (module docstring)."""
     path = Path(path)
-    if not detect(path):
-        raise AcegError(f"{path}: not a 7-Scenes scene (needs {SPLIT_FILES[MAPPING]} and "
-                        f"{SPLIT_FILES[QUERY]})")
-    root = scene_root(path)
+    root = checked_scene_root(path, detect, NOT_A_SCENE)
     halves = tuple(h for h, name in SPLIT_FILES.items() if path.is_dir() or path.name == name)
     frames, notes, sources = _read_halves(root, halves, focal)
-    name = root.resolve().name
-    if path.is_file():
-        name = f"{name}-{halves[0]}"
+    name = read_scene_name(path, root, halves[0])
     return whole_scene(name, frames, root, NAME, notes, sources)
 
 
 def read_split(path: Path, focal: float = DEFAULT_FOCAL) -> tuple[Scene, Scene]:
     """The official ``(mapping, query)`` scenes: training and test sequences."""
-    root = scene_root(Path(path))
-    if not detect(root):
-        raise AcegError(f"{root}: not a 7-Scenes scene (needs {SPLIT_FILES[MAPPING]} and "
-                        f"{SPLIT_FILES[QUERY]})")
+    root = checked_scene_root(scene_root(Path(path)), detect, NOT_A_SCENE)
     frames, notes, sources = _read_halves(root, (MAPPING, QUERY), focal)
     return split_scenes(root.resolve().name, frames, root, NAME, notes, sources)

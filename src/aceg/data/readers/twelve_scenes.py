@@ -37,7 +37,7 @@ from aceg.data.camera import Intrinsics
 from aceg.data.readers._benchmark_sets import (
     MAPPING,
     QUERY,
-    read_pose_file,
+    read_pose_or_skip,
     skipped_note,
     split_scenes,
     text_rows,
@@ -133,9 +133,8 @@ def _read_halves(root: Path):
         stem = image.name[: -len(".color.jpg")]
         pose_file = data / f"{stem}.pose.txt"
         poses.append(pose_file)
-        pose = read_pose_file(pose_file)
+        pose = read_pose_or_skip(pose_file, skipped)
         if pose is None:
-            skipped.append(pose_file)
             continue
         check_image_size(image, width, height, str(info))
         depth = data / f"{stem}.depth.png"
