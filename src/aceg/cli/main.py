@@ -24,7 +24,7 @@ EXIT_BROKEN_PIPE = 141
 
 #: Sub-commands, in the order ``aceg --help`` lists them.
 COMMANDS = ("demo", "info", "convert", "reconstruct", "eval", "synth", "map", "localize",
-            "pretrain", "pretrain-anchors", "bench", "export", "plot", "serve")
+            "pretrain", "pretrain-anchors", "bench", "export", "plot", "view", "serve")
 
 DESCRIPTION = """\
 aceg: visual relocalization by scene coordinate regression (ACE-G).
