@@ -90,6 +90,21 @@ def test_results_rotation_direction(tmp_path: Path):
     assert read_results(path)[0].cam_to_world == pytest.approx(pose)
 
 
+def test_results_keep_the_confident_flag_and_centre_spread(tmp_path: Path):
+    path = tmp_path / "p.txt"
+    pose = make_pose(np.eye(3), [1, 2, 3])
+    write_results(path, [PoseResult("a.png", pose, 300, confident=True, centre_std_m=0.012),
+                         PoseResult("b.png", pose, 60, confident=False, centre_std_m=0.4),
+                         PoseResult("c.png", pose, 70)])
+    a, b, c = read_results(path)
+    assert (a.confident, a.centre_std_m, a.inliers) == (True, pytest.approx(0.012), 300)
+    assert (b.confident, b.centre_std_m) == (False, pytest.approx(0.4))
+    assert c.confident is None and math.isnan(c.centre_std_m)  # ACE's 11 columns: unknown
+    path.write_text("a.png 1 0 0 0 1 2 3 nan nan 300 2 0.01\n")
+    with pytest.raises(AcegError, match="confident flag must be 0 or 1"):
+        read_results(path)
+
+
 def test_not_localized_written_as_comment(tmp_path: Path):
     path = tmp_path / "p.txt"
     write_results(path, [PoseResult("c.png", None, reason="too few correspondences")])
@@ -100,7 +115,7 @@ def test_not_localized_written_as_comment(tmp_path: Path):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("a.png 1 0 0 0 1 2", "expected 8 or 11 columns"),
+        ("a.png 1 0 0 0 1 2", "expected 8, 11 or 13 columns"),
         ("a.png 1 0 0 0 x 2 3", "cannot parse"),
         ("a.png nan 0 0 0 1 2 3", "non-finite"),
         ("a.png 2 0 0 0 1 2 3", "not unit length"),

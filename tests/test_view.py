@@ -83,6 +83,20 @@ def test_view_draws_the_anchor_points_and_the_cameras(anchors):
     assert "coloured by the mapping images" in " ".join(view.legend)
 
 
+def test_view_colours_queries_by_the_confident_flag_when_the_file_has_it(anchors, tmp_path):
+    map_path, scene, _, _ = anchors
+    pose = scene[0].cam_to_world
+    path = tmp_path / "flagged.txt"
+    # many inliers but not flagged, few inliers but flagged: the flag decides
+    write_results(path, [PoseResult(scene[0].name, pose, 900, confident=False, centre_std_m=0.3),
+                         PoseResult(scene[1].name, pose, 40, confident=True, centre_std_m=0.01)])
+    view = build_view(map_path, queries=read_query_poses(path))
+    groups = {g.key: g for g in view.cameras}
+    assert groups["queries_confident"].names == [scene[1].name]
+    assert groups["queries_unsure"].names == [scene[0].name]
+    assert "flagged confident" in " ".join(view.legend)
+
+
 def test_view_without_scene_colours_by_height(anchors):
     map_path, *_ = anchors
     view = build_view(map_path)
@@ -131,7 +145,7 @@ def test_bad_map_is_one_line_naming_it(tmp_path, capsys, what):
 
 
 @pytest.mark.parametrize("text, problem", [
-    ("0000.png 1 0 0\n", "expected 8 or 11 columns"),
+    ("0000.png 1 0 0\n", "expected 8, 11 or 13 columns"),
     ("# only a comment\n", "holds no pose"),
     (None, "not found"),
 ])

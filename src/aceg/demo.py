@@ -191,7 +191,9 @@ def _localize_queries(localizer, queries: dict[str, Scene], result: DemoResult
             r = localizer.localize_frame(frame)
             if r.localized:
                 query_times.append(r.timings["total"])
-            results.append(PoseResult(frame.name, r.cam_to_world, r.inliers, reason=r.reason))
+            results.append(PoseResult(frame.name, r.cam_to_world, r.inliers, reason=r.reason,
+                                      confident=r.confident if r.localized else None,
+                                      centre_std_m=r.centre_std_m))
         evaluated, table = evaluate_results(qscene, results)
         poses_path = result.out / f"poses_{split}.txt"
         write_results(poses_path, evaluated)

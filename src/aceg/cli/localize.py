@@ -110,7 +110,9 @@ def _localize_queries(args, localizer, queries) -> int:
             tqdm.write(f"aceg: {frame.name}: not localized ({r.reason})")
         if r.bad_input:
             unreadable.append(r.reason)
-        results.append(PoseResult(frame.name, r.cam_to_world, r.inliers, reason=r.reason))
+        results.append(PoseResult(frame.name, r.cam_to_world, r.inliers, reason=r.reason,
+                                  confident=r.confident if r.localized else None,
+                                  centre_std_m=r.centre_std_m))
         bar.set_postfix(inliers=r.inliers)
     table = None
     if gt is not None:

@@ -2,13 +2,16 @@
 
 One line per localized query image::
 
-    name qw qx qy qz tx ty tz [rot_err_deg tr_err_m inliers]
+    name qw qx qy qz tx ty tz [rot_err_deg tr_err_m inliers [confident centre_std_m]]
 
 where ``(qw, qx, qy, qz)`` and ``(tx, ty, tz)`` are the **world-to-camera** rotation
 (unit quaternion, Hamilton, w first) and translation, OpenCV camera axes, metres (as ACE
 writes them). The three trailing columns are optional: rotation error in degrees and
 translation error in metres against ground truth (``nan`` when there is none) and the
-RANSAC inlier count. Images that could not be localized are written as comment lines
+RANSAC inlier count; aceg adds the localizer's confident flag (1 or 0) and the standard
+deviation of the camera centre predicted from the fit (metres; ``nan`` when unknown).
+Files of 8, 11 or 13 columns are read; a file without the flag reads as "unknown".
+Images that could not be localized are written as comment lines
 ``# not localized: name [reason]``; lines starting with ``#`` are ignored on reading,
 and a query with no line counts as not localized in evaluation.
 """
@@ -45,6 +48,10 @@ class PoseResult:
     rot_err_deg: float = math.nan
     trans_err_m: float = math.nan
     reason: str = ""
+    #: The localizer's confident flag; None when the file did not record it.
+    confident: bool | None = None
+    #: Standard deviation of the camera centre predicted from the fit, metres (nan: unknown).
+    centre_std_m: float = math.nan
 
     @property
     def localized(self) -> bool:
@@ -59,6 +66,8 @@ def format_result_line(result: PoseResult) -> str:
     t = world_to_cam[:3, 3]
     numbers = " ".join(f"{v:.9g}" for v in (*q, *t))
     extras = f"{result.rot_err_deg:.6g} {result.trans_err_m:.6g} {int(result.inliers)}"
+    if result.confident is not None:
+        extras += f" {int(result.confident)} {result.centre_std_m:.6g}"
     return f"{result.name} {numbers} {extras}"
 
 
@@ -83,8 +92,8 @@ def read_results(path: str | Path) -> list[PoseResult]:
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) not in (8, 11):
-            raise file_error(path, f"expected 8 or 11 columns, found {len(parts)}", number)
+        if len(parts) not in (8, 11, 13):
+            raise file_error(path, f"expected 8, 11 or 13 columns, found {len(parts)}", number)
         name = parts[0]
         try:
             values = [float(v) for v in parts[1:]]
@@ -103,7 +112,12 @@ def read_results(path: str | Path) -> list[PoseResult]:
             raise file_error(path, f"image {name} appears twice", number)
         seen.add(name)
         cam_to_world = invert_pose(make_pose(R, values[4:7]))
-        extras = values[7:] if len(values) == 10 else [math.nan, math.nan, 0]
+        extras = values[7:10] if len(values) >= 10 else [math.nan, math.nan, 0]
+        confident, centre_std = None, math.nan
+        if len(values) == 12:
+            if values[10] not in (0.0, 1.0):
+                raise file_error(path, f"confident flag must be 0 or 1, found {parts[11]}", number)
+            confident, centre_std = values[10] == 1.0, values[11]
         results.append(
             PoseResult(
                 name,
@@ -111,6 +125,8 @@ def read_results(path: str | Path) -> list[PoseResult]:
                 int(extras[2]) if math.isfinite(extras[2]) else 0,
                 extras[0],
                 extras[1],
+                confident=confident,
+                centre_std_m=centre_std,
             )
         )
     return results
@@ -176,6 +192,7 @@ def evaluate_results(
             )
             continue
         rot, trans = pose_errors(r.cam_to_world, frame.cam_to_world)
-        evaluated.append(PoseResult(frame.name, r.cam_to_world, r.inliers, rot, trans))
+        evaluated.append(PoseResult(frame.name, r.cam_to_world, r.inliers, rot, trans,
+                                    confident=r.confident, centre_std_m=r.centre_std_m))
     table = accuracy_table([r.rot_err_deg for r in evaluated], [r.trans_err_m for r in evaluated])
     return evaluated, table

@@ -13,10 +13,10 @@ What is shown (world frame of the scene, metres, OpenCV camera axes; see
   (:func:`image_colours`); without, a colour ramp along the up direction (:func:`height_colours`).
 - **mapping cameras** (a map file does not store its mapping poses): the posed frames of
   the mapping scene, as frusta (:func:`frustum_segments`).
-- **query cameras** of a results file (:mod:`aceg.evaluation.results`): green with at least
-  :data:`aceg.localization.localizer.CONFIDENT_INLIERS` inliers, orange with fewer (the
-  results file keeps the inlier count, not the spread of the pose, so this is the inlier
-  half of the localizer's confident flag), red for images not localized (drawn at their
+- **query cameras** of a results file (:mod:`aceg.evaluation.results`): green when the
+  localizer flagged the pose confident, orange when not (files without the flag, e.g.
+  ACE's: at least :data:`aceg.localization.localizer.CONFIDENT_INLIERS` inliers or fewer),
+  red for images not localized (drawn at their
   ground truth, when it is given); ground-truth query cameras in blue, each joined to its
   estimate by a line.
 
@@ -396,12 +396,15 @@ def build_view(map_path: str | Path, *, mapping: Scene | None = None,
             if missing:
                 raise AcegError(f"--gt {gt.root or gt.name}: frame {gt_of[missing[0]].name} has "
                                 "no pose")
+        # Files written by aceg localize carry the confident flag; others only inliers.
+        flagged = bool(queries.results) and all(r.confident is not None for r in queries.results)
         for r in queries.results:
             truth = gt_of.get(r.name)
             shape = truth if truth is not None else default_cam
             K = truth.intrinsics.K if truth is not None else default_cam.K
             cam = _Camera(r.name, r.cam_to_world, K, shape.width, shape.height)
-            (estimated if r.inliers >= CONFIDENT_INLIERS else unsure).append(cam)
+            sure = r.confident if flagged else r.inliers >= CONFIDENT_INLIERS
+            (estimated if sure else unsure).append(cam)
             if truth is not None:
                 gt_cams.append(_cameras_of([truth])[0])
                 links.append((r.cam_to_world[:3, 3], truth.cam_to_world[:3, 3]))
@@ -428,12 +431,13 @@ def build_view(map_path: str | Path, *, mapping: Scene | None = None,
         groups.append(_group("mapping", f"grey: {len(mapping_cams)} mapping cameras",
                              "mapping cameras", MAPPING_COLOR, mapping_cams, depth))
     if queries is not None:
+        sure_label = ("flagged confident" if flagged else f"with >= {CONFIDENT_INLIERS} inliers")
+        unsure_label = ("not flagged confident" if flagged else "with fewer inliers")
         groups.append(_group("queries_confident", f"green: {len(estimated)} query cameras "
-                             f"with >= {CONFIDENT_INLIERS} inliers",
-                             f"queries with >= {CONFIDENT_INLIERS} inliers", CONFIDENT_COLOR,
+                             f"{sure_label}", f"queries {sure_label}", CONFIDENT_COLOR,
                              estimated, depth))
-        groups.append(_group("queries_unsure", f"orange: {len(unsure)} with fewer inliers",
-                             "with fewer", UNSURE_COLOR, unsure, depth))
+        groups.append(_group("queries_unsure", f"orange: {len(unsure)} {unsure_label}",
+                             unsure_label, UNSURE_COLOR, unsure, depth))
         where = ("at their ground truth" if gt is not None else "not drawn: give --gt to see "
                  "them at their ground truth")
         groups.append(_group("queries_failed", f"red: {len(queries.failed)} not localized "
