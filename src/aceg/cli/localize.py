@@ -17,8 +17,9 @@ HELP = "localize query images against a map; write an ACE-format poses file"
 DESCRIPTION = """\
 Localize the images of QUERIES (a scene in any supported format: its intrinsics are used,
 its poses ignored) against MAP, and write one line per image to --out in the ACE results
-format (`name qw qx qy qz tx ty tz rot_err_deg tr_err_m inliers`, world-to-camera; images
-that could not be localized become `# not localized: name reason` lines).
+format (`name qw qx qy qz tx ty tz rot_err_deg tr_err_m inliers confident centre_std_m`,
+world-to-camera; confident is 1 or 0, centre_std_m the camera centre's predicted standard
+deviation; images that could not be localized become `# not localized: name reason` lines).
 
 Each image: encoder + regressor (one scene coordinate per patch cell; for an anchor map
 of keypoints, the image's XFeat keypoints read the anchors instead), uncertainty filter,
