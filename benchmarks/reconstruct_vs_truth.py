@@ -54,12 +54,15 @@ def reconstruct_mapping(mapping: Scene, work: Path) -> tuple[Scene, float]:
 
 
 def aligned(recon: Scene, truth: Scene) -> tuple[Scene, np.ndarray, float]:
-    """``recon``'s frames found in ``truth``, moved by the similarity that best maps their
-    centres onto the true ones; the centre errors (metres) after it; the scale."""
-    truth_by_name = truth.by_name()
-    frames = [f for f in recon.frames if f.name in truth_by_name]
+    """``recon``'s frames found in ``truth`` (by file stem: the reconstruction writes its
+    undistorted images as PNG), moved by the similarity that best maps their centres onto
+    the true ones; the centre errors (metres) after it; the scale."""
+    truth_by_stem = {Path(f.name).stem: f for f in truth.frames}
+    frames = [f for f in recon.frames if Path(f.name).stem in truth_by_stem]
+    if len(frames) < 3:
+        raise SystemExit(f"{recon.name}: {len(frames)} reconstructed frames match the ground truth")
     src = np.array([f.camera_centre for f in frames])
-    dst = np.array([truth_by_name[f.name].camera_centre for f in frames])
+    dst = np.array([truth_by_stem[Path(f.name).stem].camera_centre for f in frames])
     s, rotation, t = similarity_alignment(src, dst)
     moved = []
     for f in frames:

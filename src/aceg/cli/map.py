@@ -53,15 +53,18 @@ MODEL_FLAGS = {
     "code_init": ("--code-init", ("transformer",)),
     "triangulate": ("--triangulate", ("transformer", "ace")),
     "max_anchors": ("--max-anchors", ("anchors",)),
+    "map_size": ("--map-size", ("anchors",)),
     "anchor_points": ("--anchor-points", ("anchors",)),
     "regressor": ("--regressor", ("anchors", "transformer")),
     "encoder": ("--encoder", ("ace",)),
 }
 #: Settings of :func:`aceg.mapping.mapper.map_scene` taken from flags of another name.
-SETTING_NAMES = {"depth": "use_depth", "keypoints": "triangulation_keypoints"}
+SETTING_NAMES = {"depth": "use_depth", "keypoints": "triangulation_keypoints",
+                 "map_size": "map_size_mb"}
 
 
 def add_arguments(parser) -> None:
+    from aceg.mapping.anchor_budget import ANCHORS_PER_IMAGE
     from aceg.mapping.mapper import MODELS
     from aceg.mapping.training import PRESET_NAMES
     from aceg.mapping.triangulation import (
@@ -93,9 +96,13 @@ def add_arguments(parser) -> None:
                              f"to {SMALL_SCENE_IMAGES} images, {TRIANGULATION_CONFIG.max_keypoints} "
                              "above. Small scenes of large images map better with more")
     parser.add_argument("--max-anchors", type=int, default=None, metavar="N",
-                        help="anchors: anchors the map keeps at most, a random subset of the "
-                             "patch cells with a 3-D point (default: the regressor's, "
-                             f"{AnchorConfig().max_anchors} for the shipped one; 76 bytes an anchor)")
+                        help="anchors: anchors the map keeps at most (76 bytes each); beyond "
+                             "that a subset spread evenly over the place (default: the "
+                             f"regressor's, {AnchorConfig().max_anchors} for the shipped one, or "
+                             f"{ANCHORS_PER_IMAGE} per mapping image, whichever is larger)")
+    parser.add_argument("--map-size", type=float, default=None, metavar="MB",
+                        help="anchors: the budget as the map file's size in megabytes instead "
+                             "of --max-anchors (e.g. 2 for about 26,000 anchors)")
     parser.add_argument("--anchor-points", choices=ANCHOR_POINTS, default=None,
                         help="anchors: what an anchor is: a patch cell with a 3-D point (cells, "
                              "the default) or a triangulated keypoint (keypoints; not with "
@@ -152,8 +159,8 @@ def mapping_settings(args) -> dict:
     """The :func:`aceg.mapping.mapper.map_scene` settings the flags give (the flags that
     apply to the model and were given, and the working short side)."""
     settings = {"short_side": args.short_side}
-    for dest in ("preset", "iterations", "batch_size", "code_init", "max_anchors", "encoder",
-                 "depth", "triangulate", "keypoints", "anchor_points"):
+    for dest in ("preset", "iterations", "batch_size", "code_init", "max_anchors", "map_size",
+                 "encoder", "depth", "triangulate", "keypoints", "anchor_points"):
         value = getattr(args, dest)
         if value not in (None, False):
             settings[SETTING_NAMES.get(dest, dest)] = value
@@ -200,6 +207,10 @@ def run(args) -> int:
                         ("--max-anchors", args.max_anchors)):
         if value is not None and value < 1:
             raise AcegError(f"{flag} must be positive, got {value}")
+    if args.max_anchors is not None and args.map_size is not None:
+        raise AcegError("give --max-anchors or --map-size, not both")
+    if args.map_size is not None and not 0 < args.map_size < float("inf"):
+        raise AcegError(f"--map-size must be a positive number of megabytes, got {args.map_size}")
     # Held from here to the write: a second `aceg map` to OUT is refused, not raced.
     with output_lock(args.out, "aceg map"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

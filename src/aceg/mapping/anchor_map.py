@@ -3,7 +3,8 @@
 The map code is built, not optimised: the mapping images are encoded once (one plain
 pass), every patch cell whose 3-D point is known becomes an anchor (its embedded encoder
 descriptor as the key, the point, relative to the scene centre, as the value), at most
-:attr:`AnchorMapConfig.max_anchors` of them (a random subset beyond that). The points come
+:func:`aceg.mapping.anchor_budget.anchor_budget` of them (beyond that, a subset spread
+evenly over the place: :func:`aceg.mapping.anchor_budget.balanced_subset`). The points come
 from keypoints triangulated between the posed mapping images
 (:mod:`aceg.mapping.triangulation`), or from the frames' depth maps with ``use_depth``.
 
@@ -29,6 +30,7 @@ import torch
 from aceg.data.images import DEFAULT_SHORT_SIDE
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
+from aceg.mapping.anchor_budget import anchor_budget, balanced_subset
 from aceg.mapping.buffer import TrainingBuffer, scene_centre
 from aceg.mapping.common import (
     BufferPlan,
@@ -62,9 +64,11 @@ class AnchorMapConfig:
             instead of triangulation.
         triangulation_keypoints: keypoints per image of the triangulation (None:
             :func:`aceg.mapping.triangulation.default_keypoints` of the scene's size).
-        max_anchors: anchors the map keeps at most (None: the regressor's
-            ``AnchorConfig.max_anchors``); each costs the map file its int8 key and three
-            float32 coordinates.
+        max_anchors: anchors the map keeps at most; each costs the map file its int8 key
+            and three float32 coordinates. None: ``map_size_mb``'s, or the default that
+            follows the place (:func:`aceg.mapping.anchor_budget.anchor_budget`).
+        map_size_mb: the budget as the map file's size in megabytes (not with
+            ``max_anchors``).
         short_side: working short side of the images in pixels, never above the smallest
             image's own short side; None: the images' own size.
         anchor_points: what an anchor is (:data:`aceg.model.anchors.ANCHOR_POINTS`):
@@ -76,12 +80,12 @@ class AnchorMapConfig:
     use_depth: bool = False
     triangulation_keypoints: int | None = None
     max_anchors: int | None = None
+    map_size_mb: float | None = None
     short_side: int | None = DEFAULT_SHORT_SIDE
     anchor_points: str = ANCHOR_POINTS[0]
 
     def __post_init__(self) -> None:
-        if self.max_anchors is not None and self.max_anchors < 1:
-            raise AcegError(f"max_anchors (--max-anchors) must be positive, got {self.max_anchors}")
+        anchor_budget(1, 1, 1, self.max_anchors, self.map_size_mb)  # the settings' checks
         if self.anchor_points not in ANCHOR_POINTS:
             raise AcegError(f"anchor_points (--anchor-points) must be one of {', '.join(ANCHOR_POINTS)}, "
                             f"got {self.anchor_points!r}")
@@ -99,7 +103,7 @@ def map_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig | No
 
     ``config``: None for the defaults. ``regressor``: None (the shipped anchor model), a
     checkpoint path, or a model. ``seed`` draws the anchor subset when there are more
-    candidates than ``max_anchors``.
+    candidates than the budget.
     """
     config = config or AnchorMapConfig()
     check_mapping_scene(scene, config.use_depth)
@@ -109,6 +113,9 @@ def map_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig | No
     gen = torch.Generator().manual_seed(seed)
     reg = resolve_regressor(regressor, "anchors")
     enc = regressor_encoder(reg, device)
+    budget = anchor_budget(len(scene), reg.model.config.feature_dim, reg.model.config.max_anchors,
+                           config.max_anchors, config.map_size_mb)
+    config = replace(config, max_anchors=budget, map_size_mb=None)
     if config.anchor_points == "keypoints":
         if enc.name != "xfeat":  # keys come from XFeat's sparse descriptors
             raise AcegError(f"--anchor-points keypoints needs an anchor regressor on the xfeat "
@@ -143,7 +150,8 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
                 max_anchors: int | None = None) -> tuple[torch.Tensor, dict]:
     """The anchor map code of a one-pass buffer with depth targets: every patch with a
     target and a non-zero feature becomes an anchor, at most ``max_anchors`` (default
-    ``model.config.max_anchors``; a random subset drawn with ``gen``). Returns the code
+    ``model.config.max_anchors``; beyond that a :func:`balanced_subset` seeded from
+    ``gen``). Returns the code
     (N, C + 3) and statistics ("anchors": N, "max_anchors": the budget, "cells": % of the
     buffer's patches that had a 3-D point)."""
     budget = model.config.max_anchors if max_anchors is None else max_anchors
@@ -161,11 +169,17 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
                       "lack parallax (cameras too close together) or texture; give more images, "
                       "depth maps (--depth) or more keypoints (--keypoints)", stacklevel=2)
     if valid.numel() > budget:
-        valid = valid[torch.randperm(valid.numel(), generator=gen)[:budget]].sort().values
+        keep = balanced_subset(buffer.target[valid].cpu().numpy(), budget, _seed(gen))
+        valid = valid[torch.from_numpy(keep)]
     code = model.make_code(buffer.features[valid], buffer.target[valid])
     stats = {"anchors": int(valid.numel()), "max_anchors": budget,
              "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}
     return code, stats
+
+
+def _seed(gen: torch.Generator) -> int:
+    """A seed for numpy drawn from ``gen``."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
 
 def _map_keypoint_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig, reg, enc,
@@ -200,8 +214,9 @@ def keypoint_anchor_code(model: AnchorRegressor, tri: TriangulatedKeypoints, cen
                          gen: torch.Generator, max_anchors: int | None = None) -> tuple[torch.Tensor, dict]:
     """The anchor map code of triangulated mapping keypoints: every keypoint with a 3-D
     point and a non-zero descriptor is an anchor, its point minus ``centre`` (3,) (world
-    frame, metres), at most ``max_anchors`` (default ``model.config.max_anchors``; a random
-    subset drawn with ``gen``, in frame then keypoint order). Returns the code (N, C + 3)
+    frame, metres), at most ``max_anchors`` (default ``model.config.max_anchors``; beyond
+    that a :func:`balanced_subset` seeded from ``gen``, in frame then keypoint order).
+    Returns the code (N, C + 3)
     and statistics ("anchors": N, "max_anchors": the budget, "keypoints": keypoints with a
     point, "tracks": distinct points among them, "anchor_points": "keypoints")."""
     budget = model.config.max_anchors if max_anchors is None else max_anchors
@@ -219,10 +234,7 @@ def keypoint_anchor_code(model: AnchorRegressor, tri: TriangulatedKeypoints, cen
     # rounded to float32 as a point is stored: the keypoints of one track keep one point
     points = (world[valid] - centre).astype(np.float32)
     stats = {"keypoints": int(len(valid)), "tracks": int(len(np.unique(points, axis=0)))}
-    pick = torch.arange(len(valid))
-    if len(valid) > budget:
-        pick = torch.randperm(len(valid), generator=gen)[:budget].sort().values
-    code = model.make_code(torch.from_numpy(desc[valid][pick.numpy()]),
-                           torch.from_numpy(points[pick.numpy()]))
+    pick = balanced_subset(points, budget, _seed(gen))
+    code = model.make_code(torch.from_numpy(desc[valid][pick]), torch.from_numpy(points[pick]))
     stats.update(anchors=int(len(pick)), max_anchors=budget, anchor_points="keypoints")
     return code, stats
