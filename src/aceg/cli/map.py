@@ -187,6 +187,7 @@ def check_short_side(short_side: int, scene) -> None:
 
 
 def run(args) -> int:
+    from aceg.mapping.anchor_budget import check_budget_settings
     from aceg.mapping.mapper import map_scene
 
     if args.method is not None:
@@ -207,10 +208,7 @@ def run(args) -> int:
                         ("--max-anchors", args.max_anchors)):
         if value is not None and value < 1:
             raise AcegError(f"{flag} must be positive, got {value}")
-    if args.max_anchors is not None and args.map_size is not None:
-        raise AcegError("give --max-anchors or --map-size, not both")
-    if args.map_size is not None and not 0 < args.map_size < float("inf"):
-        raise AcegError(f"--map-size must be a positive number of megabytes, got {args.map_size}")
+    check_budget_settings(args.max_anchors, args.map_size)
     # Held from here to the write: a second `aceg map` to OUT is refused, not raced.
     with output_lock(args.out, "aceg map"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -30,21 +30,26 @@ POINT_BYTES = 12
 VOXEL_STEPS = 12
 
 
+def check_budget_settings(max_anchors: int | None, map_size_mb: float | None) -> None:
+    """:class:`AcegError` unless at most one of the two is given, and it is positive."""
+    if max_anchors is not None and map_size_mb is not None:
+        raise AcegError("give --max-anchors or --map-size, not both")
+    if max_anchors is not None and max_anchors < 1:
+        raise AcegError(f"max_anchors (--max-anchors) must be positive, got {max_anchors}")
+    if map_size_mb is not None and not (math.isfinite(map_size_mb) and map_size_mb > 0):
+        raise AcegError(f"--map-size must be a positive number of megabytes, got {map_size_mb}")
+
+
 def anchor_budget(images: int, key_dim: int, regressor_budget: int,
                   max_anchors: int | None = None, map_size_mb: float | None = None) -> int:
     """Anchors a map of ``images`` mapping images keeps at most (module docstring):
     ``max_anchors`` if given, else the anchors ``map_size_mb`` megabytes (10^6 bytes) hold
     at ``key_dim`` + :data:`POINT_BYTES` bytes each, else
     ``max(regressor_budget, ANCHORS_PER_IMAGE * images)``."""
-    if max_anchors is not None and map_size_mb is not None:
-        raise AcegError("give --max-anchors or --map-size, not both")
+    check_budget_settings(max_anchors, map_size_mb)
     if max_anchors is not None:
-        if max_anchors < 1:
-            raise AcegError(f"max_anchors (--max-anchors) must be positive, got {max_anchors}")
         return int(max_anchors)
     if map_size_mb is not None:
-        if not math.isfinite(map_size_mb) or map_size_mb <= 0:
-            raise AcegError(f"--map-size must be a positive number of megabytes, got {map_size_mb}")
         budget = int(map_size_mb * 1e6 // (key_dim + POINT_BYTES))
         if budget < 1:
             raise AcegError(f"--map-size {map_size_mb} MB holds no anchor ({key_dim + POINT_BYTES} "

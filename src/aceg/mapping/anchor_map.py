@@ -30,7 +30,7 @@ import torch
 from aceg.data.images import DEFAULT_SHORT_SIDE
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
-from aceg.mapping.anchor_budget import anchor_budget, balanced_subset
+from aceg.mapping.anchor_budget import anchor_budget, balanced_subset, check_budget_settings
 from aceg.mapping.buffer import TrainingBuffer, scene_centre
 from aceg.mapping.common import (
     BufferPlan,
@@ -85,7 +85,7 @@ class AnchorMapConfig:
     anchor_points: str = ANCHOR_POINTS[0]
 
     def __post_init__(self) -> None:
-        anchor_budget(1, 1, 1, self.max_anchors, self.map_size_mb)  # the settings' checks
+        check_budget_settings(self.max_anchors, self.map_size_mb)
         if self.anchor_points not in ANCHOR_POINTS:
             raise AcegError(f"anchor_points (--anchor-points) must be one of {', '.join(ANCHOR_POINTS)}, "
                             f"got {self.anchor_points!r}")
