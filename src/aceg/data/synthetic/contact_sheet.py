@@ -60,35 +60,59 @@ def _row(tiles: list[np.ndarray], width: int, gaps_after: set[int]) -> np.ndarra
     return row[:, :width]
 
 
-def make_contact_sheet(thumbs: dict[str, list[np.ndarray]], poses: dict[str, list[np.ndarray]]
-                       ) -> np.ndarray:
-    """The contact sheet (H, W, 3) uint8 RGB from per-split thumbnails and poses."""
-    th, tw = next(iter(thumbs.values()))[0].shape[:2]
-    width = max(MAPPING_THUMBS * (tw + 1), PAIRS_PER_ROW * (2 * tw + 2 + 3 * _GAP))
-    rows = []
+#: Caption of each query split's row.
+CAPTIONS = {
+    "query_same": "query_same (A, near the path): nearest mapping frame | query",
+    "query_light": "query_light (lighting B): same pose under A (query_same) | B",
+    "query_view": "query_view (A, other heights / directions): nearest mapping | query",
+    "query_moved": "query_moved (A, objects displaced): nearest mapping | query",
+}
+
+
+def sheet_picks(poses: dict[str, list[np.ndarray]]) -> dict[str, list[tuple[int, int | None]]]:
+    """The frames the contact sheet shows, from the poses of each split: for ``mapping``
+    ``(index, None)`` of the first row's frames, for each query split ``(query index,
+    reference index)`` of its pairs (reference: the mapping frame for all but
+    ``query_light``, whose reference is the ``query_same`` frame of the same index).
+
+    A caller that renders many frames keeps only these frames' thumbnails."""
+    count = len(poses["mapping"])
+    picks = {"mapping": [(int(i), None) for i in np.linspace(
+        0, count, min(MAPPING_THUMBS, count), endpoint=False)]}
+    for split in CAPTIONS:
+        if not poses.get(split):
+            continue
+        pairs = []
+        shown = min(PAIRS_PER_ROW, len(poses[split]))
+        for i in np.linspace(0, len(poses[split]), shown, endpoint=False).astype(int):
+            if split == "query_light" and poses.get("query_same"):
+                pairs.append((int(i), int(i)))
+            else:
+                pairs.append((int(i), _nearest_mapping(poses[split][i], poses["mapping"])))
+        picks[split] = pairs
+    return picks
+
+
+def make_contact_sheet(thumbs: dict[str, list[np.ndarray | None]],
+                       poses: dict[str, list[np.ndarray]]) -> np.ndarray:
+    """The contact sheet (H, W, 3) uint8 RGB from per-split thumbnails and poses (the
+    thumbnails of frames :func:`sheet_picks` does not pick may be None)."""
+    picks = sheet_picks({split: poses[split] for split in thumbs if split in poses})
     mapping = thumbs["mapping"]
-    picks = np.linspace(0, len(mapping), min(MAPPING_THUMBS, len(mapping)), endpoint=False)
-    rows.append(_label(width, "mapping (lighting A): frames along the scanning path"))
-    rows.append(_row([mapping[int(i)] for i in picks], width, set()))
-    captions = {
-        "query_same": "query_same (A, near the path): nearest mapping frame | query",
-        "query_light": "query_light (lighting B): same pose under A (query_same) | B",
-        "query_view": "query_view (A, other heights / directions): nearest mapping | query",
-        "query_moved": "query_moved (A, objects displaced): nearest mapping | query",
-    }
-    for split, caption in captions.items():
-        if split not in thumbs or not thumbs[split]:
+    th, tw = mapping[picks["mapping"][0][0]].shape[:2]
+    width = max(MAPPING_THUMBS * (tw + 1), PAIRS_PER_ROW * (2 * tw + 2 + 3 * _GAP))
+    rows = [_label(width, "mapping (lighting A): frames along the scanning path"),
+            _row([mapping[i] for i, _ in picks["mapping"]], width, set())]
+    for split, caption in CAPTIONS.items():
+        if split not in picks or split not in thumbs:
             continue
         tiles = []
-        count = min(PAIRS_PER_ROW, len(thumbs[split]))
-        for i in np.linspace(0, len(thumbs[split]), count, endpoint=False).astype(int):
-            if split == "query_light" and "query_same" in thumbs:
-                reference = thumbs["query_same"][i]
-            else:
-                reference = mapping[_nearest_mapping(poses[split][i], poses["mapping"])]
-            tiles += [reference, thumbs[split][i]]
+        for i, reference in picks[split]:
+            light_pair = split == "query_light" and "query_same" in thumbs
+            source = thumbs["query_same"] if light_pair else mapping
+            tiles += [source[reference], thumbs[split][i]]
         rows.append(_label(width, caption))
-        rows.append(_row(tiles, width, {2 * k + 1 for k in range(count)}))
+        rows.append(_row(tiles, width, {2 * k + 1 for k in range(len(picks[split]))}))
     assert all(r.shape[1] == width for r in rows), "contact sheet rows differ in width"
     return np.concatenate(rows, axis=0)
 

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -149,12 +150,16 @@ def view_is_informative(view: RenderedView, settings: SynthSettings) -> bool:
     return bool(largest <= settings.max_single_surface_fraction)
 
 
-class _ViewChecker:
+class ViewChecker:
     """Validator of candidate poses for one loaded layout: free camera position, then a
-    quick low-resolution render judged by :func:`view_is_informative`."""
+    quick low-resolution render judged by :func:`view_is_informative`.
+
+    ``layout`` is anything with the ``is_free(xy, z, clearance)`` of :class:`Layout` (a
+    multi-room :class:`~aceg.data.synthetic.place.Place` too), ``lighting`` what
+    :meth:`Renderer.render` takes for the loaded mesh."""
 
     def __init__(self, renderer: Renderer, layout: Layout, intrinsics: Intrinsics,
-                 lighting: Lighting, settings: SynthSettings):
+                 lighting: Lighting | Sequence[Lighting], settings: SynthSettings):
         scale = min(1.0, CHECK_WIDTH / settings.width)
         self.width = max(8, round(settings.width * scale))
         self.height = max(6, round(settings.height * scale))
@@ -171,7 +176,7 @@ class _ViewChecker:
         return view_is_informative(view, self.settings)
 
 
-def _offset_from_mapping(split_poses: list[np.ndarray], mapping: list[np.ndarray]
+def offset_from_mapping(split_poses: list[np.ndarray], mapping: list[np.ndarray]
                          ) -> tuple[float | None, float | None]:
     """Median over ``split_poses`` of the distance (metres) to the nearest mapping camera
     centre and of the angle (degrees) to the closest mapping viewing direction among the
@@ -190,8 +195,10 @@ def _offset_from_mapping(split_poses: list[np.ndarray], mapping: list[np.ndarray
     return round(float(np.median(distances)), 4), round(float(np.median(angles)), 2)
 
 
-def _split_streams(seed: int) -> dict[str, np.random.Generator]:
-    names = ("layout", "textures", "camera", "lighting", "path", "query", "moved")
+def split_streams(seed: int, names: Sequence[str] = ("layout", "textures", "camera", "lighting",
+                                                    "path", "query", "moved")
+                  ) -> dict[str, np.random.Generator]:
+    """Independent random generators, one per name, all derived from ``seed``."""
     children = np.random.SeedSequence(int(seed)).spawn(len(names))
     return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 
@@ -232,7 +239,7 @@ def scene_layout(seed: int, settings: SynthSettings | None = None,
     """The room, objects and textures of the scene with ``seed`` (as :func:`generate_scene`
     builds them), without rendering anything."""
     settings = settings or SynthSettings()
-    return _layout_and_textures(_split_streams(seed), settings, photos)
+    return _layout_and_textures(split_streams(seed), settings, photos)
 
 
 def _layout_and_textures(rng: dict[str, np.random.Generator], settings: SynthSettings,
@@ -246,14 +253,14 @@ def _layout_and_textures(rng: dict[str, np.random.Generator], settings: SynthSet
 
 def _generate(out_dir: Path, seed: int, settings: SynthSettings, renderer: Renderer,
               photos: PhotoSource | None) -> dict:
-    rng = _split_streams(seed)
+    rng = split_streams(seed)
     layout, textures = _layout_and_textures(rng, settings, photos)
     intrinsics = camera_intrinsics(rng["camera"], settings.width, settings.height)
     light_a, light_a_info = lighting_a(rng["lighting"], layout)
     light_b, light_b_info = lighting_b(rng["lighting"], layout, light_a)
     lightings = {"A": light_a, "B": light_b}
     renderer.load_scene(build_mesh(layout), textures.stack())
-    check = _ViewChecker(renderer, layout, intrinsics, light_a, settings)
+    check = ViewChecker(renderer, layout, intrinsics, light_a, settings)
     path, poses, rejected = _plan_views(layout, settings, check, rng, seed)
 
     tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -264,7 +271,7 @@ def _generate(out_dir: Path, seed: int, settings: SynthSettings, renderer: Rende
     stats: dict[str, dict] = {}
 
     def render(split: str) -> None:
-        thumbs[split], stats[split] = _render_split(
+        thumbs[split], stats[split] = render_split(
             renderer, tmp_dir / split, poses[split], poses["mapping"], intrinsics.K,
             SPLIT_LIGHTING[split], lightings[SPLIT_LIGHTING[split]], rejected.get(split, 0),
             settings)
@@ -279,7 +286,7 @@ def _generate(out_dir: Path, seed: int, settings: SynthSettings, renderer: Rende
             moved_layout, moved_names = displace_objects(layout, rng["moved"],
                                                          settings.moved_objects)
             renderer.load_scene(build_mesh(moved_layout), None)
-            moved_check = _ViewChecker(renderer, moved_layout, intrinsics, light_a, settings)
+            moved_check = ViewChecker(renderer, moved_layout, intrinsics, light_a, settings)
             poses["query_moved"], rejected["query_moved"] = query_near_path(
                 path, q, moved_check, rng["moved"])
             render("query_moved")
@@ -297,7 +304,7 @@ def _generate(out_dir: Path, seed: int, settings: SynthSettings, renderer: Rende
     return info
 
 
-def _plan_views(layout: Layout, settings: SynthSettings, check: _ViewChecker,
+def _plan_views(layout: Layout, settings: SynthSettings, check: ViewChecker,
                 rng: dict[str, np.random.Generator], seed: int):
     """The scanning path and the poses of the mapping and query splits (all but
     ``query_moved``), with the number of candidate views rejected per split."""
@@ -324,20 +331,26 @@ def _plan_views(layout: Layout, settings: SynthSettings, check: _ViewChecker,
     return path, poses, rejected
 
 
-def _render_split(renderer: Renderer, split_dir: Path, split_poses: list[np.ndarray],
-                  mapping: list[np.ndarray], K: np.ndarray, lighting_name: str,
-                  lighting: Lighting, rejected: int, settings: SynthSettings
-                  ) -> tuple[list[np.ndarray], dict]:
-    """Render and write one split; its thumbnails and its ``scene.json`` statistics."""
+def render_split(renderer: Renderer, split_dir: Path, split_poses: list[np.ndarray],
+                 mapping: list[np.ndarray], K: np.ndarray, lighting_name: str,
+                 lighting: Lighting | Sequence[Lighting], rejected: int, settings: SynthSettings,
+                 keep_thumbnails: set[int] | None = None, bar=None
+                 ) -> tuple[list[np.ndarray | None], dict]:
+    """Render and write one split, frame by frame (nothing but thumbnails kept); its
+    thumbnails (only those of ``keep_thumbnails``, None elsewhere, when given) and its
+    ``scene.json`` statistics. ``bar`` (a tqdm bar) is advanced once per frame."""
     medians, means, thumbs = [], [], []
     with AceSplitWriter(split_dir) as writer:
         for index, pose in enumerate(split_poses):
             view = renderer.render(K, pose, settings.width, settings.height, lighting)
             writer.add(f"frame_{index:05d}", view.rgb, view.depth, pose, K)
-            thumbs.append(thumbnail(view.rgb))
+            keep = keep_thumbnails is None or index in keep_thumbnails
+            thumbs.append(thumbnail(view.rgb) if keep else None)
             medians.append(float(np.median(view.depth[view.depth > 0])))
             means.append(float(view.rgb.mean()))
-    distance, angle = _offset_from_mapping(split_poses, mapping)
+            if bar is not None:
+                bar.update(1)
+    distance, angle = offset_from_mapping(split_poses, mapping)
     return thumbs, {
         "frames": len(split_poses),
         "median_distance_to_mapping_m": distance,

@@ -142,8 +142,16 @@ def _points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
 
 
 def _distance_to_polygon_edges(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    a = polygon[None, :, :]
-    b = np.roll(polygon, -1, axis=0)[None, :, :]
+    return distance_to_segments(xy, polygon, np.roll(polygon, -1, axis=0))
+
+
+def distance_to_segments(xy: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Distance (metres) from each point (N, 2) to the nearest of the segments
+    ``starts[i]`` -> ``ends[i]`` (S, 2); inf when there are no segments."""
+    if len(starts) == 0:
+        return np.full(len(xy), np.inf)
+    a = np.asarray(starts, np.float64)[None, :, :]
+    b = np.asarray(ends, np.float64)[None, :, :]
     p = xy[:, None, :]
     ab = b - a
     t = np.clip(np.sum((p - a) * ab, axis=2) / np.sum(ab * ab, axis=2), 0.0, 1.0)
@@ -175,6 +183,15 @@ class Layout:
         z = np.broadcast_to(np.asarray(z, dtype=np.float64), (len(xy),))
         free = self.room.contains(xy, clearance)
         free &= (z > clearance) & (z < self.room.height - clearance)
+        return free & self.clear_of_objects(xy, z, clearance)
+
+    def clear_of_objects(self, xy: np.ndarray, z: np.ndarray | float,
+                         clearance: float = 0.3) -> np.ndarray:
+        """Whether points at ``xy`` (N, 2) and heights ``z`` are at least ``clearance``
+        metres from every object with a footprint (or above it by that much)."""
+        xy = np.atleast_2d(xy)
+        z = np.broadcast_to(np.asarray(z, dtype=np.float64), (len(xy),))
+        free = np.ones(len(xy), bool)
         for obj in self.objects:
             if not obj.has_footprint:
                 continue

@@ -62,9 +62,12 @@ def _exposure(layout: Layout, positions: np.ndarray, colours: np.ndarray, ambien
     return TARGET_RADIANCE / (TYPICAL_ALBEDO * max(mean, 1e-3))
 
 
-def lighting_a(rng: np.random.Generator, layout: Layout) -> tuple[Lighting, dict]:
-    """The mapping lighting: 2-4 ceiling lights and sometimes a lamp, plus ambient."""
-    count = int(rng.integers(2, 5))
+def lighting_a(rng: np.random.Generator, layout: Layout,
+               count: int | None = None) -> tuple[Lighting, dict]:
+    """The mapping lighting: ``count`` (default 2-4) ceiling lights spread over the room and
+    sometimes a lamp, plus ambient."""
+    if count is None:
+        count = int(rng.integers(2, 5))
     positions = _ceiling_positions(rng, layout, count)
     if rng.random() < 0.5:  # a standing lamp near a wall
         lo, hi = layout.room.bounds

@@ -29,10 +29,13 @@ class Mesh:
     """Triangle soup: ``vertices`` (3 * T, FLOATS_PER_VERTEX) float32, world coordinates.
 
     ``surface_names[i]`` names surface id ``i`` (walls, floor, ceiling, objects).
+    ``zones``: for a mesh of several lighting zones (the rooms of a place), the
+    ``(first_vertex, vertex_count)`` of each zone, consecutive; None for one zone.
     """
 
     vertices: np.ndarray
     surface_names: list[str]
+    zones: list[tuple[int, int]] | None = None
 
 
 class MeshBuilder:
@@ -42,6 +45,12 @@ class MeshBuilder:
     def __init__(self):
         self.chunks: list[np.ndarray] = []
         self.surface_names: list[str] = []
+        self.zone_starts: list[int] = []
+        self.vertex_count = 0
+
+    def start_zone(self) -> None:
+        """Triangles added from now on belong to a new lighting zone (see :class:`Mesh`)."""
+        self.zone_starts.append(self.vertex_count)
 
     def surface(self, name: str) -> int:
         self.surface_names.append(name)
@@ -60,6 +69,7 @@ class MeshBuilder:
         data[:, 13] = material.shininess
         data[:, 14] = 2 * surface + int(material.plain)
         self.chunks.append(data)
+        self.vertex_count += n
 
     def quad(self, corners: np.ndarray, uv_corners: np.ndarray, material: Material,
              surface: int) -> None:
@@ -70,10 +80,19 @@ class MeshBuilder:
         self.triangles(corners[index], np.tile(normal, (6, 1)), uv_corners[index], material, surface)
 
     def build(self) -> Mesh:
-        return Mesh(np.concatenate(self.chunks), self.surface_names)
+        zones = None
+        if self.zone_starts:
+            ends = [*self.zone_starts[1:], self.vertex_count]
+            zones = [(start, end - start) for start, end in zip(self.zone_starts, ends,
+                                                                strict=True)]
+        return Mesh(np.concatenate(self.chunks), self.surface_names, zones)
 
 
-def _uv_for_face(width: float, height: float, material: Material, offset: np.ndarray) -> np.ndarray:
+def uv_for_face(width: float, height: float, material: Material, offset: np.ndarray) -> np.ndarray:
+    """Texture coordinates (4, 2) of a ``width`` x ``height`` face (metres) for its corners
+    bottom-left, bottom-right, top-right, top-left seen from the front (u grows to the
+    right, v downwards), shifted by ``offset`` (2,); ``repeats_per_metre`` 0 stretches the
+    texture once over the face."""
     if material.repeats_per_metre <= 0:
         return np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
     r = material.repeats_per_metre
@@ -111,7 +130,7 @@ def _add_part(builder: MeshBuilder, part: Part, obj: SceneObject, surface: int) 
     material = part.material
     if part.kind == "box":
         for corners, width, height in _box_faces(np.array(part.centre), np.array(part.size)):
-            uv = _uv_for_face(width, height, material, offset)
+            uv = uv_for_face(width, height, material, offset)
             builder.quad(_place(corners, obj), uv, material, surface)
     elif part.kind == "quad":
         w, d, h = part.size
@@ -119,11 +138,11 @@ def _add_part(builder: MeshBuilder, part: Part, obj: SceneObject, surface: int) 
         if h > 0:  # vertical, facing +y; seen from +y, -x is to the right
             corners = np.array([[cx + w / 2, cy, cz - h / 2], [cx - w / 2, cy, cz - h / 2],
                                 [cx - w / 2, cy, cz + h / 2], [cx + w / 2, cy, cz + h / 2]])
-            uv = _uv_for_face(w, h, material, offset)
+            uv = uv_for_face(w, h, material, offset)
         else:  # horizontal, facing +z
             corners = np.array([[cx - w / 2, cy - d / 2, cz], [cx + w / 2, cy - d / 2, cz],
                                 [cx + w / 2, cy + d / 2, cz], [cx - w / 2, cy + d / 2, cz]])
-            uv = _uv_for_face(w, d, material, offset)
+            uv = uv_for_face(w, d, material, offset)
         builder.quad(_place(corners, obj), uv, material, surface)
     elif part.kind == "cylinder":
         radius, _, height = part.size
@@ -163,17 +182,26 @@ def build_mesh(layout: Layout) -> Mesh:
         surface = builder.surface(f"wall_{index}")
         corners = np.array([[ax, ay, 0.0], [bx, by, 0.0], [bx, by, h], [ax, ay, h]])
         material = layout.wall_materials[index]
-        uv = _uv_for_face(length, h, material, np.array([distance_along, 0.0]))
+        uv = uv_for_face(length, h, material, np.array([distance_along, 0.0]))
         # from b to a: the normal then points into the room (left of a counter-clockwise
         # edge) and the texture's u axis runs to the right of a viewer facing the wall
         builder.quad(corners[[1, 0, 3, 2]], uv, material, surface)
         distance_along += length
-    polygon = room.polygon
+    add_floor_and_ceiling(builder, room.polygon, h, layout.floor_material,
+                          layout.ceiling_material)
+    for obj in layout.objects:
+        add_object(builder, obj)
+    return builder.build()
+
+
+def add_floor_and_ceiling(builder: MeshBuilder, polygon: np.ndarray, height: float,
+                          floor: Material, ceiling: Material, name_prefix: str = "") -> None:
+    """Floor (z = 0, facing up) and ceiling (z = ``height``, facing down) of a star-shaped
+    floor plan ``polygon`` (K, 2), counter-clockwise, world metres."""
     fan_start = _fan_vertex(polygon)
     order = np.roll(np.arange(len(polygon)), -fan_start)
-    for name, z, material, up in (("floor", 0.0, layout.floor_material, True),
-                                  ("ceiling", h, layout.ceiling_material, False)):
-        surface = builder.surface(name)
+    for name, z, material, up in (("floor", 0.0, floor, True), ("ceiling", height, ceiling, False)):
+        surface = builder.surface(name_prefix + name)
         positions, uvs = [], []
         for i in range(1, len(order) - 1):
             tri = [polygon[order[0]], polygon[order[i]], polygon[order[i + 1]]]
@@ -184,11 +212,13 @@ def build_mesh(layout: Layout) -> Mesh:
         normal = [0.0, 0.0, 1.0 if up else -1.0]
         builder.triangles(np.array(positions), np.tile(normal, (len(positions), 1)),
                           np.array(uvs), material, surface)
-    for obj in layout.objects:
-        surface = builder.surface(obj.name)
-        for part in obj.parts:
-            _add_part(builder, part, obj, surface)
-    return builder.build()
+
+
+def add_object(builder: MeshBuilder, obj: SceneObject) -> None:
+    """Every part of ``obj``, one surface named after it."""
+    surface = builder.surface(obj.name)
+    for part in obj.parts:
+        _add_part(builder, part, obj, surface)
 
 
 def _fan_vertex(polygon: np.ndarray) -> int:

@@ -20,11 +20,14 @@ Conventions (those of :mod:`aceg.data.camera`):
 
 Shading: textures (sRGB) are linearised, lit by an ambient term plus point lights
 (diffuse with ``1 / (1 + d^2 / r^2)`` falloff and a Blinn-Phong highlight), tone-mapped
-with an exposure and returned to sRGB. No shadows.
+with an exposure and returned to sRGB. No shadows; a mesh of several lighting zones (the
+rooms of a place, :attr:`Mesh.zones`) is drawn zone by zone, each lit only by its own
+:class:`Lighting`, so that light does not pass through walls.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,6 +202,8 @@ class Renderer:
         self.vao = None
         self.vbo = None
         self.texture = None
+        self.zones: list[tuple[int, int]] | None = None
+        self.zone_centres: np.ndarray | None = None
         self._framebuffers: dict[tuple[int, int], object] = {}
 
     def release(self) -> None:
@@ -255,6 +260,11 @@ class Renderer:
         self._upload_geometry(mesh)
 
     def _upload_geometry(self, mesh: Mesh) -> None:
+        self.zones = mesh.zones
+        self.zone_centres = None
+        if mesh.zones is not None:  # for drawing near zones first (early depth rejection)
+            self.zone_centres = np.stack([mesh.vertices[first:first + count, :3].mean(axis=0)
+                                          for first, count in mesh.zones])
         self.vbo = self.ctx.buffer(np.ascontiguousarray(mesh.vertices, np.float32).tobytes())
         self.vao = self.ctx.vertex_array(self.program,
                                          [(self.vbo, VERTEX_FORMAT, *VERTEX_ATTRIBUTES)])
@@ -270,20 +280,20 @@ class Renderer:
         return self._framebuffers[key][0]
 
     def render(self, K: np.ndarray, cam_to_world: np.ndarray, width: int, height: int,
-               lighting: Lighting, colour: bool = True) -> RenderedView:
+               lighting: Lighting | Sequence[Lighting], colour: bool = True) -> RenderedView:
         """Render the loaded scene seen by a pinhole camera.
 
         Args:
             K: 3x3 intrinsics (pixels) for a ``width`` x ``height`` image.
             cam_to_world: 4x4 camera-to-world pose, OpenCV axes, metres.
-            lighting: lights and exposure.
+            lighting: lights and exposure; for a mesh with zones, one per zone.
             colour: read back the RGB image (False leaves ``rgb`` empty, for quick checks).
         """
         with self.ctx:
             return self._render(K, cam_to_world, width, height, lighting, colour)
 
     def _render(self, K: np.ndarray, cam_to_world: np.ndarray, width: int, height: int,
-                lighting: Lighting, colour: bool) -> RenderedView:
+                lighting: Lighting | Sequence[Lighting], colour: bool) -> RenderedView:
         import moderngl
 
         if self.vao is None:
@@ -300,20 +310,21 @@ class Renderer:
         projection = projection_from_intrinsics(np.asarray(K, np.float64), width, height)
         program["projection"].write(projection.T.astype("f4").tobytes())
         program["camera_centre"].value = tuple(float(v) for v in cam_to_world[:3, 3])
-        count = min(len(lighting.positions), MAX_LIGHTS)
-        positions = np.zeros((MAX_LIGHTS, 3), "f4")
-        colours = np.zeros((MAX_LIGHTS, 3), "f4")
-        positions[:count] = lighting.positions[:count]
-        colours[:count] = lighting.colours[:count]
-        program["light_count"].value = count
-        program["light_position"].write(positions.tobytes())
-        program["light_colour"].write(colours.tobytes())
-        program["ambient"].value = tuple(float(v) for v in lighting.ambient)
-        program["light_radius"].value = float(lighting.radius)
-        program["exposure"].value = float(lighting.exposure)
         self.texture.use(location=0)
         program["textures"].value = 0
-        self.vao.render(moderngl.TRIANGLES)
+        if self.zones is None:
+            if not isinstance(lighting, Lighting):
+                raise RuntimeError("Renderer.render: one Lighting for a mesh without zones")
+            self._set_lighting(lighting)
+            self.vao.render(moderngl.TRIANGLES)
+        else:
+            if isinstance(lighting, Lighting) or len(lighting) != len(self.zones):
+                raise RuntimeError("Renderer.render: one Lighting per zone of the mesh")
+            distance = np.linalg.norm(self.zone_centres - cam_to_world[:3, 3], axis=1)
+            for zone in np.argsort(distance, kind="stable"):
+                first, count = self.zones[zone]
+                self._set_lighting(lighting[zone])
+                self.vao.render(moderngl.TRIANGLES, vertices=count, first=first)
         raw = np.frombuffer(fbo.read(components=2, attachment=1, dtype="f4"), np.float32)
         depth_surface = raw.reshape(height, width, 2)
         depth = np.ascontiguousarray(depth_surface[..., 0])
@@ -325,3 +336,17 @@ class Renderer:
         else:
             rgb = np.zeros((0, 0, 3), np.uint8)
         return RenderedView(rgb, depth, surface)
+
+    def _set_lighting(self, lighting: Lighting) -> None:
+        program = self.program
+        count = min(len(lighting.positions), MAX_LIGHTS)
+        positions = np.zeros((MAX_LIGHTS, 3), "f4")
+        colours = np.zeros((MAX_LIGHTS, 3), "f4")
+        positions[:count] = lighting.positions[:count]
+        colours[:count] = lighting.colours[:count]
+        program["light_count"].value = count
+        program["light_position"].write(positions.tobytes())
+        program["light_colour"].write(colours.tobytes())
+        program["ambient"].value = tuple(float(v) for v in lighting.ambient)
+        program["light_radius"].value = float(lighting.radius)
+        program["exposure"].value = float(lighting.exposure)

@@ -2,11 +2,15 @@
 :mod:`~aceg.data.synthetic.layout` (metres, z up, room centred on the origin).
 
 Every step draws from one ``rng`` in a fixed order: the same seed gives the same room.
+The furnishing steps (``add_*``) also furnish the rooms of a multi-room place
+(:mod:`~aceg.data.synthetic.place`), which passes its own ``piece`` makers to reuse the
+same pieces of furniture in several rooms.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -14,6 +18,12 @@ from aceg.data.synthetic import furniture
 from aceg.data.synthetic.furniture import random_material
 from aceg.data.synthetic.layout import Layout, Material, Part, Room, SceneObject, fits
 from aceg.data.synthetic.textures import TextureSet
+
+#: A piece of furniture to stand against a wall: kind, parts, width, depth, height (metres).
+WallPiece = tuple[str, list[Part], float, float, float]
+
+#: A free-standing piece: parts, footprint half-sizes (hx, hy), height, movable.
+FreePiece = tuple[list[Part], tuple[float, float], float, bool]
 
 #: Per wall, the stretches taken by furniture, doors and posters: (t0, t1, top), with t
 #: in metres along the wall from its start and top the height they reach.
@@ -32,12 +42,12 @@ def random_layout(rng: np.random.Generator, textures: TextureSet) -> Layout:
         random_material(rng, textures, "ceiling", repeats=(0.3, 1.0), specular=(0.0, 0.02)),
     )
     wall_spans: WallSpans = [[] for _ in room.walls()]
-    _add_wall_furniture(rng, textures, layout, wall_spans)
+    add_wall_furniture(rng, textures, layout, wall_spans)
     _add_door(rng, textures, layout, wall_spans)
-    _add_posters(rng, textures, layout, wall_spans)
-    _add_rug(rng, textures, layout)
-    _add_skirting(rng, textures, layout)
-    _add_free_standing(rng, textures, layout)
+    add_posters(rng, textures, layout, wall_spans)
+    add_rug(rng, textures, layout)
+    add_skirting(rng, textures, layout)
+    add_free_standing(rng, textures, layout)
     return layout
 
 
@@ -77,7 +87,7 @@ def _wall_materials(rng: np.random.Generator, textures: TextureSet, room: Room) 
     return wall_materials
 
 
-def _wall_frame(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
+def wall_frame(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
     """Length, unit direction a -> b, unit normal into the room, and the yaw that turns an
     object's +y (its front) into the room."""
     length = float(np.linalg.norm(b - a))
@@ -86,7 +96,7 @@ def _wall_frame(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.nda
     return length, direction, inward, math.atan2(inward[1], inward[0]) - math.pi / 2
 
 
-def _add(layout: Layout, kind: str, parts, x, y, yaw, half, top, movable: bool,
+def add_object(layout: Layout, kind: str, parts, x, y, yaw, half, top, movable: bool,
          z_base: float = 0.0) -> SceneObject | None:
     """Add an object named ``{kind}_{n}``, unless its footprint does not fit."""
     obj = SceneObject(f"{kind}_{len(layout.objects) + 1}", kind, tuple(parts), float(x),
@@ -98,7 +108,7 @@ def _add(layout: Layout, kind: str, parts, x, y, yaw, half, top, movable: bool,
     return obj
 
 
-def _wall_piece(rng: np.random.Generator, textures: TextureSet):
+def wall_piece(rng: np.random.Generator, textures: TextureSet) -> WallPiece:
     """A random piece of furniture to stand against a wall: kind, parts, width, depth,
     height."""
     kind = str(rng.choice(["cabinet", "shelf", "table", "sofa", "cabinet", "shelf"]))
@@ -119,17 +129,19 @@ def _wall_piece(rng: np.random.Generator, textures: TextureSet):
     return kind, parts, w, d, h
 
 
-def _add_wall_furniture(rng, textures, layout: Layout, wall_spans: WallSpans) -> None:
-    """1-3 pieces against each wall (fewer where they do not fit)."""
+def add_wall_furniture(rng, textures, layout: Layout, wall_spans: WallSpans,
+                       piece: Callable[[], WallPiece] | None = None) -> None:
+    """1-3 pieces against each wall (fewer where they do not fit); ``piece`` makes each
+    (default: a new :func:`wall_piece`)."""
     for wall_index, (a, b) in enumerate(layout.room.walls()):
-        length, direction, inward, yaw = _wall_frame(a, b)
+        length, direction, inward, yaw = wall_frame(a, b)
         for _ in range(int(rng.integers(1, 4))):
-            kind, parts, w, d, h = _wall_piece(rng, textures)
+            kind, parts, w, d, h = piece() if piece is not None else wall_piece(rng, textures)
             if length < w + 0.2:
                 continue
             t = rng.uniform(w / 2 + 0.05, length - w / 2 - 0.05)
             centre = a + direction * t + inward * (d / 2 + 0.02)
-            if _add(layout, kind, parts, centre[0], centre[1], yaw, (w / 2, d / 2), h,
+            if add_object(layout, kind, parts, centre[0], centre[1], yaw, (w / 2, d / 2), h,
                     False) is not None:
                 wall_spans[wall_index].append((t - w / 2, t + w / 2, h))
 
@@ -139,7 +151,7 @@ def _add_door(rng, textures, layout: Layout, wall_spans: WallSpans) -> None:
     walls = layout.room.walls()
     door_wall = int(rng.integers(len(walls)))
     a, b = walls[door_wall]
-    length, direction, inward, yaw = _wall_frame(a, b)
+    length, direction, inward, yaw = wall_frame(a, b)
     if length <= 1.4:
         return
     t = rng.uniform(0.6, length - 0.6)
@@ -147,19 +159,21 @@ def _add_door(rng, textures, layout: Layout, wall_spans: WallSpans) -> None:
         return
     centre = a + direction * t + inward * 0.02
     door = random_material(rng, textures, "furniture")
-    _add(layout, "door", [Part("box", (0, 0, 1.03), (0.9, 0.04, 2.06), door)], centre[0],
+    add_object(layout, "door", [Part("box", (0, 0, 1.03), (0.9, 0.04, 2.06), door)], centre[0],
          centre[1], yaw, (0, 0), 2.06, False)
     wall_spans[door_wall].append((t - 0.5, t + 0.5, layout.room.height))
 
 
-def _add_posters(rng, textures: TextureSet, layout: Layout, wall_spans: WallSpans) -> None:
-    """Up to 9 posters and pictures on walls, above any furniture."""
+def add_posters(rng, textures: TextureSet, layout: Layout, wall_spans: WallSpans,
+                tries: int | None = None) -> None:
+    """Posters and pictures on walls, above any furniture: ``tries`` (default 3-9) random
+    spots, those that are free taken."""
     room = layout.room
     walls = room.walls()
-    for _ in range(int(rng.integers(3, 10))):
+    for _ in range(int(rng.integers(3, 10)) if tries is None else tries):
         wall_index = int(rng.integers(len(walls)))
         a, b = walls[wall_index]
-        length, direction, inward, yaw = _wall_frame(a, b)
+        length, direction, inward, yaw = wall_frame(a, b)
         w = rng.uniform(0.3, 1.3)
         h = w * rng.uniform(0.6, 1.5)
         if length < w + 0.3 or h > room.height - 0.6:
@@ -174,12 +188,12 @@ def _add_posters(rng, textures: TextureSet, layout: Layout, wall_spans: WallSpan
         layer = textures.poster(w / h)
         material = Material(layer, textures.is_plain(layer), (1.0, 1.0, 1.0),
                             float(rng.uniform(0.0, 0.3)), 32.0, 0.0)
-        _add(layout, "poster", [Part("quad", (0, 0, bottom + h / 2), (w, 0, h), material)],
+        add_object(layout, "poster", [Part("quad", (0, 0, bottom + h / 2), (w, 0, h), material)],
              centre[0], centre[1], yaw, (0, 0), bottom + h, False)
         wall_spans[wall_index].append((t - w / 2, t + w / 2, room.height))
 
 
-def _add_rug(rng, textures, layout: Layout) -> None:
+def add_rug(rng, textures, layout: Layout) -> None:
     """Often a rug, if it lies inside the room."""
     room = layout.room
     if rng.random() >= 0.6:
@@ -189,46 +203,58 @@ def _add_rug(rng, textures, layout: Layout) -> None:
     x, y = rng.uniform(lo, hi)
     rug = random_material(rng, textures, "rug", repeats=(0.5, 1.5))
     if room.contains(np.array([[x - w / 2, y - d / 2], [x + w / 2, y + d / 2]]), 0.1).all():
-        _add(layout, "rug", [Part("quad", (0, 0, 0.004), (w, d, 0), rug)], x, y, 0.0, (0, 0),
+        add_object(layout, "rug", [Part("quad", (0, 0, 0.004), (w, d, 0), rug)], x, y, 0.0, (0, 0),
              0.0, False)
 
 
-def _add_skirting(rng, textures, layout: Layout) -> None:
+def add_skirting(rng, textures, layout: Layout) -> None:
     """A skirting board along every wall."""
     skirting = random_material(rng, textures, "furniture", repeats=(1.0, 3.0))
     height = rng.uniform(0.05, 0.12)
     for a, b in layout.room.walls():
-        length, _, inward, yaw = _wall_frame(a, b)
+        length, _, inward, yaw = wall_frame(a, b)
         centre = (a + b) / 2 + inward * 0.008
         board = Part("box", (0, 0, height / 2), (length - 0.001, 0.015, height), skirting)
-        _add(layout, "skirting", [board], centre[0], centre[1], yaw, (0, 0), height, False)
+        add_object(layout, "skirting", [board], centre[0], centre[1], yaw, (0, 0), height, False)
 
 
-def _add_free_standing(rng, textures, layout: Layout) -> None:
-    """3-8 tables, stools, columns, crates and floor clutter; all but columns movable."""
+def free_standing_piece(rng, textures, kind: str, room_height: float) -> FreePiece:
+    """A new free-standing ``kind`` (table, stool, column, crate or clutter)."""
+    if kind == "table":
+        w, d, h = rng.uniform(0.7, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.45, 0.78)
+        parts = furniture.table(rng, textures, w, d, h)
+        parts += furniture.clutter_on_top(rng, textures, w, d, h, int(rng.integers(0, 5)))
+        return parts, (w / 2, d / 2), h, True
+    if kind in ("stool", "column"):
+        r = rng.uniform(0.15, 0.3) if kind == "stool" else rng.uniform(0.15, 0.35)
+        h = rng.uniform(0.4, 0.8) if kind == "stool" else room_height
+        return furniture.cylinder_object(rng, textures, r, h), (r, r), h, kind == "stool"
+    if kind == "crate":
+        w, d, h = rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.9)
+    else:
+        w, d, h = rng.uniform(0.1, 0.45), rng.uniform(0.1, 0.45), rng.uniform(0.08, 0.45)
+    material = random_material(rng, textures, "clutter" if kind == "clutter" else "furniture",
+                               repeats=(0.8, 3.0))
+    return [Part("box", (0, 0, h / 2), (w, d, h), material)], (w / 2, d / 2), h, True
+
+
+#: Kinds of free-standing objects, drawn with equal chances (clutter twice).
+FREE_STANDING_KINDS = ["table", "stool", "crate", "column", "clutter", "clutter"]
+
+
+def add_free_standing(rng, textures, layout: Layout,
+                      piece: Callable[[str], FreePiece] | None = None) -> None:
+    """3-8 tables, stools, columns, crates and floor clutter; all but columns movable.
+    ``piece(kind)`` makes each (default: a new :func:`free_standing_piece`)."""
     room = layout.room
     lo, hi = room.bounds
     for _ in range(int(rng.integers(3, 9))):
-        kind = str(rng.choice(["table", "stool", "crate", "column", "clutter", "clutter"]))
+        kind = str(rng.choice(FREE_STANDING_KINDS))
         x, y = rng.uniform(lo, hi)
         yaw = rng.uniform(0, np.pi)
-        if kind == "table":
-            w, d, h = rng.uniform(0.7, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.45, 0.78)
-            parts = furniture.table(rng, textures, w, d, h)
-            parts += furniture.clutter_on_top(rng, textures, w, d, h, int(rng.integers(0, 5)))
-            _add(layout, kind, parts, x, y, yaw, (w / 2, d / 2), h, True)
-        elif kind in ("stool", "column"):
-            r = rng.uniform(0.15, 0.3) if kind == "stool" else rng.uniform(0.15, 0.35)
-            h = rng.uniform(0.4, 0.8) if kind == "stool" else room.height
-            _add(layout, kind, furniture.cylinder_object(rng, textures, r, h), x, y, 0.0, (r, r),
-                 h, kind == "stool")
-        else:
-            if kind == "crate":
-                w, d, h = rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.9)
-            else:
-                w, d, h = rng.uniform(0.1, 0.45), rng.uniform(0.1, 0.45), rng.uniform(0.08, 0.45)
-            material = random_material(rng, textures,
-                                       "clutter" if kind == "clutter" else "furniture",
-                                       repeats=(0.8, 3.0))
-            _add(layout, kind, [Part("box", (0, 0, h / 2), (w, d, h), material)], x, y, yaw,
-                 (w / 2, d / 2), h, True)
+        if kind in ("stool", "column"):
+            yaw = 0.0
+        made = piece(kind) if piece is not None else free_standing_piece(rng, textures, kind,
+                                                                           room.height)
+        parts, half, top, movable = made
+        add_object(layout, kind, parts, x, y, yaw, half, top, movable)

@@ -61,9 +61,10 @@ def _catmull_rom_closed(points: np.ndarray, samples: int) -> np.ndarray:
                   + (-p0 + 3 * p1 - 3 * p2 + p3) * u**3)
 
 
-def _smooth_wobble(rng: np.random.Generator, samples: int, amplitude: float,
-                   cycles=(3, 25)) -> np.ndarray:
-    """Sum of three sinusoids over a closed path: smooth, periodic, ~``amplitude``."""
+def smooth_wobble(rng: np.random.Generator, samples: int, amplitude: float,
+                  cycles=(3, 25)) -> np.ndarray:
+    """Sum of three sinusoids over a path of ``samples`` samples, each of a whole number of
+    periods drawn from ``cycles`` over the path: smooth, periodic, ~``amplitude``."""
     s = np.arange(samples) / samples
     total = np.zeros(samples)
     for _ in range(3):
@@ -71,7 +72,20 @@ def _smooth_wobble(rng: np.random.Generator, samples: int, amplitude: float,
     return amplitude * total / 1.7
 
 
-def _tour(points: np.ndarray) -> np.ndarray:
+def catmull_rom_open(points: np.ndarray, samples: int) -> np.ndarray:
+    """Open uniform Catmull-Rom spline through ``points`` (K, D), K >= 2: ``samples``
+    points from the first control point to the last (end points repeated as tangents)."""
+    k = len(points)
+    padded = np.concatenate([points[:1], points, points[-1:]])
+    t = np.linspace(0.0, k - 1, samples)
+    segment = np.minimum(np.floor(t).astype(int), k - 2)
+    u = (t - segment)[:, None]
+    p0, p1, p2, p3 = (padded[segment + i] for i in range(4))
+    return 0.5 * ((2 * p1) + (-p0 + p2) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u**2
+                  + (-p0 + 3 * p1 - 3 * p2 + p3) * u**3)
+
+
+def short_tour(points: np.ndarray) -> np.ndarray:
     """Order of ``points`` (K, 2) for a short closed tour (nearest neighbour + 2-opt)."""
     k = len(points)
     order = [0]
@@ -96,7 +110,8 @@ def _tour(points: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ScanPath:
-    """A closed scanning path sampled densely: arrays of length :data:`PATH_SAMPLES`.
+    """A scanning path sampled densely: arrays of one length (:data:`PATH_SAMPLES` for a
+    room's closed loop, more for a longer walk), evenly spaced along the path.
 
     Attributes:
         positions: (N, 3) camera centres, world metres.
@@ -109,6 +124,10 @@ class ScanPath:
     pitch: np.ndarray
     roll: np.ndarray
     base_height: float
+
+    @property
+    def samples(self) -> int:
+        return len(self.positions)
 
     def pose_at(self, index: int) -> np.ndarray:
         return camera_pose(self.positions[index], self.yaw[index], self.pitch[index],
@@ -137,7 +156,7 @@ def scan_path(layout: Layout, rng: np.random.Generator) -> ScanPath:
     for _ in range(k - 1):  # farthest-point sampling spreads the waypoints
         distance = np.min(np.linalg.norm(free[:, None] - free[chosen][None], axis=2), axis=1)
         chosen.append(int(np.argmax(distance)))
-    waypoints = free[chosen][_tour(free[chosen])]
+    waypoints = free[chosen][short_tour(free[chosen])]
     # pull waypoints a little towards the middle so the loop does not hug the furniture
     centre = waypoints.mean(axis=0)
     waypoints = centre + (waypoints - centre) * rng.uniform(0.7, 0.95)
@@ -166,11 +185,11 @@ def scan_path(layout: Layout, rng: np.random.Generator) -> ScanPath:
     height_points = base_height + rng.uniform(-0.15, 0.15, len(waypoints))
     z = _catmull_rom_closed(height_points[:, None], PATH_SAMPLES)[:, 0]
     positions = np.column_stack([xy, z])
-    positions += np.column_stack([_smooth_wobble(rng, PATH_SAMPLES, 0.02, (20, 60))
+    positions += np.column_stack([smooth_wobble(rng, PATH_SAMPLES, 0.02, (20, 60))
                                   for _ in range(3)])
-    yaw = yaw + _smooth_wobble(rng, PATH_SAMPLES, math.radians(2.0), (15, 50))
-    pitch = pitch + _smooth_wobble(rng, PATH_SAMPLES, math.radians(1.5), (15, 50))
-    roll = _smooth_wobble(rng, PATH_SAMPLES, math.radians(3.0), (3, 20))
+    yaw = yaw + smooth_wobble(rng, PATH_SAMPLES, math.radians(2.0), (15, 50))
+    pitch = pitch + smooth_wobble(rng, PATH_SAMPLES, math.radians(1.5), (15, 50))
+    roll = smooth_wobble(rng, PATH_SAMPLES, math.radians(3.0), (3, 20))
     return ScanPath(positions, yaw, pitch, roll, base_height)
 
 
@@ -183,18 +202,19 @@ def mapping_poses(path: ScanPath, count: int, validator: Validator,
     rejected = 0
     valid_indices: list[int] = []
     checked: dict[int, bool] = {}
-    candidates = max(count * oversampling, 30)
+    samples = path.samples
+    candidates = min(max(count * oversampling, 30), samples)
     while True:
-        indices = np.unique(np.round(np.arange(candidates) * PATH_SAMPLES / candidates)
-                            .astype(int) % PATH_SAMPLES)
+        indices = np.unique(np.round(np.arange(candidates) * samples / candidates)
+                            .astype(int) % samples)
         for index in indices:
             if index not in checked:
                 checked[index] = bool(validator(path.pose_at(int(index))))
                 rejected += not checked[index]
         valid_indices = sorted(i for i, ok in checked.items() if ok)
-        if len(valid_indices) >= count or candidates >= PATH_SAMPLES:
+        if len(valid_indices) >= count or candidates >= samples:
             break
-        candidates = min(candidates * 2, PATH_SAMPLES)
+        candidates = min(candidates * 2, samples)
     if len(valid_indices) < count:
         raise AcegError(f"synthetic scene: only {len(valid_indices)} usable mapping views "
                         f"of {count} requested")
@@ -226,7 +246,7 @@ def query_near_path(path: ScanPath, count: int, validator: Validator,
     0.3 m sideways and 0.1 m up/down, heading +-10 deg, pitch +-5 deg (standard deviations)."""
 
     def make() -> np.ndarray:
-        index = int(rng.integers(PATH_SAMPLES))
+        index = int(rng.integers(path.samples))
         radius, angle = 0.3 * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi)
         offset = np.array([radius * math.cos(angle), radius * math.sin(angle),
                            rng.uniform(-0.1, 0.1)])
@@ -246,7 +266,7 @@ def query_far_from_path(path: ScanPath, count: int, validator: Validator,
     counter = {"n": 0}
 
     def make() -> np.ndarray:
-        index = int(rng.integers(PATH_SAMPLES))
+        index = int(rng.integers(path.samples))
         radius, angle = rng.uniform(0.7, 2.0), rng.uniform(0, 2 * math.pi)
         position = path.positions[index] + [radius * math.cos(angle), radius * math.sin(angle), 0]
         yaw, pitch = path.yaw[index], path.pitch[index]
