@@ -16,6 +16,17 @@ One module per concern:
 * :mod:`~aceg.data.synthetic.ace_layout`: writing a split in the ACE / DSAC* layout.
 * :mod:`~aceg.data.synthetic.contact_sheet`: a PNG to look at what each split changes.
 * :mod:`~aceg.data.synthetic.generate`: :func:`generate_scene`, the whole pipeline.
+
+Multi-room places (``aceg synth --place``), built from the pieces above:
+
+* :mod:`~aceg.data.synthetic.place`: spaces (rooms, corridor) joined by doors; free space.
+* :mod:`~aceg.data.synthetic.floor_plans`: a random apartment or office floor, furnished
+  from one catalogue of furniture and one palette of materials (look-alike rooms).
+* :mod:`~aceg.data.synthetic.place_mesh`: its triangle mesh, one lighting zone per space.
+* :mod:`~aceg.data.synthetic.place_paths`: the continuous walk through every room.
+* :mod:`~aceg.data.synthetic.place_picture`: the floor plan from above with the cameras.
+* :mod:`~aceg.data.synthetic.place_generate`: the whole pipeline of a place
+  (:func:`~aceg.data.synthetic.place_generate.generate_place`).
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ class Space:
     Attributes:
         name: unique in the place (``corridor``, ``room_3``).
         kind: what it is (``corridor``, ``living_room``, ``bedroom``, ``office``, ...).
-        layout: its rectangle (counter-clockwise from the lowest x and y), materials and
-            objects (object names start with ``name/``).
+        layout: its rectangle (corners counter-clockwise), materials and objects (object
+            names start with ``name/``).
         openings: its door openings.
         template: rooms with the same template are furnished alike (same size, materials
             and furniture); None for a room of its own.
