@@ -152,11 +152,8 @@ def view_is_informative(view: RenderedView, settings: SynthSettings) -> bool:
 
 class ViewChecker:
     """Validator of candidate poses for one loaded layout: free camera position, then a
-    quick low-resolution render judged by :func:`view_is_informative`.
-
-    ``layout`` is anything with the ``is_free(xy, z, clearance)`` of :class:`Layout` (a
-    multi-room :class:`~aceg.data.synthetic.place.Place` too), ``lighting`` what
-    :meth:`Renderer.render` takes for the loaded mesh."""
+    quick low-resolution render judged by :func:`view_is_informative`. ``layout``: anything
+    with :meth:`Layout.is_free` (a :class:`~aceg.data.synthetic.place.Place` too)."""
 
     def __init__(self, renderer: Renderer, layout: Layout, intrinsics: Intrinsics,
                  lighting: Lighting | Sequence[Lighting], settings: SynthSettings):
@@ -177,7 +174,7 @@ class ViewChecker:
 
 
 def offset_from_mapping(split_poses: list[np.ndarray], mapping: list[np.ndarray]
-                         ) -> tuple[float | None, float | None]:
+                        ) -> tuple[float | None, float | None]:
     """Median over ``split_poses`` of the distance (metres) to the nearest mapping camera
     centre and of the angle (degrees) to the closest mapping viewing direction among the
     mapping cameras within 0.5 m of that distance; None for the mapping split itself."""
@@ -195,10 +192,10 @@ def offset_from_mapping(split_poses: list[np.ndarray], mapping: list[np.ndarray]
     return round(float(np.median(distances)), 4), round(float(np.median(angles)), 2)
 
 
-def split_streams(seed: int, names: Sequence[str] = ("layout", "textures", "camera", "lighting",
-                                                    "path", "query", "moved")
-                  ) -> dict[str, np.random.Generator]:
-    """Independent random generators, one per name, all derived from ``seed``."""
+def split_streams(seed: int) -> dict[str, np.random.Generator]:
+    """Independent random generators (layout, textures, camera, lighting, path, query,
+    moved), all derived from ``seed``."""
+    names = ("layout", "textures", "camera", "lighting", "path", "query", "moved")
     children = np.random.SeedSequence(int(seed)).spawn(len(names))
     return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 
@@ -336,9 +333,9 @@ def render_split(renderer: Renderer, split_dir: Path, split_poses: list[np.ndarr
                  lighting: Lighting | Sequence[Lighting], rejected: int, settings: SynthSettings,
                  keep_thumbnails: set[int] | None = None, bar=None
                  ) -> tuple[list[np.ndarray | None], dict]:
-    """Render and write one split, frame by frame (nothing but thumbnails kept); its
-    thumbnails (only those of ``keep_thumbnails``, None elsewhere, when given) and its
-    ``scene.json`` statistics. ``bar`` (a tqdm bar) is advanced once per frame."""
+    """Render and write one split frame by frame; its thumbnails (those of
+    ``keep_thumbnails`` if given, None elsewhere) and ``scene.json`` statistics. ``bar``: a
+    tqdm bar advanced per frame."""
     medians, means, thumbs = [], [], []
     with AceSplitWriter(split_dir) as writer:
         for index, pose in enumerate(split_poses):
