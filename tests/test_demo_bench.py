@@ -101,3 +101,15 @@ def test_demo_on_a_user_scene(tiny_room, tmp_path, capsys):
         cloud = trimesh.load(out / "map_cloud.ply")
         assert len(cloud.vertices) > 0
     assert not list(out.glob("*.tmp*"))
+
+
+def test_bench_reads_only_the_synthetic_splits_asked_for(tmp_path):
+    from aceg.evaluation.benchmark import synthetic_datasets
+
+    generate_scene(tmp_path / "rooms" / "scene_0000", 5, frames_mapping=4, frames_query=2,
+                   height=48, width=64, splits=("mapping", "query_same", "query_view"),
+                   contact_sheet=False)
+    (every,) = synthetic_datasets(tmp_path / "rooms")
+    assert sorted(every.queries) == ["query_same", "query_view"]
+    (some,) = synthetic_datasets(tmp_path / "rooms", ["query_view", "query_light"])
+    assert list(some.queries) == ["query_view"] and len(some.queries["query_view"]) == 2

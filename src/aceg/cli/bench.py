@@ -55,6 +55,9 @@ def add_arguments(parser) -> None:
                         help="methods to compare (default: %(default)s); the '-tri' variants add "
                              "depth triangulated between the mapping images (aceg map --triangulate)")
     parser.add_argument("--synthetic", metavar="DIR", help="existing `aceg synth` output to use")
+    parser.add_argument("--synthetic-splits", nargs="+", choices=bm.SYNTHETIC_SPLITS, default=None,
+                        metavar="SPLIT", help="query splits of the synthetic scenes to run "
+                        f"(default: all of {', '.join(bm.SYNTHETIC_SPLITS)} that exist)")
     parser.add_argument("--synthetic-scenes", type=int, default=8, help="held-out scenes to generate (default: %(default)s)")
     parser.add_argument("--synthetic-seed", type=int, default=HELD_OUT_SEED, help="seed of the held-out scenes (default: %(default)s)")
     parser.add_argument("--frames-mapping", type=int, default=60)
@@ -106,9 +109,9 @@ def run(args) -> int:
     work.mkdir(parents=True, exist_ok=True)
     datasets = []
     if args.synthetic:
-        datasets += bm.synthetic_datasets(Path(args.synthetic))
+        datasets += bm.synthetic_datasets(Path(args.synthetic), args.synthetic_splits)
     elif args.synthetic_scenes > 0 and not args.dataset:
-        datasets += bm.synthetic_datasets(_generate(args, work / "synthetic"))
+        datasets += bm.synthetic_datasets(_generate(args, work / "synthetic"), args.synthetic_splits)
     real = []
     if not args.no_real and (args.real is not None or not args.dataset):
         names = bm.REAL_SETS[:1] if args.quick else bm.REAL_SETS

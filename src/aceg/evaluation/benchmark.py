@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,14 +104,15 @@ class Dataset:
     transforms: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
 
 
-def synthetic_datasets(root: Path) -> list[Dataset]:
-    """Every scene folder below ``root`` with a ``mapping/`` split (``aceg synth`` layout)."""
+def synthetic_datasets(root: Path, splits: Sequence[str] | None = None) -> list[Dataset]:
+    """Every scene folder below ``root`` with a ``mapping/`` split (``aceg synth`` layout),
+    with its query ``splits`` that exist (None: all of :data:`SYNTHETIC_SPLITS`)."""
     scenes = sorted(p for p in Path(root).iterdir() if (p / "mapping").is_dir())
     if not scenes:
         raise AcegError(f"{root}: no synthetic scenes (folders with mapping/)")
     out = []
     for s in scenes:
-        queries = {q: read_scene(s / q) for q in SYNTHETIC_SPLITS if (s / q).is_dir()}
+        queries = {q: read_scene(s / q) for q in (splits or SYNTHETIC_SPLITS) if (s / q).is_dir()}
         out.append(Dataset(s.name, "synthetic", read_scene(s / "mapping"), queries))
     return out
 
