@@ -1,24 +1,17 @@
-"""How many anchors a map keeps, and which: a budget that follows the place, and a
-selection spread evenly over the place's surfaces.
+"""How many anchors a map keeps: a budget that follows the place.
 
-Budget: ``--max-anchors N`` sets it; ``--map-size MB`` sets it from the map file's size
-(each anchor costs its int8 key and three float32 coordinates); by default it is the
-regressor's ``AnchorConfig.max_anchors`` or :data:`ANCHORS_PER_IMAGE` per mapping image,
-whichever is larger, so that a large place is not squeezed into a small room's map.
-
-Selection (:func:`balanced_subset`): when there are more candidates than the budget, a
-random subset keeps anchors where the mapping images dwelt (many views of one corner) and
-thins out places seen briefly. Instead, the candidates' points are binned into cubic
-voxels sized so that about ``budget`` voxels are occupied, and the voxels are taken in
-rounds: a random candidate of every voxel, then a second of every voxel that has one left,
-and so on until the budget is met.
+``--max-anchors N`` sets it; ``--map-size MB`` sets it from the map file's size (each
+anchor costs its int8 key and three float32 coordinates); by default it is the regressor's
+``AnchorConfig.max_anchors`` or :data:`ANCHORS_PER_IMAGE` per mapping image, whichever is
+larger, so that a large place is not squeezed into a small room's map. Beyond the budget
+mapping keeps a random subset of the candidates: anchors where the mapping images dwelt,
+as queries are likely to (a subset spread evenly over space localized fewer far views;
+docs/experiments.md).
 """
 
 from __future__ import annotations
 
 import math
-
-import numpy as np
 
 from aceg.errors import AcegError
 
@@ -26,8 +19,6 @@ from aceg.errors import AcegError
 ANCHORS_PER_IMAGE = 64
 #: Bytes of a map file per anchor besides its key's C int8 values: three float32.
 POINT_BYTES = 12
-#: Bisection steps on the voxel size of :func:`balanced_subset`.
-VOXEL_STEPS = 12
 
 
 def check_budget_settings(max_anchors: int | None, map_size_mb: float | None) -> None:
@@ -56,49 +47,3 @@ def anchor_budget(images: int, key_dim: int, regressor_budget: int,
                             "bytes each)")
         return budget
     return max(int(regressor_budget), ANCHORS_PER_IMAGE * int(images))
-
-
-def balanced_subset(points: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of at most ``budget`` of the (N, 3) ``points`` (metres), spread over
-    space in voxel rounds (module docstring); all N indices when N <= budget. Points that
-    coincide (the keypoints of one track) share a voxel, so a track is not kept more often
-    than its place deserves. Deterministic for a ``seed``."""
-    n = len(points)
-    if n <= budget:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    points = np.asarray(points, dtype=np.float64)
-    lo, hi = points.min(0), points.max(0)
-    extent = float((hi - lo).max())
-    if extent <= 0:
-        return np.sort(rng.permutation(n)[:budget])
-
-    def voxel_keys(size: float) -> np.ndarray:
-        cells = np.floor((points - lo) / size).astype(np.int64)
-        sides = cells.max(0) + 1
-        return (cells[:, 0] * sides[1] + cells[:, 1]) * sides[2] + cells[:, 2]
-
-    # The largest voxel that still gives at least `budget` occupied voxels (or the finest
-    # tried): bisection on a log scale between the whole extent and 1e-5 of it (at most
-    # 1e5 voxels a side, so a voxel's key fits in 64 bits).
-    small, large = math.log(extent * 1e-5), math.log(extent)
-    for _ in range(VOXEL_STEPS):
-        middle = 0.5 * (small + large)
-        keys = np.sort(voxel_keys(math.exp(middle)))
-        if 1 + np.count_nonzero(keys[1:] != keys[:-1]) >= budget:
-            small = middle
-        else:
-            large = middle
-    label = voxel_keys(math.exp(small))
-    # Rank of each point within its voxel, in a random order: round r takes every voxel's
-    # r-th point. Ties within a round are broken at random too.
-    order = rng.permutation(n)
-    by_voxel = order[np.argsort(label[order], kind="stable")]
-    sorted_labels = label[by_voxel]
-    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-    counts = np.diff(np.r_[starts, n])
-    rank = np.empty(n, dtype=np.int64)
-    rank[by_voxel] = np.arange(n) - np.repeat(starts, counts)
-    tie = rng.random(n)
-    keep = np.lexsort((tie, rank))[:budget]
-    return np.sort(keep)

@@ -3,8 +3,8 @@
 The map code is built, not optimised: the mapping images are encoded once (one plain
 pass), every patch cell whose 3-D point is known becomes an anchor (its embedded encoder
 descriptor as the key, the point, relative to the scene centre, as the value), at most
-:func:`aceg.mapping.anchor_budget.anchor_budget` of them (beyond that, a subset spread
-evenly over the place: :func:`aceg.mapping.anchor_budget.balanced_subset`). The points come
+:func:`aceg.mapping.anchor_budget.anchor_budget` of them (a random subset beyond that).
+The points come
 from keypoints triangulated between the posed mapping images
 (:mod:`aceg.mapping.triangulation`), or from the frames' depth maps with ``use_depth``.
 
@@ -30,7 +30,7 @@ import torch
 from aceg.data.images import DEFAULT_SHORT_SIDE
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
-from aceg.mapping.anchor_budget import anchor_budget, balanced_subset, check_budget_settings
+from aceg.mapping.anchor_budget import anchor_budget, check_budget_settings
 from aceg.mapping.buffer import TrainingBuffer, scene_centre
 from aceg.mapping.common import (
     BufferPlan,
@@ -150,8 +150,7 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
                 max_anchors: int | None = None) -> tuple[torch.Tensor, dict]:
     """The anchor map code of a one-pass buffer with depth targets: every patch with a
     target and a non-zero feature becomes an anchor, at most ``max_anchors`` (default
-    ``model.config.max_anchors``; beyond that a :func:`balanced_subset` seeded from
-    ``gen``). Returns the code
+    ``model.config.max_anchors``; a random subset drawn with ``gen``). Returns the code
     (N, C + 3) and statistics ("anchors": N, "max_anchors": the budget, "cells": % of the
     buffer's patches that had a 3-D point)."""
     budget = model.config.max_anchors if max_anchors is None else max_anchors
@@ -169,17 +168,11 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
                       "lack parallax (cameras too close together) or texture; give more images, "
                       "depth maps (--depth) or more keypoints (--keypoints)", stacklevel=2)
     if valid.numel() > budget:
-        keep = balanced_subset(buffer.target[valid].cpu().numpy(), budget, _seed(gen))
-        valid = valid[torch.from_numpy(keep)]
+        valid = valid[torch.randperm(valid.numel(), generator=gen)[:budget]].sort().values
     code = model.make_code(buffer.features[valid], buffer.target[valid])
     stats = {"anchors": int(valid.numel()), "max_anchors": budget,
              "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}
     return code, stats
-
-
-def _seed(gen: torch.Generator) -> int:
-    """A seed for numpy drawn from ``gen``."""
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
 
 
 def _map_keypoint_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig, reg, enc,
@@ -214,9 +207,8 @@ def keypoint_anchor_code(model: AnchorRegressor, tri: TriangulatedKeypoints, cen
                          gen: torch.Generator, max_anchors: int | None = None) -> tuple[torch.Tensor, dict]:
     """The anchor map code of triangulated mapping keypoints: every keypoint with a 3-D
     point and a non-zero descriptor is an anchor, its point minus ``centre`` (3,) (world
-    frame, metres), at most ``max_anchors`` (default ``model.config.max_anchors``; beyond
-    that a :func:`balanced_subset` seeded from ``gen``, in frame then keypoint order).
-    Returns the code (N, C + 3)
+    frame, metres), at most ``max_anchors`` (default ``model.config.max_anchors``; a random
+    subset drawn with ``gen``, in frame then keypoint order). Returns the code (N, C + 3)
     and statistics ("anchors": N, "max_anchors": the budget, "keypoints": keypoints with a
     point, "tracks": distinct points among them, "anchor_points": "keypoints")."""
     budget = model.config.max_anchors if max_anchors is None else max_anchors
@@ -234,7 +226,9 @@ def keypoint_anchor_code(model: AnchorRegressor, tri: TriangulatedKeypoints, cen
     # rounded to float32 as a point is stored: the keypoints of one track keep one point
     points = (world[valid] - centre).astype(np.float32)
     stats = {"keypoints": int(len(valid)), "tracks": int(len(np.unique(points, axis=0)))}
-    pick = balanced_subset(points, budget, _seed(gen))
+    pick = np.arange(len(valid))
+    if len(valid) > budget:
+        pick = torch.randperm(len(valid), generator=gen)[:budget].sort().values.numpy()
     code = model.make_code(torch.from_numpy(desc[valid][pick]), torch.from_numpy(points[pick]))
     stats.update(anchors=int(len(pick)), max_anchors=budget, anchor_points="keypoints")
     return code, stats
