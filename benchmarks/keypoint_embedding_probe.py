@@ -45,28 +45,36 @@ from aceg.pretraining.anchor_embedding import (
 from aceg.pretraining.mapped_rooms import QUERY_SPLITS, cached_room_file
 
 
+def frame_keypoints(frame, short_side, features, centre):
+    """(features, flat, points) of one frame: its XFeat keypoints (all of them), the mask
+    of those with a flat rendered depth (no depth edge within one pixel), and the
+    depth-derived points of the flat ones minus ``centre`` (F, 3) float64."""
+    prep = prepare_image(frame.image_path, frame.intrinsics, short_side, depth_path=frame.depth_path)
+    f = features.extract(prep.rgb)
+    d = prep.depth
+    h, w = d.shape
+    u = np.clip(np.round(f.keypoints[:, 0]).astype(int), 1, w - 2)
+    v = np.clip(np.round(f.keypoints[:, 1]).astype(int), 1, h - 2)
+    patch = np.stack([d[v + dv, u + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)], 1)
+    z = d[v, u]
+    flat = (patch.min(1) > 0) & (patch.max(1) - patch.min(1) < 0.02 * z)
+    K = prep.intrinsics.K
+    uv1 = np.c_[f.keypoints[flat], np.ones(int(flat.sum()))]
+    cam = (np.linalg.inv(K) @ uv1.T).T * z[flat, None]
+    world = cam @ frame.cam_to_world[:3, :3].T + frame.cam_to_world[:3, 3]
+    return f, flat, world - centre
+
+
 def keypoint_targets(scene, short_side, features, centre, splits_index):
     """(descriptors (P, 64) f16, points (P, 3) f32, split (P,)) of the XFeat keypoints of
     ``scene``'s frames with a flat rendered depth, points minus ``centre``."""
     descs, points = [], []
     for frame in scene.frames:
-        prep = prepare_image(frame.image_path, frame.intrinsics, short_side, depth_path=frame.depth_path)
-        f = features.extract(prep.rgb)
-        d = prep.depth
-        h, w = d.shape
-        u = np.clip(np.round(f.keypoints[:, 0]).astype(int), 1, w - 2)
-        v = np.clip(np.round(f.keypoints[:, 1]).astype(int), 1, h - 2)
-        patch = np.stack([d[v + dv, u + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)], 1)
-        z = d[v, u]
-        flat = (patch.min(1) > 0) & (patch.max(1) - patch.min(1) < 0.02 * z)
+        f, flat, world = frame_keypoints(frame, short_side, features, centre)
         if not flat.any():
             continue
-        K = prep.intrinsics.K
-        uv1 = np.c_[f.keypoints[flat], np.ones(int(flat.sum()))]
-        cam = (np.linalg.inv(K) @ uv1.T).T * z[flat, None]
-        world = cam @ frame.cam_to_world[:3, :3].T + frame.cam_to_world[:3, 3]
         descs.append(f.descriptors[flat])
-        points.append(world - centre)
+        points.append(world)
     if not descs:
         return None
     desc = torch.from_numpy(np.concatenate(descs)).half()
