@@ -8,6 +8,9 @@ from pathlib import Path
 from aceg.data.reconstruct import DEFAULT_BLUR_FRACTION, DEFAULT_VIDEO_FRAMES
 from aceg.errors import AcegError
 
+#: How the feature types are named in the report.
+FEATURE_NAMES = {"sift": "SIFT", "xfeat": "XFeat + LighterGlue"}
+
 HELP = "pose a folder of photos or a video by structure from motion (COLMAP), for aceg map"
 
 DESCRIPTION = f"""\
@@ -25,8 +28,9 @@ variance of the Laplacian is below --blur-fraction (default {DEFAULT_BLUR_FRACTI
 the median over the sampled frames. The images of a folder are all used; they must have
 one size. All images share one camera (--camera-model SIMPLE_RADIAL or PINHOLE) whose
 focal length is estimated, starting from the EXIF focal length when the photos carry one.
-Photos are matched exhaustively, video frames with their neighbours (--matcher). If the
-images form several separate models the largest is kept, with a note.
+Photos are matched exhaustively, video frames with their neighbours (--matcher), with
+COLMAP's SIFT features or XFeat + LighterGlue (--features). If the images form several
+separate models the largest is kept, with a note.
 
 Scale: structure from motion recovers a scene only up to scale, so OUT_SCENE is in SfM
 units unless you give the known distance in metres between two cameras:
@@ -42,7 +46,7 @@ Examples:
 
 
 def add_arguments(parser) -> None:
-    from aceg.data.reconstruct import CAMERA_MODELS, MATCHERS
+    from aceg.data.reconstruct import CAMERA_MODELS, FEATURES, MATCHERS
 
     parser.add_argument("input", metavar="INPUT", help="folder of photos, or a video file")
     parser.add_argument("out", metavar="OUT_SCENE", help="output folder (absent or empty)")
@@ -58,6 +62,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--matcher", choices=MATCHERS, default="auto",
                         help="pairs to match: auto (sequential for a video, exhaustive for "
                              "photos), exhaustive or sequential")
+    parser.add_argument("--features", choices=FEATURES, default=FEATURES[0],
+                        help="features and matches: sift (default), COLMAP's SIFT, with "
+                             "sub-pixel keypoints: the most accurate poses; or xfeat, XFeat "
+                             "keypoints matched by LighterGlue (the features aceg maps with): "
+                             "keypoints on whole pixels, poses as good typically but with "
+                             "larger worst cases, and LighterGlue's cost per pair on the CPU "
+                             "makes it slower than SIFT when many pairs are matched")
     parser.add_argument("--scale", type=float, default=None, metavar="METRES",
                         help="known distance between the cameras of --scale-frames: puts the "
                              "scene in metres (default: SfM units)")
@@ -72,7 +83,8 @@ def settings_of(args):
 
     return ReconstructSettings(
         fps=args.fps, frames=args.frames, blur_fraction=args.blur_fraction,
-        camera_model=args.camera_model, matcher=args.matcher, scale=args.scale,
+        camera_model=args.camera_model, matcher=args.matcher, features=args.features,
+        scale=args.scale,
         scale_frames=tuple(args.scale_frames) if args.scale_frames else None, seed=args.seed,
         progress=not args.quiet)
 
@@ -83,6 +95,7 @@ def report(result) -> None:
     print(f"registered {result.registered} of {result.inputs} images{blurry}: "
           f"{result.points} 3-D points, mean reprojection error {result.reprojection_px:.2f} px, "
           f"{result.camera_model} camera, focal {result.focal_px:.1f} px, "
+          f"{FEATURE_NAMES.get(result.features, result.features)} features, "
           f"in {result.seconds:.0f} s")
     print(f"wrote {result.out_dir} (ACE layout; COLMAP text model in "
           f"{Path(result.out_dir) / 'colmap'})")

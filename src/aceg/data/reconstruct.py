@@ -2,11 +2,20 @@
 COLMAP (pycolmap, on the CPU) and write a posed scene that ``aceg map`` reads.
 
 Pipeline: the images (a video is sampled by :func:`sample_video`, its blurry frames
-dropped), COLMAP SIFT features, matching (exhaustive for photos, sequential for a video,
-whose neighbouring frames overlap), incremental mapping with **one shared camera** (model
-``SIMPLE_RADIAL`` or ``PINHOLE``; its focal length is estimated, starting from the EXIF
-focal length when the images carry one, as COLMAP does). When the images split into
+dropped), features and matches of image pairs (exhaustive for photos, sequential for a
+video, whose neighbouring frames overlap), incremental mapping with **one shared camera**
+(model ``SIMPLE_RADIAL`` or ``PINHOLE``; its focal length is estimated, starting from the
+EXIF focal length when the images carry one, as COLMAP does). When the images split into
 several models the largest one is kept, with a note.
+
+Features (:data:`FEATURES`): ``sift`` (the default), COLMAP's own SIFT extraction and
+matching; or ``xfeat``, XFeat keypoints and LighterGlue matches
+(:class:`aceg.mapping.keypoints.SparseFeatures`, the features aceg maps with) written into
+COLMAP's database (:func:`write_xfeat_features`, :func:`write_xfeat_matches`), then
+COLMAP's geometric verification. Either way COLMAP's incremental mapper poses the images.
+SIFT is the default: its keypoints are sub-pixel (XFeat's lie on whole pixels of the
+working image), which gave the smaller worst-case pose errors, and on the CPU LighterGlue
+takes longer per image pair than SIFT matching (docs/experiments.md, Strecha sets).
 
 The output folder ``OUT`` holds, for the registered images only:
 
@@ -42,13 +51,26 @@ import numpy as np
 from tqdm import tqdm
 
 from aceg.data.camera import check_pose, invert_pose
+from aceg.data.images import load_image
 from aceg.data.readers._common import IMAGE_SUFFIXES, image_size, list_files
-from aceg.data.readers.colmap import intrinsics_from_camera
+from aceg.data.readers.colmap import PIXEL_CENTRE_OFFSET, intrinsics_from_camera
 from aceg.data.scene import Frame, Scene
 from aceg.data.writers import write_ace_scene
 from aceg.errors import AcegError, AcegWarning, file_error
 from aceg.io import check_output_path, output_lock, remove_stale_temps, temp_path
 
+#: Feature types: COLMAP's SIFT, or XFeat keypoints with LighterGlue matches.
+FEATURES = ("sift", "xfeat")
+#: XFeat: images are resized so that their long side is at most this many pixels (never
+#: enlarged), each side rounded to a multiple of :data:`XFEAT_STRIDE`.
+XFEAT_LONG_SIDE = 1536
+#: XFeat's network works on sides that are multiples of this (pixels).
+XFEAT_STRIDE = 32
+#: XFeat keypoints per image at most (LighterGlue's time per pair grows about with its
+#: square).
+XFEAT_KEYPOINTS = 2048
+#: LighterGlue's threshold on a match's confidence (0-1).
+XFEAT_MIN_CONFIDENCE = 0.1
 #: Camera models of the shared camera (COLMAP names).
 CAMERA_MODELS = ("SIMPLE_RADIAL", "PINHOLE")
 #: Matching strategies: ``auto`` is sequential for a video, exhaustive for photos.
@@ -76,6 +98,10 @@ class ReconstructSettings:
             the median sharpness (variance of the Laplacian); 0 keeps them all.
         camera_model: the shared camera's COLMAP model (:data:`CAMERA_MODELS`).
         matcher: one of :data:`MATCHERS`.
+        features: one of :data:`FEATURES` (module docstring).
+        xfeat_keypoints: ``xfeat``: keypoints per image at most.
+        xfeat_long_side: ``xfeat``: long side in pixels of the images XFeat sees (at most;
+            see :func:`xfeat_working_size`).
         scale: known distance in metres between the centres of ``scale_frames``.
         scale_frames: the two image names (as in ``OUT/rgb`` before the suffix may
             change: the input file names, or ``frame_NNNNN.png`` for a video).
@@ -88,6 +114,9 @@ class ReconstructSettings:
     blur_fraction: float = DEFAULT_BLUR_FRACTION
     camera_model: str = CAMERA_MODELS[0]
     matcher: str = "auto"
+    features: str = FEATURES[0]
+    xfeat_keypoints: int = XFEAT_KEYPOINTS
+    xfeat_long_side: int = XFEAT_LONG_SIDE
     scale: float | None = None
     scale_frames: tuple[str, str] | None = None
     seed: int = 0
@@ -106,6 +135,13 @@ class ReconstructSettings:
         if self.camera_model not in CAMERA_MODELS or self.matcher not in MATCHERS:
             raise AcegError(f"camera model must be one of {', '.join(CAMERA_MODELS)} and "
                             f"matcher one of {', '.join(MATCHERS)}")
+        if self.features not in FEATURES:
+            raise AcegError(f"--features must be one of {', '.join(FEATURES)}, got "
+                            f"{self.features!r}")
+        if self.xfeat_keypoints < 8 or self.xfeat_long_side < XFEAT_STRIDE:
+            raise AcegError(f"XFeat needs at least 8 keypoints and a long side of at least "
+                            f"{XFEAT_STRIDE} px, got {self.xfeat_keypoints} and "
+                            f"{self.xfeat_long_side}")
         if (self.scale is None) != (self.scale_frames is None):
             raise AcegError("--scale METRES and --scale-frames A B go together")
         if self.scale is not None and not (np.isfinite(self.scale) and self.scale > 0):
@@ -116,7 +152,8 @@ class ReconstructSettings:
 class ReconstructResult:
     """What :func:`reconstruct` did: ``inputs`` images given to SfM (after ``blurry``
     video frames were dropped), ``registered`` of them posed in the kept model, of
-    ``models`` models; ``points`` 3-D points; ``units`` ``"sfm"`` or ``"metres"``;
+    ``models`` models; ``features`` the feature type (:data:`FEATURES`); ``points`` 3-D
+    points; ``units`` ``"sfm"`` or ``"metres"``;
     ``scale_factor`` metres per SfM unit (None without a scale); the shared camera's
     ``focal_px``; ``reprojection_px`` the mean reprojection error; ``seconds`` in all."""
 
@@ -126,6 +163,7 @@ class ReconstructResult:
     blurry: int
     registered: int
     models: int
+    features: str
     points: int
     units: str
     scale_factor: float | None
@@ -260,41 +298,137 @@ def _quiet_colmap() -> Iterator[None]:
         pycolmap.logging.minloglevel = previous
 
 
+def _verification(settings: ReconstructSettings):
+    """COLMAP's two-view geometry options (geometric verification of matches): its
+    defaults, with RANSAC seeded by ``settings.seed``."""
+    import pycolmap
+
+    options = pycolmap.TwoViewGeometryOptions()
+    options.ransac.random_seed = settings.seed
+    return options
+
+
 def _threads() -> int:
     """COLMAP threads: ``OMP_NUM_THREADS`` when set, else every core (-1)."""
     value = os.environ.get("OMP_NUM_THREADS", "")
     return int(value) if value.isdigit() and int(value) > 0 else -1
 
 
+def xfeat_working_size(width: int, height: int,
+                       long_side: int = XFEAT_LONG_SIDE) -> tuple[int, int]:
+    """(width, height) in pixels XFeat sees an image of ``width`` x ``height`` at: long side
+    at most ``long_side``, each side then rounded to a multiple of :data:`XFEAT_STRIDE`
+    (so XFeat does not resize it again)."""
+    scale = min(1.0, long_side / max(width, height))
+    return tuple(max(XFEAT_STRIDE, round(side * scale / XFEAT_STRIDE) * XFEAT_STRIDE)
+                 for side in (width, height))
+
+
+def extract_xfeat(features, path: Path, long_side: int = XFEAT_LONG_SIDE):
+    """XFeat features of the image at ``path``: ``(ImageFeatures, keypoints)``, the first
+    of the image resized to :func:`xfeat_working_size` (keypoints in its pixels, aceg's
+    convention: pixel centres at integers), for LighterGlue; the second the same keypoints,
+    (N, 2) float32, in the pixels of the image as stored and COLMAP's convention (pixel
+    centres at half-integers), for COLMAP's database. ``features``: a
+    :class:`aceg.mapping.keypoints.SparseFeatures`."""
+    rgb = load_image(path)
+    height, width = rgb.shape[:2]
+    size = xfeat_working_size(width, height, long_side)
+    if size != (width, height):
+        shrink = size[0] * size[1] < width * height
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    extracted = features.extract(rgb)
+    # aceg pixel u' of the resized image covers [u' - 0.5, u' + 0.5]; its COLMAP coordinate
+    # in the stored image is (u' + 0.5) * width / size[0] (the same for v)
+    factors = np.array([width / size[0], height / size[1]], np.float64)
+    keypoints = (extracted.keypoints.astype(np.float64) + PIXEL_CENTRE_OFFSET) * factors
+    return extracted, keypoints.astype(np.float32).reshape(-1, 2)
+
+
+def write_xfeat_features(database, images: Path, names: list[str], features,
+                         long_side: int, progress: bool) -> dict:
+    """Extract the XFeat keypoints of ``images/<name>`` for ``names`` and write them into
+    ``database`` (an open pycolmap.Database whose images are imported), extracted at
+    ``long_side`` (:func:`xfeat_working_size`); returns each
+    image id's :class:`aceg.mapping.keypoints.ImageFeatures` (working-size pixels)."""
+    ids = {image.name: image.image_id for image in database.read_all_images()}
+    extracted = {}
+    for name in tqdm(names, desc="XFeat keypoints", unit="image", disable=not progress,
+                     leave=False):
+        extracted[ids[name]], keypoints = extract_xfeat(features, images / name, long_side)
+        database.write_keypoints(ids[name], keypoints)
+    return extracted
+
+
+def write_xfeat_matches(database, extracted: dict, sequential: bool, features,
+                        progress: bool) -> None:
+    """Match the image pairs COLMAP's exhaustive or sequential matcher would (the same
+    pair generators, default options) with LighterGlue and write the matches (keypoint
+    indices) into ``database``; geometric verification is left to COLMAP."""
+    import pycolmap
+
+    if sequential:
+        generator = pycolmap.SequentialPairGenerator(pycolmap.SequentialPairingOptions(),
+                                                     database)
+    else:
+        generator = pycolmap.ExhaustivePairGenerator(pycolmap.ExhaustivePairingOptions(),
+                                                     database)
+    for a, b in tqdm(generator.all_pairs(), desc="LighterGlue matches", unit="pair",
+                     disable=not progress, leave=False):
+        matches = features.match(extracted[a], extracted[b], XFEAT_MIN_CONFIDENCE)
+        database.write_matches(a, b, matches.astype(np.uint32).reshape(-1, 2))
+
+
+def _xfeat_features_and_matches(database_path: Path, images: Path, names: list[str],
+                                sequential: bool, settings: ReconstructSettings,
+                                bar: tqdm) -> None:
+    """The ``xfeat`` features: images and the shared camera imported as COLMAP's image
+    reader does, XFeat keypoints, LighterGlue matches, COLMAP's geometric verification;
+    ``bar`` advances by two steps (features, matches)."""
+    import pycolmap
+
+    from aceg.mapping.keypoints import SparseFeatures
+
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = settings.camera_model
+    pycolmap.Database.open(database_path).close()  # import_images needs the file to exist
+    pycolmap.import_images(database_path, images, camera_mode=pycolmap.CameraMode.SINGLE,
+                           image_names=names, options=reader)
+    features = SparseFeatures(settings.xfeat_keypoints)
+    database = pycolmap.Database.open(database_path)
+    try:
+        bar.set_postfix_str("XFeat keypoints")
+        extracted = write_xfeat_features(database, images, names, features,
+                                         settings.xfeat_long_side, settings.progress)
+        bar.update()
+        bar.set_postfix_str("LighterGlue matches")
+        write_xfeat_matches(database, extracted, sequential, features, settings.progress)
+    finally:
+        database.close()
+    verifier = pycolmap.GeometricVerifierOptions()
+    verifier.num_threads = _threads()
+    pycolmap.geometric_verification(database_path, verifier_options=verifier,
+                                    two_view_geometry_options=_verification(settings))
+    bar.update()
+
+
 def run_sfm(work: Path, names: list[str], sequential: bool,
             settings: ReconstructSettings) -> tuple[object, int]:
-    """COLMAP on ``work/images`` (``names``): SIFT features, matches, incremental mapping
-    with one shared camera. ``(largest pycolmap.Reconstruction, number of models)``;
-    :class:`AcegError` when no model forms."""
+    """COLMAP on ``work/images`` (``names``): features and matches (``settings.features``),
+    incremental mapping with one shared camera. ``(largest pycolmap.Reconstruction,
+    number of models)``; :class:`AcegError` when no model forms."""
     import pycolmap
 
     database, images = work / "database.db", work / "images"
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = settings.camera_model
-    extraction = pycolmap.FeatureExtractionOptions()
-    extraction.num_threads = _threads()
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = _threads()
     options = pycolmap.IncrementalPipelineOptions()
     options.num_threads = _threads()
     options.random_seed = settings.seed
-    cpu = pycolmap.Device.cpu
     with _quiet_colmap(), tqdm(total=len(names) + 2, desc="structure from motion", unit="step",
                                disable=not settings.progress, leave=False) as bar:
-        bar.set_postfix_str("SIFT features")
-        pycolmap.extract_features(database, images, image_names=names,
-                                  camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-                                  extraction_options=extraction, device=cpu)
-        bar.update()
-        bar.set_postfix_str("matching")
-        match = pycolmap.match_sequential if sequential else pycolmap.match_exhaustive
-        match(database, matching_options=matching, device=cpu)
-        bar.update()
+        if settings.features == "xfeat":
+            _xfeat_features_and_matches(database, images, names, sequential, settings, bar)
+        else:
+            _sift_features_and_matches(database, images, names, sequential, settings, bar)
         bar.set_postfix_str("registering images")
         (work / "sparse").mkdir()
         models = pycolmap.incremental_mapping(database, images, work / "sparse", options=options,
@@ -305,6 +439,33 @@ def run_sfm(work: Path, names: list[str], sequential: bool,
                         "motion between them")
     largest = max(models.values(), key=lambda model: model.num_reg_images())
     return largest, len(models)
+
+
+def _sift_features_and_matches(database: Path, images: Path, names: list[str],
+                               sequential: bool, settings: ReconstructSettings,
+                               bar: tqdm) -> None:
+    """The ``sift`` features: COLMAP's SIFT extraction (which imports the images and the
+    shared camera) and matching with its geometric verification; ``bar`` advances by two
+    steps (features, matches)."""
+    import pycolmap
+
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = settings.camera_model
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.num_threads = _threads()
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = _threads()
+    cpu = pycolmap.Device.cpu
+    bar.set_postfix_str("SIFT features")
+    pycolmap.extract_features(database, images, image_names=names,
+                              camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                              extraction_options=extraction, device=cpu)
+    bar.update()
+    bar.set_postfix_str("matching")
+    match = pycolmap.match_sequential if sequential else pycolmap.match_exhaustive
+    match(database, matching_options=matching, verification_options=_verification(settings),
+          device=cpu)
+    bar.update()
 
 
 def apply_scale(model, metres: float, names: tuple[str, str]) -> float:
@@ -406,7 +567,8 @@ def _reconstruct_in(work: Path, source: Path, out_dir: Path, settings: Reconstru
     os.replace(work / "images", colmap / "images")
     camera = model.camera(model.image(next(iter(model.reg_image_ids()))).camera_id)
     result = ReconstructResult(
-        out_dir, str(source), len(names), blurry, registered, models, model.num_points3D(),
+        out_dir, str(source), len(names), blurry, registered, models, settings.features,
+        model.num_points3D(),
         "sfm" if factor is None else "metres", factor, settings.scale_frames,
         camera.model.name, float(camera.params[0]),
         float(model.compute_mean_reprojection_error()), time.perf_counter() - start)
