@@ -85,6 +85,20 @@ def test_video_reconstruction_matches_ground_truth(room, video_reconstruction):
     colmap = read_scene(video_reconstruction / "colmap")
     assert [f.name for f in colmap.frames] == [f.name for f in scene.frames]
     assert not [p for p in video_reconstruction.parent.iterdir() if p.name.startswith(".")]
+    # The principal point is estimated (default), and lands near the rendered one.
+    true_k, k = room["gt"].frames[0].intrinsics, colmap.frames[0].intrinsics
+    assert (k.cx, k.cy) != (159.5, 119.5)
+    assert abs(k.cx - true_k.cx) < 8 and abs(k.cy - true_k.cy) < 8, (k, true_k)
+
+
+def test_principal_point_can_be_kept_at_the_centre():
+    from aceg.cli.main import build_parser
+    from aceg.cli.reconstruct import settings_of
+
+    parse = build_parser().parse_args
+    assert settings_of(parse(["reconstruct", "in", "out"])).refine_principal_point
+    fixed = settings_of(parse(["reconstruct", "in", "out", "--fixed-principal-point"]))
+    assert not fixed.refine_principal_point
 
 
 def test_units_are_stated(room, tmp_path, capsys):

@@ -59,6 +59,10 @@ def add_arguments(parser) -> None:
                         "Laplacian is below F times the median (0 keeps every frame)")
     parser.add_argument("--camera-model", choices=CAMERA_MODELS, default=CAMERA_MODELS[0],
                         help="the one shared camera's model (default %(default)s)")
+    parser.add_argument("--fixed-principal-point", action="store_true",
+                        help="keep the principal point at the image centre instead of "
+                             "estimating it in bundle adjustment (for few or nearly "
+                             "parallel views, where it is poorly determined)")
     parser.add_argument("--matcher", choices=MATCHERS, default="auto",
                         help="pairs to match: auto (sequential for a video, exhaustive for "
                              "photos), exhaustive or sequential")
@@ -84,6 +88,7 @@ def settings_of(args):
     return ReconstructSettings(
         fps=args.fps, frames=args.frames, blur_fraction=args.blur_fraction,
         camera_model=args.camera_model, matcher=args.matcher, features=args.features,
+        refine_principal_point=not args.fixed_principal_point,
         scale=args.scale,
         scale_frames=tuple(args.scale_frames) if args.scale_frames else None, seed=args.seed,
         progress=not args.quiet)

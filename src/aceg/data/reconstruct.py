@@ -97,6 +97,9 @@ class ReconstructSettings:
         blur_fraction: drop sampled video frames sharper than less than this fraction of
             the median sharpness (variance of the Laplacian); 0 keeps them all.
         camera_model: the shared camera's COLMAP model (:data:`CAMERA_MODELS`).
+        refine_principal_point: bundle adjustment also estimates the principal point
+            (COLMAP keeps it at the image centre by default; a real lens's is off by a few
+            pixels, which tilts every pose by a fraction of a degree).
         matcher: one of :data:`MATCHERS`.
         features: one of :data:`FEATURES` (module docstring).
         xfeat_keypoints: ``xfeat``: keypoints per image at most.
@@ -113,6 +116,7 @@ class ReconstructSettings:
     frames: int | None = None
     blur_fraction: float = DEFAULT_BLUR_FRACTION
     camera_model: str = CAMERA_MODELS[0]
+    refine_principal_point: bool = True
     matcher: str = "auto"
     features: str = FEATURES[0]
     xfeat_keypoints: int = XFEAT_KEYPOINTS
@@ -423,6 +427,7 @@ def run_sfm(work: Path, names: list[str], sequential: bool,
     options = pycolmap.IncrementalPipelineOptions()
     options.num_threads = _threads()
     options.random_seed = settings.seed
+    options.ba_refine_principal_point = settings.refine_principal_point
     with _quiet_colmap(), tqdm(total=len(names) + 2, desc="structure from motion", unit="step",
                                disable=not settings.progress, leave=False) as bar:
         if settings.features == "xfeat":
