@@ -24,3 +24,13 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    """One offscreen renderer (moderngl on EGL) for a test module's synthetic scenes."""
+    from aceg.data.synthetic.renderer import Renderer
+
+    r = Renderer()
+    yield r
+    r.release()

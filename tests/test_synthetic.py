@@ -41,13 +41,6 @@ TINY = dict(frames_mapping=FRAMES_MAPPING, frames_query=FRAMES_QUERY, height=HEI
 
 
 @pytest.fixture(scope="module")
-def renderer():
-    r = Renderer()
-    yield r
-    r.release()
-
-
-@pytest.fixture(scope="module")
 def scene_dir(tmp_path_factory, renderer) -> Path:
     out = tmp_path_factory.mktemp("synth") / "scene"
     generate_scene(out, SEED, renderer=renderer, **TINY)

@@ -18,7 +18,6 @@ from aceg.data.readers import read_scene
 from aceg.data.synthetic.generate import SPLITS
 from aceg.data.synthetic.layout import distance_to_segments
 from aceg.data.synthetic.place_generate import PlaceSettings, generate_place, place_layout
-from aceg.data.synthetic.renderer import Renderer
 
 SEED = 5
 HEIGHT, WIDTH = 60, 80
@@ -27,13 +26,6 @@ TINY = dict(kind="apartment", rooms=2, frames_mapping=120, frames_query=8, heigh
 
 #: Least share of a mapping frame's pixels seen again, at the same depth, in the next one.
 MIN_CONSECUTIVE_OVERLAP = 0.2
-
-
-@pytest.fixture(scope="module")
-def renderer():
-    r = Renderer()
-    yield r
-    r.release()
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from aceg.cli.main import main
 from aceg.errors import AcegError
+from aceg.mapping.anchor_map import anchor_code
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import map_scene
-from aceg.mapping.tracks import track_labels, triangulate_tracks
+from aceg.mapping.tracks import (
+    TriangulationConfig,
+    fundamental_matrix,
+    match_along_epipolar_lines,
+    track_labels,
+    triangulate_tracks,
+)
 from aceg.mapping.triangulation import (
     SMALL_SCENE_IMAGES,
     SMALL_SCENE_KEYPOINTS,
+    TRIANGULATION_CONFIG,
+    CellDepthMaps,
     default_keypoints,
     keypoint_depth_map,
     refine_cell_depth,
     triangulated_depth_maps,
 )
 from aceg.model.ace_head import AceHeadConfig
+from aceg.model.anchors import AnchorConfig, AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import load_map
 from planar_scenes import corner_depth, corner_scene
@@ -35,6 +47,60 @@ def test_keypoint_depth_map_fills_cells_with_the_median():
     assert np.all(depth[:8, 8:16] == 5.0)
     assert np.all(depth[8:, :] == 0) and np.all(depth[:8, 16:] == 0)  # NaN keypoint: nothing
     assert keypoint_depth_map(np.zeros((0, 2)), np.zeros(0), 16, 24, 8).max() == 0
+
+
+def test_cell_depth_maps_give_back_the_full_maps():
+    """A map constant over each cell is stored as its grid of cells and comes back whole,
+    also when the image size is not a multiple of the cell size."""
+    rng = np.random.default_rng(1)
+    maps = CellDepthMaps(8)
+    made = []
+    for h, w in ((60, 84), (64, 80)):
+        kp = rng.uniform(0, [w - 1, h - 1], (300, 2))
+        depth = refine_cell_depth(keypoint_depth_map(kp, rng.uniform(1, 3, 300), h, w, 8), 8)
+        maps.append(depth)
+        made.append(depth)
+    assert len(maps) == 2 and maps._grids[0].shape == (8, 11)
+    for i, depth in enumerate(made):
+        assert maps[i].shape == depth.shape and np.array_equal(maps[i], depth)
+    assert [m.shape for m in maps[:1]] == [(60, 84)]
+
+
+def test_epipolar_matching_follows_the_known_geometry():
+    """Keypoints of two posed views match their own point's keypoint: a look-alike
+    keypoint off the epipolar line is never taken, however similar."""
+    rng = np.random.default_rng(2)
+    K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
+    c2w_a = _look_at(np.array([0.0, 0, 0]), np.array([0.0, 0, 4.5]))
+    c2w_b = _look_at(np.array([0.4, 0.1, 0]), np.array([0.0, 0, 4.5]))
+    P_a, P_b = (K @ np.linalg.inv(c)[:3] for c in (c2w_a, c2w_b))
+    world = rng.uniform([-1, -1, 4], [1, 1, 5], (150, 3))
+
+    def project(P):
+        h = np.c_[world, np.ones(len(world))] @ P.T
+        return h[:, :2] / h[:, 2:] + rng.normal(0, 0.3, (len(world), 2))
+
+    kp_a, kp_b = project(P_a), project(P_b)
+    F = fundamental_matrix(P_a, P_b, c2w_a[:3, 3])
+    residual = np.abs(np.sum(np.c_[kp_b, np.ones(150)] * (np.c_[kp_a, np.ones(150)] @ F.T), 1))
+    assert np.median(residual / np.linalg.norm((np.c_[kp_a, np.ones(150)] @ F.T)[:, :2], axis=1)) < 1.0
+    desc = rng.normal(size=(150, 64))
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    noisy = desc + rng.normal(0, 0.05, desc.shape)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    # look-alikes in b: exact copies of a's descriptors, 30 px off the true keypoints
+    # across the epipolar line (the lines run mostly along x here)
+    fakes = kp_b[:50] + [0.0, 30.0]
+    matches = match_along_epipolar_lines(kp_a, desc, np.r_[kp_b, fakes], np.r_[noisy, desc[:50]], F,
+                                         2.0, 0.5)
+    assert len(matches) >= 140 and np.all(matches[:, 0] == matches[:, 1])  # no fake, none wrong
+    # without the epipolar constraint the look-alikes win
+    loose = match_along_epipolar_lines(kp_a, desc, np.r_[kp_b, fakes], np.r_[noisy, desc[:50]], F,
+                                       1e6, 0.5)
+    assert np.sum(loose[:, 1] >= 150) >= 45
+    assert len(match_along_epipolar_lines(kp_a, desc, kp_b[:0], desc[:0], F, 2.0, 0.5)) == 0
+    with pytest.raises(ValueError, match="unknown matcher"):
+        TriangulationConfig(matcher="brute")
 
 
 def test_small_scenes_get_more_keypoints():
@@ -139,9 +205,11 @@ def test_refine_fills_and_denoises_planes_not_edges():
     assert np.array_equal(kept[kept > 0], sparse[kept > 0]) and (kept > 0).mean() > 0.5 * (sparse > 0).mean()
 
 
-def test_triangulated_depth_matches_the_true_depth(tmp_path):
+@pytest.mark.parametrize("matcher", ["lighterglue", "epipolar"])
+def test_triangulated_depth_matches_the_true_depth(tmp_path, matcher):
     scene = corner_scene(tmp_path / "s", n=6)
-    maps, stats = triangulated_depth_maps(scene, 120, 8, progress=False)
+    config = replace(TRIANGULATION_CONFIG, max_keypoints=2048, matcher=matcher)
+    maps, stats = triangulated_depth_maps(scene, 120, 8, config, progress=False)
     assert len(maps) == 6 and stats["points"] > 100 and stats["cells"] > 5
     errors = []
     for frame, depth in zip(scene.frames, maps, strict=True):
@@ -161,6 +229,20 @@ def test_mapping_with_triangulated_depth(tmp_path):
     maps, _ = triangulated_depth_maps(scene, 120, 8, progress=False)
     buf = build_buffer(scene, get_encoder("xfeat"), 120, passes=2, depth_maps=maps)
     assert buf.target is not None and 0.05 < buf.target_valid.float().mean() < 1
+    # keeping only the patches with a target: the same anchors in a fraction of the memory
+    full = build_buffer(scene, get_encoder("xfeat"), 120, passes=1, augment=None, depth_maps=maps)
+    kept = build_buffer(scene, get_encoder("xfeat"), 120, passes=1, augment=None, depth_maps=maps,
+                        targets_only=True)
+    valid = full.target_valid
+    assert kept.target_valid.all() and len(kept) == int(valid.sum()) and kept.dropped == int((~valid).sum())
+    assert torch.equal(kept.features, full.features[valid]) and torch.equal(kept.target, full.target[valid])
+    assert torch.equal(kept.frame, full.frame[valid]) and torch.equal(kept.pixels, full.pixels[valid])
+    model = AnchorRegressor(AnchorConfig())
+    code_full, stats_full = anchor_code(model, full, torch.Generator().manual_seed(0), 50)
+    code_kept, stats_kept = anchor_code(model, kept, torch.Generator().manual_seed(0), 50)
+    assert torch.equal(code_full, code_kept) and stats_full == stats_kept
+    with pytest.raises(ValueError, match="targets_only needs targets"):
+        build_buffer(scene, get_encoder("xfeat"), 120, passes=1, targets_only=True)
     with pytest.raises(ValueError, match="2 depth maps for 6 frames"):
         build_buffer(scene, get_encoder("xfeat"), 120, passes=1, depth_maps=maps[:2])
     result = map_scene(scene, tmp_path / "t.map", model="ace", preset="fast", triangulate=True,

@@ -123,7 +123,8 @@ def map_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig | No
         return _map_keypoint_anchors(scene, out_path, config, reg, enc, short_side, gen,
                                      progress, device, t0)
     plan = BufferPlan(passes=1, patches_per_pass=None, augment=None, use_depth=config.use_depth,
-                      triangulate=not config.use_depth, keypoints=config.triangulation_keypoints)
+                      triangulate=not config.use_depth, keypoints=config.triangulation_keypoints,
+                      targets_only=True)
     buffer, geometry = encode_mapping_images(
         scene, enc, short_side, plan, seed, progress,
         no_points_fix="the anchor model needs 3-D points: give depth maps (--depth) or map "
@@ -135,13 +136,14 @@ def map_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig | No
         stats["triangulated"] = geometry
     t_build = time.perf_counter() - t0 - t_buffer
 
+    patches = len(buffer) + buffer.dropped
     data = map_data(scene, buffer, enc, short_side, "aceg",
-                    {**stats, "patches": len(buffer), "seconds": round(t_buffer + t_build, 1)})
+                    {**stats, "patches": patches, "seconds": round(t_buffer + t_build, 1)})
     data.code = code.detach().cpu()
     data.regressor = reg.identity
     # The budget this map was built with (cost only: not part of the identity).
     data.regressor_config = replace(reg.model.config, max_anchors=stats["max_anchors"])
-    result = MapResult(Path(out_path), "anchors", enc.name, None, len(scene), len(buffer), 0, 0,
+    result = MapResult(Path(out_path), "anchors", enc.name, None, len(scene), patches, 0, 0,
                        {"buffer": t_buffer, "train": t_build}, stats, reg.identity, reg.source)
     return write_map(out_path, data, result, t0)
 
@@ -152,7 +154,8 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
     target and a non-zero feature becomes an anchor, at most ``max_anchors`` (default
     ``model.config.max_anchors``; a random subset drawn with ``gen``). Returns the code
     (N, C + 3) and statistics ("anchors": N, "max_anchors": the budget, "cells": % of the
-    buffer's patches that had a 3-D point)."""
+    encoded patches, those the buffer dropped for lack of a target included, that had a
+    3-D point)."""
     budget = model.config.max_anchors if max_anchors is None else max_anchors
     if budget < 1:
         raise AcegError(f"max_anchors must be positive, got {budget}")
@@ -171,7 +174,7 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
         valid = valid[torch.randperm(valid.numel(), generator=gen)[:budget]].sort().values
     code = model.make_code(buffer.features[valid], buffer.target[valid])
     stats = {"anchors": int(valid.numel()), "max_anchors": budget,
-             "cells": round(100.0 * float(buffer.target_valid.float().mean()), 1)}
+             "cells": round(100.0 * float(buffer.target_valid.sum()) / (len(buffer) + buffer.dropped), 1)}
     return code, stats
 
 

@@ -18,7 +18,7 @@ Poses are stored relative to the scene centre (mean mapping camera position).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -71,6 +71,7 @@ class TrainingBuffer:
         target_valid: (M,) bool or None.
         centre: (3,) float64 scene centre (world frame, metres).
         image_size: (width, height) of the prepared images (of the first frame).
+        dropped: patches encoded but not kept for lack of a target (``targets_only``).
     """
 
     features: torch.Tensor
@@ -82,6 +83,7 @@ class TrainingBuffer:
     image_size: tuple[int, int]
     target: torch.Tensor | None = None
     target_valid: torch.Tensor | None = None
+    dropped: int = 0
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -158,7 +160,8 @@ def build_buffer(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     centre: np.ndarray | None = None,
-    depth_maps: list[np.ndarray] | None = None,
+    depth_maps: Sequence[np.ndarray] | None = None,
+    targets_only: bool = False,
 ) -> TrainingBuffer:
     """Encode the posed frames of ``scene`` into a :class:`TrainingBuffer`.
 
@@ -172,10 +175,16 @@ def build_buffer(
         depth_maps: one (H, W) depth map (metres, 0 = unknown) per frame in the prepared
             image's pixels, used instead of the frames' depth files (e.g. the sparse maps
             of :func:`aceg.mapping.triangulation.triangulated_depth_maps`); implies targets.
+        targets_only: keep only the patches with a target (a model built from them alone
+            then holds a place's patches in a fraction of the memory); their count is
+            :attr:`TrainingBuffer.dropped`.
     """
     if depth_maps is not None and len(depth_maps) != len(scene.frames):
         raise ValueError(f"{len(depth_maps)} depth maps for {len(scene.frames)} frames")
     with_targets = use_depth or depth_maps is not None
+    if targets_only and not with_targets:
+        raise ValueError("targets_only needs targets: depth maps or use_depth")
+    dropped = 0
     rng = np.random.default_rng(seed)
     centre = scene_centre(scene) if centre is None else np.asarray(centre, dtype=np.float64)
     if augment is None:
@@ -203,13 +212,16 @@ def build_buffer(
             else:
                 img, A = _augment(prep.rgb, rng, augment)
             features, src = _pass_patches(encoder, img, A, (w, h), rng, patches_per_pass)
+            if with_targets:
+                t, v = _depth_targets(depth, src, K, c2w)
+                if targets_only:
+                    dropped += int((~v).sum())
+                    features, src, t, v = features[torch.from_numpy(v)], src[v], t[v], v[v]
+                targets.append(t)
+                tvalid.append(v)
             feats.append(features)
             pix.append(src.astype(np.float32))
             frames.append(np.full(len(src), fi, dtype=np.int64))
-            if with_targets:
-                t, v = _depth_targets(depth, src, K, c2w)
-                targets.append(t)
-                tvalid.append(v)
         if progress is not None:
             progress(1)
     return TrainingBuffer(
@@ -222,6 +234,7 @@ def build_buffer(
         image_size=size,
         target=torch.from_numpy(np.concatenate(targets)) if with_targets else None,
         target_valid=torch.from_numpy(np.concatenate(tvalid)) if with_targets else None,
+        dropped=dropped,
     )
 
 

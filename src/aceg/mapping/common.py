@@ -106,7 +106,9 @@ class BufferPlan:
     plain, the rest with ``augment``), ``patches_per_pass`` kept per image and pass (None:
     all), and the depth supervision: ``use_depth`` (the frames' depth maps) or
     ``triangulate`` (keypoints triangulated between the posed mapping images,
-    ``keypoints`` per image; None: the triangulation's default for the scene's size)."""
+    ``keypoints`` per image; None: the triangulation's default for the scene's size), and
+    whether only the patches with a target are kept (``targets_only``: a model built from
+    them alone)."""
 
     passes: int
     patches_per_pass: int | None
@@ -114,6 +116,7 @@ class BufferPlan:
     use_depth: bool = False
     triangulate: bool = False
     keypoints: int | None = None
+    targets_only: bool = False
 
 
 def encode_mapping_images(scene: Scene, enc: Encoder, short_side: int, plan: BufferPlan,
@@ -134,9 +137,10 @@ def encode_mapping_images(scene: Scene, enc: Encoder, short_side: int, plan: Buf
                             f"mapping images (too few, too little texture or parallax); {no_points_fix}")
     bar = tqdm(total=len(scene), desc="encoding", unit="img", disable=not progress, leave=False)
     buffer = build_buffer(scene, enc, short_side, plan.passes, plan.patches_per_pass, plan.augment,
-                          plan.use_depth, seed, progress=bar.update, depth_maps=depth_maps)
+                          plan.use_depth, seed, progress=bar.update, depth_maps=depth_maps,
+                          targets_only=plan.targets_only)
     bar.close()
-    if len(buffer) == 0:
+    if len(buffer) + buffer.dropped == 0:
         raise AcegError(f"scene {scene.name!r}: no usable patches (images too small?)")
     return buffer, geometry
 

@@ -25,6 +25,7 @@ ray (:func:`aceg.mapping.buffer.build_buffer` ``depth_maps``).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -85,20 +86,50 @@ def keypoint_depth_map(keypoints: np.ndarray, depths: np.ndarray, height: int, w
     return out
 
 
+class CellDepthMaps(Sequence):
+    """Depth maps that hold one value per patch cell, stored as their cell grids.
+
+    A map of :func:`keypoint_depth_map` (and :func:`refine_cell_depth`) is constant over
+    each ``stride`` x ``stride`` cell, so its grid of cells is all of it; item ``i`` is the
+    (H, W) float32 map again. A place of thousands of images keeps its maps in a
+    ``stride``^2-th of the memory.
+    """
+
+    def __init__(self, stride: int) -> None:
+        self.stride = stride
+        self._grids: list[np.ndarray] = []
+        self._shapes: list[tuple[int, int]] = []
+
+    def append(self, depth: np.ndarray) -> None:
+        """Store ``depth`` ((H, W), constant over each cell) as its grid of cells."""
+        self._grids.append(np.ascontiguousarray(depth[:: self.stride, :: self.stride]))
+        self._shapes.append(depth.shape)
+
+    def __len__(self) -> int:
+        return len(self._grids)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        h, w = self._shapes[index]
+        grid = self._grids[index]
+        return np.repeat(np.repeat(grid, self.stride, 0), self.stride, 1)[:h, :w]
+
+
 def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
                             config: TriangulationConfig | None = None,
-                            progress: bool = True, refine: bool = True) -> tuple[list[np.ndarray], dict]:
+                            progress: bool = True, refine: bool = True) -> tuple[CellDepthMaps, dict]:
     """One sparse depth map per frame of ``scene`` (see module docstring) and statistics.
     ``config`` defaults to :data:`TRIANGULATION_CONFIG` with :func:`default_keypoints`.
     With ``refine`` each map is denoised by :func:`refine_cell_depth` (its defaults).
 
     ``short_side`` is the working short side the buffer prepares the images at; every frame
     needs a pose (:func:`aceg.mapping.common.check_mapping_scene`). Returns the maps, in
-    frame order, and ``{"points": triangulated keypoints, "cells": % of patch cells with a
+    frame order (a :class:`CellDepthMaps`), and ``{"points": triangulated keypoints, "cells": % of patch cells with a
     depth, "seconds": wall time}``.
     """
     triangulated = triangulate_mapping_keypoints(scene, short_side, config, progress)
-    maps, cells, total, points = [], 0, 0, 0
+    maps, cells, total, points = CellDepthMaps(stride), 0, 0, 0
     for frame, feats, xyz in zip(scene.frames, triangulated.keypoints.features, triangulated.world,
                                  strict=True):
         keep = np.isfinite(xyz).all(1)

@@ -120,9 +120,13 @@ def make_contact_sheet(thumbs: dict[str, list[np.ndarray | None]],
 def write_contact_sheet(path: str | Path, thumbs: dict[str, list[np.ndarray]],
                         poses: dict[str, list[np.ndarray]]) -> None:
     """Write :func:`make_contact_sheet` as a PNG (atomically)."""
-    sheet = make_contact_sheet(thumbs, poses)
+    write_png(path, make_contact_sheet(thumbs, poses))
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB picture as a PNG, atomically."""
     with atomic_path(path) as tmp:
-        ok, data = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         if not ok:  # pragma: no cover - encoding a uint8 image does not fail
-            raise RuntimeError("cannot encode contact sheet")
+            raise RuntimeError(f"cannot encode {path} as PNG")
         tmp.write_bytes(data.tobytes())

@@ -241,11 +241,17 @@ def scene_layout(seed: int, settings: SynthSettings | None = None,
 
 def _layout_and_textures(rng: dict[str, np.random.Generator], settings: SynthSettings,
                          photos: PhotoSource | None) -> tuple[Layout, TextureSet]:
+    textures = scene_textures(rng, settings, photos)
+    return random_layout(rng["layout"], textures), textures
+
+
+def scene_textures(rng: dict[str, np.random.Generator], settings, photos: PhotoSource | None) -> TextureSet:
+    """The textures of a room or place from its ``rng["textures"]`` stream, drawn from
+    ``photos`` (None: the photos found with ``settings.texture_dirs`` added)."""
     if photos is None:
         extra = None if settings.texture_dirs is None else [Path(d) for d in settings.texture_dirs]
         photos = PhotoSource.discover(extra)
-    textures = TextureSet(rng["textures"], photos, settings.texture_size)
-    return random_layout(rng["layout"], textures), textures
+    return TextureSet(rng["textures"], photos, settings.texture_size)
 
 
 def _generate(out_dir: Path, seed: int, settings: SynthSettings, renderer: Renderer,
@@ -363,10 +369,22 @@ def _scene_info(seed: int, settings: SynthSettings, intrinsics: Intrinsics,
                 camera_height: float, layout: Layout, textures: TextureSet,
                 lighting_info: dict, stats: dict, moved_names: list[str]) -> dict:
     """The content of ``scene.json``."""
+    return common_scene_info("aceg.data.synthetic", GENERATOR_VERSION, seed, settings, intrinsics,
+                             camera_height, {"layout": layout.summary()}, textures, lighting_info,
+                             stats, moved_names)
+
+
+def common_scene_info(generator: str, version: str, seed: int, settings, intrinsics: Intrinsics,
+                      camera_height: float, geometry: dict, textures: TextureSet, lighting_info,
+                      stats: dict, moved_names: list[str]) -> dict:
+    """What ``scene.json`` records for a room and a place alike: the ``generator`` and its
+    ``version``, the seed, the ``settings`` (a dataclass; texture folders left out), the
+    camera, the conventions, ``geometry`` (the room's layout or the place's plan), the
+    textures and photos, the lighting, the splits' ``stats`` and the moved objects."""
     photos = textures.photos
     return {
-        "generator": "aceg.data.synthetic",
-        "generator_version": GENERATOR_VERSION,
+        "generator": generator,
+        "generator_version": version,
         "aceg_version": __version__,
         "seed": seed,
         "settings": {k: v for k, v in asdict(settings).items() if k != "texture_dirs"},
@@ -376,7 +394,7 @@ def _scene_info(seed: int, settings: SynthSettings, intrinsics: Intrinsics,
         "conventions": "world z up, metres; poses camera-to-world with OpenCV camera axes; "
                        "depth PNG = camera z in millimetres (0 invalid)",
         "camera_height_m": round(camera_height, 4),
-        "layout": layout.summary(),
+        **geometry,
         "textures": textures.names(),
         "photo_count": {"surface": len(photos.surface), "objects": len(photos.objects),
                         "poster": len(photos.poster)},

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from aceg import __version__
 from aceg.data.synthetic.contact_sheet import sheet_picks, write_contact_sheet
 from aceg.data.synthetic.floor_plans import MAX_ROOMS, MIN_ROOMS, PLACE_KINDS, random_place
 from aceg.data.synthetic.generate import (
@@ -38,8 +37,10 @@ from aceg.data.synthetic.generate import (
     SynthSettings,
     ViewChecker,
     camera_intrinsics,
+    common_scene_info,
     render_split,
     scene_seed,
+    scene_textures,
     split_streams,
 )
 from aceg.data.synthetic.layout import displace_objects
@@ -107,10 +108,7 @@ def place_layout(seed: int, settings: PlaceSettings | None = None,
 
 def _place_and_textures(rng: dict[str, np.random.Generator], settings: PlaceSettings,
                         photos: PhotoSource | None) -> tuple[Place, TextureSet]:
-    if photos is None:
-        extra = None if settings.texture_dirs is None else [Path(d) for d in settings.texture_dirs]
-        photos = PhotoSource.discover(extra)
-    textures = TextureSet(rng["textures"], photos, settings.texture_size)
+    textures = scene_textures(rng, settings, photos)
     return random_place(rng["layout"], textures, settings.kind, settings.rooms), textures
 
 
@@ -297,31 +295,11 @@ def _place_info(seed: int, settings: PlaceSettings, intrinsics, path: ScanPath, 
                 textures: TextureSet, lighting_info: list[dict], stats: dict,
                 moved_names: list[str]) -> dict:
     """The content of ``scene.json``."""
-    photos = textures.photos
-    return {
-        "generator": "aceg.data.synthetic.place_generate",
-        "generator_version": PLACE_GENERATOR_VERSION,
-        "aceg_version": __version__,
-        "seed": seed,
-        "settings": {k: v for k, v in asdict(settings).items() if k != "texture_dirs"},
-        "image_size_hw": [settings.height, settings.width],
-        "intrinsics": {"fx": intrinsics.fx, "fy": intrinsics.fy, "cx": intrinsics.cx,
-                       "cy": intrinsics.cy},
-        "conventions": "world z up, metres; poses camera-to-world with OpenCV camera axes; "
-                       "depth PNG = camera z in millimetres (0 invalid)",
-        "camera_height_m": round(path.base_height, 4),
-        "place": place.summary(),
-        "textures": textures.names(),
-        "photo_count": {"surface": len(photos.surface), "objects": len(photos.objects),
-                        "poster": len(photos.poster)},
-        "extra_photo_dirs": [str(d) for d in photos.extra_dirs],
-        "lighting": lighting_info,
-        "splits": stats,
-        "query_light_poses": "identical to query_same",
-        "moved_objects": moved_names,
-        "field_of_view_deg": round(math.degrees(2 * math.atan(settings.width / 2
-                                                              / intrinsics.fx)), 2),
-    }
+    info = common_scene_info("aceg.data.synthetic.place_generate", PLACE_GENERATOR_VERSION, seed,
+                             settings, intrinsics, path.base_height, {"place": place.summary()},
+                             textures, lighting_info, stats, moved_names)
+    info["field_of_view_deg"] = round(math.degrees(2 * math.atan(settings.width / 2 / intrinsics.fx)), 2)
+    return info
 
 
 def generate_places(out_root: str | Path, base_seed: int, count: int, settings: PlaceSettings,

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from aceg.data.synthetic.contact_sheet import write_png
 from aceg.data.synthetic.place import Place
-from aceg.io import atomic_path
 
 #: Width of the picture's drawing area in pixels (the height follows the place's shape).
 PICTURE_WIDTH = 1600
@@ -151,9 +151,4 @@ def make_plan_picture(place: Place, poses: dict[str, list[np.ndarray]]) -> np.nd
 def write_plan_picture(path: str | Path, place: Place,
                        poses: dict[str, list[np.ndarray]]) -> None:
     """Write :func:`make_plan_picture` as a PNG (atomically)."""
-    picture = make_plan_picture(place, poses)
-    with atomic_path(path) as tmp:
-        ok, data = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-        if not ok:  # pragma: no cover - encoding a uint8 image does not fail
-            raise RuntimeError("cannot encode plan picture")
-        tmp.write_bytes(data.tobytes())
+    write_png(path, make_plan_picture(place, poses))

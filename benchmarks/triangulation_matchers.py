@@ -1,0 +1,96 @@
+"""LighterGlue against matching along epipolar lines for the mapping's triangulation.
+
+The mapping images' poses are known, so two keypoints can only match when each lies near
+the other's epipolar line; among those the most similar descriptors are a match
+(:func:`aceg.mapping.tracks.match_along_epipolar_lines`). This maps every data set with the
+default model (``aceg``) once per matcher, in one run, and prints mapping time and
+accuracy side by side (10 cm / 10 deg), with the ratio of mapping times.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/triangulation_matchers.py \\
+        --synthetic /work/benchrun/work/synthetic --real ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import aceg.mapping.triangulation as triangulation
+from aceg.evaluation.benchmark import real_datasets, run_method, synthetic_datasets
+from aceg.evaluation.metrics import accuracy_table
+
+
+def within(errors: list[tuple[float, float]]) -> float:
+    return accuracy_table([e[0] for e in errors], [e[1] for e in errors]).within["10cm/10deg"]
+
+
+def median_cm(errors: list[tuple[float, float]]) -> float:
+    good = [e[1] for e in errors if math.isfinite(e[1])]
+    return 100.0 * statistics.median(good) if good else math.inf
+
+
+def settings(default, spec: str):
+    """``default`` with the matcher and fields of ``spec`` ("epipolar:min_views=3,max_ratio=0.9")."""
+    name, _, fields = spec.partition(":")
+    changes = {}
+    for item in filter(None, fields.split(",")):
+        key, value = item.split("=")
+        changes[key] = type(getattr(default, key))(value)
+    return replace(default, matcher=name, **changes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--synthetic", type=Path, help="folder of aceg synth scenes")
+    parser.add_argument("--synthetic-splits", nargs="+", default=["query_same", "query_light", "query_view"])
+    parser.add_argument("--real", type=Path, help="the shared data folder (real sets)")
+    parser.add_argument("--real-splits", nargs="+", default=["every3", "sparse4"])
+    parser.add_argument("--matchers", nargs="+", default=["lighterglue", "epipolar"],
+                        help="triangulation settings to compare: a matcher, optionally with "
+                             "TriangulationConfig fields, e.g. epipolar:min_views=3,max_ratio=0.9")
+    parser.add_argument("--work", type=Path, default=None, help="where the maps go (default: a temporary folder)")
+    args = parser.parse_args()
+
+    sets = []
+    if args.synthetic:
+        sets += synthetic_datasets(args.synthetic, args.synthetic_splits)
+    if args.real:
+        sets += real_datasets(args.real, splits=args.real_splits)
+    default = triangulation.TRIANGULATION_CONFIG
+    work = args.work or Path(tempfile.mkdtemp(prefix="matchers-"))
+    rows = []  # (set, split, matcher, mapping s, % within, median cm)
+    for data in sets:
+        for matcher in args.matchers:
+            triangulation.TRIANGULATION_CONFIG = settings(default, matcher)
+            run = run_method("aceg", data, work / matcher.replace(":", "_").replace(",", "_"), {},
+                             log=lambda *a: None)
+            for split, errors in run.errors.items():
+                rows.append((data.name, split, matcher, run.mapping_seconds, within(errors),
+                             median_cm(errors), len(errors)))
+                print(f"{data.name:<22} {split:<18} {matcher:<12} mapped {run.mapping_seconds:6.1f} s  "
+                      f"{within(errors):5.1f} %  median {median_cm(errors):6.1f} cm", flush=True)
+    triangulation.TRIANGULATION_CONFIG = default
+
+    print("\nper split: queries within 10 cm / 10 deg; mean of the sets' median errors")
+    for split in dict.fromkeys(r[1] for r in rows):
+        line = f"{split:<18}"
+        for matcher in args.matchers:
+            sel = [r for r in rows if r[1] == split and r[2] == matcher]
+            hits = round(sum(r[4] * r[6] / 100 for r in sel))
+            total = sum(r[6] for r in sel)
+            medians = [r[5] for r in sel if math.isfinite(r[5])]
+            med = statistics.mean(medians) if medians else math.nan
+            line += f" | {matcher}: {hits}/{total} ({100 * hits / max(total, 1):.1f} %), {med:.1f} cm"
+        print(line)
+    mapped = {m: sum(t for _, t in {(r[0], r[3]) for r in rows if r[2] == m}) for m in args.matchers}
+    first = args.matchers[0]
+    for matcher in args.matchers[1:]:
+        print(f"mapping time of all sets, {matcher} / {first}: {mapped[matcher] / max(mapped[first], 1e-9):.2f} "
+              f"({mapped[matcher]:.0f} s against {mapped[first]:.0f} s)")
+
+if __name__ == "__main__":
+    main()
