@@ -14,13 +14,7 @@ from aceg.errors import AcegError
 from aceg.mapping.anchor_map import anchor_code
 from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import map_scene
-from aceg.mapping.tracks import (
-    TriangulationConfig,
-    fundamental_matrix,
-    match_along_epipolar_lines,
-    track_labels,
-    triangulate_tracks,
-)
+from aceg.mapping.tracks import track_labels, triangulate_tracks
 from aceg.mapping.triangulation import (
     SMALL_SCENE_IMAGES,
     SMALL_SCENE_KEYPOINTS,
@@ -64,43 +58,6 @@ def test_cell_depth_maps_give_back_the_full_maps():
     for i, depth in enumerate(made):
         assert maps[i].shape == depth.shape and np.array_equal(maps[i], depth)
     assert [m.shape for m in maps[:1]] == [(60, 84)]
-
-
-def test_epipolar_matching_follows_the_known_geometry():
-    """Keypoints of two posed views match their own point's keypoint: a look-alike
-    keypoint off the epipolar line is never taken, however similar."""
-    rng = np.random.default_rng(2)
-    K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
-    c2w_a = _look_at(np.array([0.0, 0, 0]), np.array([0.0, 0, 4.5]))
-    c2w_b = _look_at(np.array([0.4, 0.1, 0]), np.array([0.0, 0, 4.5]))
-    P_a, P_b = (K @ np.linalg.inv(c)[:3] for c in (c2w_a, c2w_b))
-    world = rng.uniform([-1, -1, 4], [1, 1, 5], (150, 3))
-
-    def project(P):
-        h = np.c_[world, np.ones(len(world))] @ P.T
-        return h[:, :2] / h[:, 2:] + rng.normal(0, 0.3, (len(world), 2))
-
-    kp_a, kp_b = project(P_a), project(P_b)
-    F = fundamental_matrix(P_a, P_b, c2w_a[:3, 3])
-    residual = np.abs(np.sum(np.c_[kp_b, np.ones(150)] * (np.c_[kp_a, np.ones(150)] @ F.T), 1))
-    assert np.median(residual / np.linalg.norm((np.c_[kp_a, np.ones(150)] @ F.T)[:, :2], axis=1)) < 1.0
-    desc = rng.normal(size=(150, 64))
-    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
-    noisy = desc + rng.normal(0, 0.05, desc.shape)
-    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-    # look-alikes in b: exact copies of a's descriptors, 30 px off the true keypoints
-    # across the epipolar line (the lines run mostly along x here)
-    fakes = kp_b[:50] + [0.0, 30.0]
-    matches = match_along_epipolar_lines(kp_a, desc, np.r_[kp_b, fakes], np.r_[noisy, desc[:50]], F,
-                                         2.0, 0.5)
-    assert len(matches) >= 140 and np.all(matches[:, 0] == matches[:, 1])  # no fake, none wrong
-    # without the epipolar constraint the look-alikes win
-    loose = match_along_epipolar_lines(kp_a, desc, np.r_[kp_b, fakes], np.r_[noisy, desc[:50]], F,
-                                       1e6, 0.5)
-    assert np.sum(loose[:, 1] >= 150) >= 45
-    assert len(match_along_epipolar_lines(kp_a, desc, kp_b[:0], desc[:0], F, 2.0, 0.5)) == 0
-    with pytest.raises(ValueError, match="unknown matcher"):
-        TriangulationConfig(matcher="brute")
 
 
 def test_small_scenes_get_more_keypoints():
@@ -205,10 +162,10 @@ def test_refine_fills_and_denoises_planes_not_edges():
     assert np.array_equal(kept[kept > 0], sparse[kept > 0]) and (kept > 0).mean() > 0.5 * (sparse > 0).mean()
 
 
-@pytest.mark.parametrize("matcher", ["lighterglue", "epipolar"])
-def test_triangulated_depth_matches_the_true_depth(tmp_path, matcher):
+@pytest.mark.parametrize("depth_confidence", [-1.0, 0.95])  # every LighterGlue layer, early stop
+def test_triangulated_depth_matches_the_true_depth(tmp_path, depth_confidence):
     scene = corner_scene(tmp_path / "s", n=6)
-    config = replace(TRIANGULATION_CONFIG, max_keypoints=2048, matcher=matcher)
+    config = replace(TRIANGULATION_CONFIG, max_keypoints=2048, depth_confidence=depth_confidence)
     maps, stats = triangulated_depth_maps(scene, 120, 8, config, progress=False)
     assert len(maps) == 6 and stats["points"] > 100 and stats["cells"] > 5
     errors = []

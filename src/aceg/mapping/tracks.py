@@ -31,12 +31,6 @@ from aceg.mapping.keypoints import SceneKeypoints, SparseFeatures
 
 #: How matched keypoints become points (:class:`TriangulationConfig` ``method``).
 TRIANGULATION_METHODS = ("pairs", "tracks")
-#: How the keypoints of two posed images are matched (:class:`TriangulationConfig`
-#: ``matcher``): LighterGlue, or mutual nearest descriptors among the keypoints near each
-#: other's epipolar lines (:func:`match_along_epipolar_lines`; the poses are known, so the
-#: geometry does what LighterGlue's attention does for unposed images, at a fraction of
-#: its cost).
-MATCHERS = ("lighterglue", "epipolar")
 
 
 @dataclass(frozen=True)
@@ -54,13 +48,9 @@ class TriangulationConfig:
             whose optical axes differ from its own by less than 75 deg.
         neighbour_step: match with the nearest cameras of ranks 0, step, 2 step, ... (wider
             baselines).
-        matcher: "lighterglue" or "epipolar" (:data:`MATCHERS`).
-        epipolar_px: "epipolar": how far (pixels) a keypoint may lie from the other's
-            epipolar line, in both images.
-        min_similarity: "epipolar": smallest accepted cosine similarity of two descriptors.
-        max_ratio: "epipolar": Lowe's ratio test among a keypoint's candidates (1: off).
-        min_views: "tracks": views a track's point needs at least (two views agree on a
-            wrong match along the epipolar line more often than three do).
+        depth_confidence: LighterGlue's early stop (LightGlue's adaptive depth): a pair
+            leaves the layers once this share of its keypoints is confidently matched or
+            not (-1: all layers).
         method: "pairs" or "tracks" (:data:`TRIANGULATION_METHODS`, module docstring).
         max_error_px: reprojection error (pixels of the prepared images) every view of a
             point must stay within.
@@ -74,17 +64,11 @@ class TriangulationConfig:
     method: str = "tracks"
     max_error_px: float = 1.5
     min_angle_deg: float = 2.0
-    matcher: str = "lighterglue"
-    epipolar_px: float = 2.0
-    min_similarity: float = 0.5
-    max_ratio: float = 1.0
-    min_views: int = 2
+    depth_confidence: float = -1.0
 
     def __post_init__(self) -> None:
         if self.method not in TRIANGULATION_METHODS:
             raise ValueError(f"unknown triangulation {self.method!r}: 'pairs' or 'tracks'")
-        if self.matcher not in MATCHERS:
-            raise ValueError(f"unknown matcher {self.matcher!r}: one of {', '.join(MATCHERS)}")
 
 
 def _projection(intrinsics: Intrinsics, cam_to_world: np.ndarray) -> np.ndarray:
@@ -99,62 +83,6 @@ def _reprojection_error(P: np.ndarray, X: np.ndarray, uv: np.ndarray) -> tuple[n
     with np.errstate(divide="ignore", invalid="ignore"):
         err = np.linalg.norm(h[:, :2] / depth[:, None] - uv, axis=1)
     return err, depth
-
-
-def fundamental_matrix(P_a: np.ndarray, P_b: np.ndarray, centre_a: np.ndarray) -> np.ndarray:
-    """3x3 F with x_b^T F x_a = 0 for the pixels of one world point in two cameras:
-    projections P_a, P_b (3x4 K [R|t], world to pixels) and the world centre (3,) of a.
-    F = [e_b]x P_b P_a^+, e_b the image of a's centre in b."""
-    e_b = P_b @ np.r_[centre_a, 1.0]
-    cross = np.array([[0.0, -e_b[2], e_b[1]], [e_b[2], 0.0, -e_b[0]], [-e_b[1], e_b[0], 0.0]])
-    F = cross @ P_b @ np.linalg.pinv(P_a)
-    return F / max(np.abs(F).max(), 1e-300)
-
-
-def match_along_epipolar_lines(kp_a: np.ndarray, desc_a: np.ndarray, kp_b: np.ndarray,
-                               desc_b: np.ndarray, P_a: np.ndarray, P_b: np.ndarray,
-                               centre_a: np.ndarray, max_px: float, min_similarity: float,
-                               max_ratio: float = 1.0) -> np.ndarray:
-    """(M, 2) index pairs (row in a, row in b) of keypoints matched with known geometry.
-
-    ``kp_*``: (N, 2) pixels; ``desc_*``: (N, D) unit descriptors; ``P_*``: 3x4 projections
-    K [R|t] (world to pixels); ``centre_a``: a's camera centre (3,), world frame. Two
-    keypoints are candidates when each lies within ``max_px`` pixels of the other's
-    epipolar line and their rays meet in front of both cameras; a pair is matched when
-    each is the other's most similar candidate (cosine), their similarity is at least
-    ``min_similarity`` and, with ``max_ratio`` < 1, a's keypoint has no second candidate
-    nearly as close in descriptor distance (Lowe's ratio test). How well the pair's point
-    reprojects is checked by the triangulation afterwards.
-    """
-    if len(kp_a) == 0 or len(kp_b) == 0:
-        return np.zeros((0, 2), np.int64)
-    F = fundamental_matrix(P_a, P_b, centre_a)
-    xa = np.c_[kp_a, np.ones(len(kp_a))]
-    xb = np.c_[kp_b, np.ones(len(kp_b))]
-    lines_b = xa @ F.T  # (Na, 3): the line in b of each keypoint of a
-    lines_a = xb @ F  # (Nb, 3): the line in a of each keypoint of b
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dist_b = np.abs(lines_b @ xb.T) / np.linalg.norm(lines_b[:, :2], axis=1, keepdims=True)
-        dist_a = np.abs(xa @ lines_a.T) / np.linalg.norm(lines_a[:, :2], axis=1)[None]
-    near = (dist_b < max_px) & (dist_a < max_px)  # NaN (degenerate lines) is never near
-    ia, ib = np.nonzero(near)
-    if len(ia):
-        X = cv2.triangulatePoints(P_a, P_b, kp_a[ia].T.astype(np.float64), kp_b[ib].T.astype(np.float64))
-        front = (X[3] * (P_a[2] @ X) > 0) & (X[3] * (P_b[2] @ X) > 0)  # depth signs in a and b
-        near[ia[~front], ib[~front]] = False
-    similarity = np.where(near, desc_a.astype(np.float32) @ desc_b.astype(np.float32).T, -np.inf)
-    best_b = similarity.argmax(1)
-    best_a = similarity.argmax(0)
-    rows = np.arange(len(kp_a))
-    best = similarity[rows, best_b]
-    keep = (best_a[best_b] == rows) & (best >= min_similarity)
-    if max_ratio < 1.0 and similarity.shape[1] > 1:
-        second = -np.partition(-similarity, 1, axis=1)[:, 1]
-        with np.errstate(invalid="ignore"):
-            distance = np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0))
-            second_distance = np.sqrt(np.maximum(2.0 - 2.0 * second, 0.0))  # inf when none
-        keep &= distance < max_ratio * second_distance
-    return np.c_[rows[keep], best_b[keep]].astype(np.int64)
 
 
 def _neighbour_cameras(centres: np.ndarray, axes: np.ndarray, k: int, step: int = 1) -> list[list[int]]:
@@ -183,13 +111,7 @@ def triangulate_scene(scene: Scene, keypoints: SceneKeypoints, features: SparseF
     edges: list[tuple[int, int, np.ndarray]] = []  # tracks: the consistent matches of each pair
     estimates: list[list[list[np.ndarray]]] = [] if tracks else [[[] for _ in f.keypoints] for f in extracted]
     for i, j in tqdm(pairs, desc="triangulation", disable=not progress):
-        if config.matcher == "epipolar":
-            matches = match_along_epipolar_lines(
-                extracted[i].keypoints, extracted[i].descriptors, extracted[j].keypoints,
-                extracted[j].descriptors, projections[i], projections[j], centres[i],
-                config.epipolar_px, config.min_similarity, config.max_ratio)
-        else:
-            matches = features.match(extracted[i], extracted[j], config.match_min_confidence)
+        matches = features.match(extracted[i], extracted[j], config.match_min_confidence)
         if len(matches) == 0:
             continue
         uv_i = extracted[i].keypoints[matches[:, 0]].astype(np.float64)
@@ -212,7 +134,7 @@ def triangulate_scene(scene: Scene, keypoints: SceneKeypoints, features: SparseF
             estimates[j][b].append(x)
     if tracks:
         return triangulate_tracks([f.keypoints for f in extracted], edges, projections, centres,
-                                  config.max_error_px, config.min_angle_deg, config.min_views)
+                                  config.max_error_px, config.min_angle_deg)
     points = []
     for per_image in estimates:
         world = np.full((len(per_image), 3), np.nan)
@@ -259,7 +181,7 @@ def _multiview_dlt(P: np.ndarray, uv: np.ndarray) -> np.ndarray:
 
 def triangulate_tracks(keypoints: list[np.ndarray], edges: list[tuple[int, int, np.ndarray]],
                        projections: list[np.ndarray], centres: np.ndarray, max_error_px: float,
-                       min_angle_deg: float, min_views: int = 2) -> list[np.ndarray]:
+                       min_angle_deg: float) -> list[np.ndarray]:
     """Chain pairwise matches into tracks and triangulate each from all its views.
 
     ``edges``: (image i, image j, (M, 2) keypoint index pairs) of matches already checked
@@ -270,9 +192,8 @@ def triangulate_tracks(keypoints: list[np.ndarray], edges: list[tuple[int, int, 
     (triangulating its keypoints from their direct matches instead gives more points, but
     they lead to worse poses). While some view reprojects worse than
     ``max_error_px`` (or lies behind its camera), the worst view leaves the track and the
-    rest is triangulated again; the point is kept when every remaining view (at least
-    ``min_views``, and two) agrees and the widest angle between two of its rays is at least
-    ``min_angle_deg``.
+    rest is triangulated again; the point is kept when every remaining view (at least two)
+    agrees and the widest angle between two of its rays is at least ``min_angle_deg``.
     Returns per image (N_i, 3) world points, NaN where none.
     """
     counts = [len(k) for k in keypoints]
@@ -313,17 +234,14 @@ def triangulate_tracks(keypoints: list[np.ndarray], edges: list[tuple[int, int, 
     for t in tracks:
         if len(np.unique(image_of[t])) == len(t):
             by_size.setdefault(len(t), []).append(t)
-    least = max(2, min_views)
-    for size, group in by_size.items():
-        if size < least:
-            continue
+    for group in by_size.values():
         views = np.stack(group)  # (T, n) node indices
         X = _multiview_dlt(P_all[image_of[views]], uv_all[views])
         whole = views_fit(views, X).all(1)
         accept(views[whole], X[whole])
         for k in np.flatnonzero(~whole):  # drop the worst view until the rest agree
             sub = views[k]
-            while len(sub) > least:
+            while len(sub) > 2:
                 h = P_all[image_of[sub]] @ np.r_[X[k], 1.0]
                 with np.errstate(divide="ignore", invalid="ignore"):
                     err = np.linalg.norm(h[:, :2] / h[:, 2:] - uv_all[sub], axis=1)

@@ -179,7 +179,7 @@ def triangulate_mapping_keypoints(scene: Scene, short_side: int,
         config = replace(TRIANGULATION_CONFIG, max_keypoints=default_keypoints(len(scene.frames)))
     if not scene.has_poses:
         raise AcegError(f"scene {scene.name!r}: mapping needs a pose for every frame")
-    features = SparseFeatures(config.max_keypoints)
+    features = SparseFeatures(config.max_keypoints, depth_confidence=config.depth_confidence)
     start = time.perf_counter()
     keypoints = extract_scene_keypoints(scene, scene.working_short_side(short_side), features,
                                         progress=progress)

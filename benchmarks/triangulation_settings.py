@@ -1,13 +1,14 @@
-"""LighterGlue against matching along epipolar lines for the mapping's triangulation.
+"""Mapping's triangulation under other settings, side by side in one run.
 
-The mapping images' poses are known, so two keypoints can only match when each lies near
-the other's epipolar line; among those the most similar descriptors are a match
-(:func:`aceg.mapping.tracks.match_along_epipolar_lines`). This maps every data set with the
-default model (``aceg``) once per matcher, in one run, and prints mapping time and
-accuracy side by side (10 cm / 10 deg), with the ratio of mapping times.
+Maps every data set with the default model (``aceg``) once per triangulation setting
+(fields of :class:`aceg.mapping.tracks.TriangulationConfig` over the default
+:data:`aceg.mapping.triangulation.TRIANGULATION_CONFIG`; "default" alone is the shipped
+one) and prints mapping time and accuracy (10 cm / 10 deg) per split, with the ratio of
+mapping times to the first setting's.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/triangulation_matchers.py \\
-        --synthetic /work/benchrun/work/synthetic --real ../shared/data
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/triangulation_settings.py \
+        --synthetic /work/benchrun/work/synthetic --real ../shared/data \
+        --settings depth_confidence=-1 depth_confidence=0.95
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ def median_cm(errors: list[tuple[float, float]]) -> float:
 
 
 def settings(default, spec: str):
-    """``default`` with the matcher and fields of ``spec`` ("epipolar:min_views=3,max_ratio=0.9")."""
-    name, _, fields = spec.partition(":")
+    """``default`` with the fields of ``spec`` ("depth_confidence=0.95,max_keypoints=512")."""
     changes = {}
-    for item in filter(None, fields.split(",")):
+    for item in spec.split(","):
+        if item == "default":
+            continue
         key, value = item.split("=")
         changes[key] = type(getattr(default, key))(value)
-    return replace(default, matcher=name, **changes)
+    return replace(default, **changes)
 
 
 def main() -> None:
@@ -49,9 +51,9 @@ def main() -> None:
     parser.add_argument("--synthetic-splits", nargs="+", default=["query_same", "query_light", "query_view"])
     parser.add_argument("--real", type=Path, help="the shared data folder (real sets)")
     parser.add_argument("--real-splits", nargs="+", default=["every3", "sparse4"])
-    parser.add_argument("--matchers", nargs="+", default=["lighterglue", "epipolar"],
-                        help="triangulation settings to compare: a matcher, optionally with "
-                             "TriangulationConfig fields, e.g. epipolar:min_views=3,max_ratio=0.9")
+    parser.add_argument("--settings", nargs="+", default=["default"],
+                        help="triangulation settings to compare: 'default', or TriangulationConfig "
+                             "fields over it, e.g. depth_confidence=0.95,max_keypoints=512")
     parser.add_argument("--work", type=Path, default=None, help="where the maps go (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -61,36 +63,36 @@ def main() -> None:
     if args.real:
         sets += real_datasets(args.real, splits=args.real_splits)
     default = triangulation.TRIANGULATION_CONFIG
-    work = args.work or Path(tempfile.mkdtemp(prefix="matchers-"))
-    rows = []  # (set, split, matcher, mapping s, % within, median cm)
+    work = args.work or Path(tempfile.mkdtemp(prefix="settings-"))
+    rows = []  # (set, split, setting, mapping s, % within, median cm)
     for data in sets:
-        for matcher in args.matchers:
-            triangulation.TRIANGULATION_CONFIG = settings(default, matcher)
-            run = run_method("aceg", data, work / matcher.replace(":", "_").replace(",", "_"), {},
+        for setting in args.settings:
+            triangulation.TRIANGULATION_CONFIG = settings(default, setting)
+            run = run_method("aceg", data, work / setting.replace(",", "_"), {},
                              log=lambda *a: None)
             for split, errors in run.errors.items():
-                rows.append((data.name, split, matcher, run.mapping_seconds, within(errors),
+                rows.append((data.name, split, setting, run.mapping_seconds, within(errors),
                              median_cm(errors), len(errors)))
-                print(f"{data.name:<22} {split:<18} {matcher:<12} mapped {run.mapping_seconds:6.1f} s  "
+                print(f"{data.name:<22} {split:<18} {setting:<12} mapped {run.mapping_seconds:6.1f} s  "
                       f"{within(errors):5.1f} %  median {median_cm(errors):6.1f} cm", flush=True)
     triangulation.TRIANGULATION_CONFIG = default
 
     print("\nper split: queries within 10 cm / 10 deg; mean of the sets' median errors")
     for split in dict.fromkeys(r[1] for r in rows):
         line = f"{split:<18}"
-        for matcher in args.matchers:
-            sel = [r for r in rows if r[1] == split and r[2] == matcher]
+        for setting in args.settings:
+            sel = [r for r in rows if r[1] == split and r[2] == setting]
             hits = round(sum(r[4] * r[6] / 100 for r in sel))
             total = sum(r[6] for r in sel)
             medians = [r[5] for r in sel if math.isfinite(r[5])]
             med = statistics.mean(medians) if medians else math.nan
-            line += f" | {matcher}: {hits}/{total} ({100 * hits / max(total, 1):.1f} %), {med:.1f} cm"
+            line += f" | {setting}: {hits}/{total} ({100 * hits / max(total, 1):.1f} %), {med:.1f} cm"
         print(line)
-    mapped = {m: sum(t for _, t in {(r[0], r[3]) for r in rows if r[2] == m}) for m in args.matchers}
-    first = args.matchers[0]
-    for matcher in args.matchers[1:]:
-        print(f"mapping time of all sets, {matcher} / {first}: {mapped[matcher] / max(mapped[first], 1e-9):.2f} "
-              f"({mapped[matcher]:.0f} s against {mapped[first]:.0f} s)")
+    mapped = {m: sum(t for _, t in {(r[0], r[3]) for r in rows if r[2] == m}) for m in args.settings}
+    first = args.settings[0]
+    for setting in args.settings[1:]:
+        print(f"mapping time of all sets, {setting} / {first}: {mapped[setting] / max(mapped[first], 1e-9):.2f} "
+              f"({mapped[setting]:.0f} s against {mapped[first]:.0f} s)")
 
 if __name__ == "__main__":
     main()
