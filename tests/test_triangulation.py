@@ -16,11 +16,14 @@ from aceg.mapping.buffer import build_buffer
 from aceg.mapping.mapper import map_scene
 from aceg.mapping.tracks import track_labels, triangulate_tracks
 from aceg.mapping.triangulation import (
+    LARGE_SCENE_IMAGES,
+    LARGE_SCENE_KEYPOINTS,
     SMALL_SCENE_IMAGES,
     SMALL_SCENE_KEYPOINTS,
     TRIANGULATION_CONFIG,
     CellDepthMaps,
     default_keypoints,
+    default_triangulation,
     keypoint_depth_map,
     refine_cell_depth,
     triangulated_depth_maps,
@@ -62,7 +65,14 @@ def test_cell_depth_maps_give_back_the_full_maps():
 
 def test_small_scenes_get_more_keypoints():
     assert default_keypoints(1) == default_keypoints(SMALL_SCENE_IMAGES) == SMALL_SCENE_KEYPOINTS == 2048
-    assert default_keypoints(SMALL_SCENE_IMAGES + 1) == default_keypoints(200) == 1024
+    assert default_keypoints(SMALL_SCENE_IMAGES + 1) == default_keypoints(LARGE_SCENE_IMAGES) == 1024
+    assert default_keypoints(LARGE_SCENE_IMAGES + 1) == LARGE_SCENE_KEYPOINTS == 512
+    # large places also stop LighterGlue early; the rest stays the shipped configuration
+    assert default_triangulation(LARGE_SCENE_IMAGES).depth_confidence == -1
+    large = default_triangulation(2000)
+    assert large.depth_confidence == 0.95 and large.max_keypoints == 512
+    assert default_triangulation(2000, 128).max_keypoints == 128
+    assert replace(large, max_keypoints=1024, depth_confidence=-1) == TRIANGULATION_CONFIG
 
 
 def test_track_labels_are_connected_components():

@@ -68,6 +68,8 @@ def add_arguments(parser) -> None:
     from aceg.mapping.mapper import MODELS
     from aceg.mapping.training import PRESET_NAMES
     from aceg.mapping.triangulation import (
+        LARGE_SCENE_IMAGES,
+        LARGE_SCENE_KEYPOINTS,
         SMALL_SCENE_IMAGES,
         SMALL_SCENE_KEYPOINTS,
         TRIANGULATION_CONFIG,
@@ -94,10 +96,12 @@ def add_arguments(parser) -> None:
                         help="keypoints per image of the triangulation (anchors without --depth, "
                              f"or --triangulate); default {SMALL_SCENE_KEYPOINTS} for scenes of up "
                              f"to {SMALL_SCENE_IMAGES} images, {TRIANGULATION_CONFIG.max_keypoints} "
-                             "above. Small scenes of large images map better with more")
+                             f"up to {LARGE_SCENE_IMAGES}, {LARGE_SCENE_KEYPOINTS} above (whose "
+                             "anchor budget keeps few per image; their matching also stops "
+                             "early). Small scenes of large images map better with more")
     parser.add_argument("--max-anchors", type=int, default=None, metavar="N",
                         help="anchors: anchors the map keeps at most (76 bytes each); beyond "
-                             "that a subset spread evenly over the place (default: the "
+                             "that a random subset (default: the "
                              f"regressor's, {AnchorConfig().max_anchors} for the shipped one, or "
                              f"{ANCHORS_PER_IMAGE} per mapping image, whichever is larger)")
     parser.add_argument("--map-size", type=float, default=None, metavar="MB",

@@ -87,6 +87,11 @@ RANSAC_PX = 10.0
 KEEP_QUANTILE = 0.75
 #: Keypoints extracted per query image for an anchor map of keypoints.
 QUERY_KEYPOINTS = 2048
+#: Patch cells of a query read from an anchor map of cells at most: those the encoder
+#: rates likeliest to hold a repeatable keypoint (:meth:`aceg.model.encoder.Encoder.encode_scored`;
+#: an evenly spaced subset when it rates none). The anchor search and RANSAC cost grow with
+#: them; None reads them all (up to the regressor's own ``max_queries``).
+QUERY_PATCHES: int | None = None
 
 
 @dataclass(frozen=True)
@@ -184,8 +189,13 @@ class Localizer:
                  guided: GuidedConfig | None = DEFAULT_GUIDED,
                  confident_centre_std_m: float = CONFIDENT_CENTRE_STD_M,
                  image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
-                 pose_check: PoseCheck = DEFAULT_POSE_CHECK) -> None:
+                 pose_check: PoseCheck = DEFAULT_POSE_CHECK,
+                 query_patches: int | None = QUERY_PATCHES) -> None:
         self.map_path = Path(map_path)
+        if query_patches is not None and query_patches < MIN_CORRESPONDENCES:
+            raise AcegError(f"query_patches must be at least {MIN_CORRESPONDENCES}, got {query_patches}")
+        #: Patch cells read per query at most (:data:`QUERY_PATCHES`).
+        self.query_patches = query_patches
         self.image_limits = image_limits
         self.pose_check = pose_check
         #: The guided second stage of keypoint maps (None: first stage only).
@@ -263,12 +273,20 @@ class Localizer:
             world, log_unc = self.predict_flat(torch.from_numpy(descriptors))
             pixels = sparse.keypoints.astype(np.float64)
         else:
-            feats = self.encoder.encode(rgb)[0]
+            feats, scores = self.encoder.encode_scored(rgb)
             timings["encode"] = time.perf_counter() - t
             t = time.perf_counter()
-            world, log_unc = self.predict(feats)
-            rows, cols = feats.shape[1:]
+            C, rows, cols = feats.shape[1:]
+            flat = feats[0].reshape(C, -1).T
             pixels = self.encoder.centres(rows, cols).astype(np.float64)
+            limit = self.query_patches
+            if self.data.method == "aceg" and limit is not None and flat.shape[0] > limit:
+                if scores is not None:
+                    pick = torch.topk(scores[0].reshape(-1), limit).indices.sort().values
+                else:
+                    pick = torch.linspace(0, flat.shape[0] - 1, limit).round().long()
+                flat, pixels = flat[pick], pixels[pick.numpy()]
+            world, log_unc = self.predict_flat(flat)
         timings["regress"] = time.perf_counter() - t
         return pixels, world, log_unc, descriptors
 

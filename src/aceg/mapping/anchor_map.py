@@ -43,8 +43,8 @@ from aceg.mapping.common import (
     write_map,
 )
 from aceg.mapping.triangulation import (
-    TRIANGULATION_CONFIG,
     TriangulatedKeypoints,
+    default_triangulation,
     triangulate_mapping_keypoints,
 )
 from aceg.model.anchors import ANCHOR_POINTS, AnchorRegressor
@@ -183,9 +183,7 @@ def _map_keypoint_anchors(scene: Scene, out_path: str | Path, config: AnchorMapC
                           device: torch.device, t0: float) -> MapResult:
     """:func:`map_anchors` with ``anchor_points="keypoints"`` (module docstring): the
     triangulation's keypoints are the anchors; the map records ``anchor_points``."""
-    triangulation = None  # the triangulation's default for the scene's size
-    if config.triangulation_keypoints is not None:
-        triangulation = replace(TRIANGULATION_CONFIG, max_keypoints=config.triangulation_keypoints)
+    triangulation = default_triangulation(len(scene), config.triangulation_keypoints)
     tri = triangulate_mapping_keypoints(scene, short_side, triangulation, progress)
     t_points = time.perf_counter() - t0
     centre = scene_centre(scene)

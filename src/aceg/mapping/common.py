@@ -9,7 +9,7 @@ buffer computes and the map stores.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
 from aceg.mapping.buffer import AugmentConfig, TrainingBuffer, build_buffer
-from aceg.mapping.triangulation import TRIANGULATION_CONFIG, triangulated_depth_maps
+from aceg.mapping.triangulation import default_triangulation, triangulated_depth_maps
 from aceg.model.encoder import Encoder, get_encoder
 from aceg.model.map_file import LoadedRegressor, MapData, save_map
 
@@ -127,9 +127,7 @@ def encode_mapping_images(scene: Scene, enc: Encoder, short_side: int, plan: Buf
     ends the error raised when nothing could be triangulated: what the user can do."""
     depth_maps, geometry = None, None
     if plan.triangulate:
-        config = None  # the triangulation's default for the scene's size
-        if plan.keypoints is not None:
-            config = replace(TRIANGULATION_CONFIG, max_keypoints=plan.keypoints)
+        config = default_triangulation(len(scene), plan.keypoints)
         depth_maps, geometry = triangulated_depth_maps(scene, short_side, enc.stride, config,
                                                        progress=progress)
         if geometry["points"] == 0:

@@ -47,18 +47,38 @@ TRIANGULATION_CONFIG = TriangulationConfig()
 #: keypoints as long as there are at most this many images.
 SMALL_SCENE_IMAGES = 70
 SMALL_SCENE_KEYPOINTS = 2048
+#: Large places get fewer keypoints per image and LighterGlue's early stop: their anchor
+#: budget (:func:`aceg.mapping.anchor_budget.anchor_budget`, a fixed number per image
+#: beyond the regressor's own budget) keeps only a fraction of the cells that 1,024
+#: keypoints give a point, and matching is most of their mapping time
+#: (docs/experiments.md).
+LARGE_SCENE_IMAGES = 400
+LARGE_SCENE_KEYPOINTS = 512
+LARGE_SCENE_DEPTH_CONFIDENCE = 0.95
 
 #: Version of what :func:`triangulated_depth_maps` computes by default, a plain number
 #: raised whenever its output changes. It stamps the caches of that output (pre-training
 #: targets in :mod:`aceg.pretraining.feature_store`, mapped rooms in
 #: :mod:`aceg.pretraining.mapped_rooms`); a cache stamped with another value, including
 #: the strings older versions wrote, is stale and computed again.
-TRIANGULATION_VERSION = 3
+TRIANGULATION_VERSION = 4
 
 
 def default_keypoints(images: int) -> int:
     """Keypoints per image the triangulation of a scene of ``images`` images uses by default."""
-    return SMALL_SCENE_KEYPOINTS if images <= SMALL_SCENE_IMAGES else TRIANGULATION_CONFIG.max_keypoints
+    if images <= SMALL_SCENE_IMAGES:
+        return SMALL_SCENE_KEYPOINTS
+    return TRIANGULATION_CONFIG.max_keypoints if images <= LARGE_SCENE_IMAGES else LARGE_SCENE_KEYPOINTS
+
+
+def default_triangulation(images: int, keypoints: int | None = None) -> TriangulationConfig:
+    """:data:`TRIANGULATION_CONFIG` for a scene of ``images`` images: ``keypoints`` per image
+    (None: :func:`default_keypoints`), and LighterGlue's early stop beyond
+    :data:`LARGE_SCENE_IMAGES` images."""
+    early = images > LARGE_SCENE_IMAGES
+    return replace(TRIANGULATION_CONFIG,
+                   max_keypoints=default_keypoints(images) if keypoints is None else keypoints,
+                   depth_confidence=LARGE_SCENE_DEPTH_CONFIDENCE if early else TRIANGULATION_CONFIG.depth_confidence)
 
 
 def keypoint_depth_map(keypoints: np.ndarray, depths: np.ndarray, height: int, width: int,
@@ -120,7 +140,7 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
                             config: TriangulationConfig | None = None,
                             progress: bool = True, refine: bool = True) -> tuple[CellDepthMaps, dict]:
     """One sparse depth map per frame of ``scene`` (see module docstring) and statistics.
-    ``config`` defaults to :data:`TRIANGULATION_CONFIG` with :func:`default_keypoints`.
+    ``config`` defaults to :func:`default_triangulation` of the scene's size.
     With ``refine`` each map is denoised by :func:`refine_cell_depth` (its defaults).
 
     ``short_side`` is the working short side the buffer prepares the images at; every frame
@@ -174,9 +194,9 @@ def triangulate_mapping_keypoints(scene: Scene, short_side: int,
                                   progress: bool = True) -> TriangulatedKeypoints:
     """Extract the keypoints of every frame of ``scene`` (posed) at the working short side
     ``short_side`` and triangulate them (:func:`aceg.mapping.tracks.triangulate_scene`);
-    ``config`` defaults to :data:`TRIANGULATION_CONFIG` with :func:`default_keypoints`."""
+    ``config`` defaults to :func:`default_triangulation` of the scene's size."""
     if config is None:
-        config = replace(TRIANGULATION_CONFIG, max_keypoints=default_keypoints(len(scene.frames)))
+        config = default_triangulation(len(scene.frames))
     if not scene.has_poses:
         raise AcegError(f"scene {scene.name!r}: mapping needs a pose for every frame")
     features = SparseFeatures(config.max_keypoints, depth_confidence=config.depth_confidence)

@@ -96,6 +96,12 @@ class Encoder:
         with torch.inference_mode():
             return self._encode(batch).float()
 
+    def encode_scored(self, images) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`encode`'s features and, when the encoder rates its cells, (B, H/s, W/s)
+        float32 scores in [0, 1], higher where a cell is likelier to hold a repeatable
+        keypoint (None otherwise)."""
+        return self.encode(images), None
+
     def _encode(self, batch: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -156,7 +162,24 @@ class XFeatEncoder(Encoder):
         for p in self.net.parameters():
             p.requires_grad_(False)
 
+    def encode_scored(self, images) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features and XFeat's own rating of each cell from the same pass: its reliability
+        map times the probability that the cell holds a keypoint (one minus the keypoint
+        head's "no keypoint" bin), each (B, H/s, W/s)."""
+        batch = _as_batch(images).to(self.device)
+        if batch.shape[-2] % self.stride or batch.shape[-1] % self.stride:
+            return self.encode(images), None  # the error encode() raises
+        with torch.inference_mode():
+            feats, keypoints, reliability = self._forward(batch)
+            keypointness = 1.0 - torch.softmax(keypoints, dim=1)[:, -1]
+            return feats.float(), (reliability[:, 0] * keypointness).float()
+
     def _encode(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._forward(batch)[0]
+
+    def _forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised features (B, C, h, w), keypoint logits (B, 65, h, w) and reliability
+        (B, 1, h, w) of a float batch, cropped to the image's cells."""
         if self.upsample != 1:
             batch = F.interpolate(batch, scale_factor=self.upsample, mode="bilinear",
                                   align_corners=False)
@@ -164,9 +187,10 @@ class XFeatEncoder(Encoder):
         ph, pw = (-h) % 32, (-w) % 32
         if ph or pw:
             batch = F.pad(batch, (0, pw, 0, ph), mode="replicate")
-        feats, _, _ = self.net(batch)
-        feats = feats[:, :, : h // 8, : w // 8]
-        return F.normalize(feats, dim=1) * (self.feature_dim**0.5)
+        feats, keypoints, reliability = self.net(batch)
+        cells = (slice(None), slice(None), slice(0, h // 8), slice(0, w // 8))
+        feats = F.normalize(feats[cells], dim=1) * (self.feature_dim**0.5)
+        return feats, keypoints[cells], reliability[cells]
 
 
 class DiskEncoder(Encoder):
