@@ -40,6 +40,11 @@ both ends instead of the 8-pixel cells (see MODEL_CARD.md for how the two compar
 src/aceg/weights/anchors-xfeat.safetensors or transformer-xfeat.safetensors). A flag that
 does not apply to the chosen model is an error.
 
+An anchor mapping run keeps its finished work (keypoints, matches, encoded patches, in
+chunks) in .OUT.partial/ beside OUT until the map is written: run the same command again
+after an interruption and it picks up where it stopped (with other images or settings it
+starts afresh). --restart discards that work first.
+
 --split K:R leaves out the frames with index % K == R (to localize them later with
 `aceg localize --split K:R`).
 """
@@ -56,6 +61,7 @@ MODEL_FLAGS = {
     "map_size": ("--map-size", ("anchors",)),
     "anchor_points": ("--anchor-points", ("anchors",)),
     "regressor": ("--regressor", ("anchors", "transformer")),
+    "restart": ("--restart", ("anchors",)),
     "encoder": ("--encoder", ("ace",)),
 }
 #: Settings of :func:`aceg.mapping.mapper.map_scene` taken from flags of another name.
@@ -107,6 +113,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--map-size", type=float, default=None, metavar="MB",
                         help="anchors: the budget as the map file's size in megabytes instead "
                              "of --max-anchors (e.g. 2 for about 26,000 anchors)")
+    parser.add_argument("--restart", action="store_true",
+                        help="anchors: discard the finished work an interrupted run of this "
+                             "command left in .OUT.partial/ and map from the start (by default "
+                             "it is read back when the images and settings are the same)")
     parser.add_argument("--anchor-points", choices=ANCHOR_POINTS, default=None,
                         help="anchors: what an anchor is: a patch cell with a 3-D point (cells, "
                              "the default) or a triangulated keypoint (keypoints; not with "
@@ -163,6 +173,8 @@ def mapping_settings(args) -> dict:
     """The :func:`aceg.mapping.mapper.map_scene` settings the flags give (the flags that
     apply to the model and were given, and the working short side)."""
     settings = {"short_side": args.short_side}
+    if args.model == "anchors":
+        settings["resume"] = not args.restart
     for dest in ("preset", "iterations", "batch_size", "code_init", "max_anchors", "map_size",
                  "encoder", "depth", "triangulate", "keypoints", "anchor_points"):
         value = getattr(args, dest)
@@ -247,6 +259,9 @@ def report(result, depth_unused: bool) -> None:
         print(f"training: loss {s.get('loss', float('nan')):.3g}, "
               f"{100 * s.get('in10', 0):.0f}% of patches within 10 px, "
               f"median reprojection error {s.get('median_px', float('nan')):.1f} px")
+    if result.resumed_chunks:
+        print(f"resumed: {result.resumed_chunks} chunks of finished work read back from an "
+              "interrupted run")
     if "triangulated" in s:
         t = s["triangulated"]
         per_image = f" of {t['keypoints']} per image" if "keypoints" in t else ""

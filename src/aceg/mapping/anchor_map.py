@@ -32,6 +32,7 @@ from aceg.data.scene import Scene
 from aceg.errors import AcegError
 from aceg.mapping.anchor_budget import anchor_budget, check_budget_settings
 from aceg.mapping.buffer import TrainingBuffer, scene_centre
+from aceg.mapping.checkpoint import MappingCheckpoint, fingerprint, partial_folder
 from aceg.mapping.common import (
     BufferPlan,
     MapResult,
@@ -75,6 +76,9 @@ class AnchorMapConfig:
             "cells", a mapping patch cell with a 3-D point (its centre's ray at the cell's
             depth), or "keypoints", a triangulated mapping keypoint (its track's point);
             see the module docstring. "keypoints" needs triangulation (not ``use_depth``).
+        resume: keep the finished work (keypoints, matches, encoded patches) beside the
+            map while mapping and read back what an interrupted run with the same inputs
+            left there (:mod:`aceg.mapping.checkpoint`); removed once the map is written.
     """
 
     use_depth: bool = False
@@ -83,6 +87,7 @@ class AnchorMapConfig:
     map_size_mb: float | None = None
     short_side: int | None = DEFAULT_SHORT_SIDE
     anchor_points: str = ANCHOR_POINTS[0]
+    resume: bool = False
 
     def __post_init__(self) -> None:
         check_budget_settings(self.max_anchors, self.map_size_mb)
@@ -116,19 +121,26 @@ def map_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig | No
     budget = anchor_budget(len(scene), reg.model.config.feature_dim, reg.model.config.max_anchors,
                            config.max_anchors, config.map_size_mb)
     config = replace(config, max_anchors=budget, map_size_mb=None)
+    checkpoint = None
+    if config.resume:
+        checkpoint = MappingCheckpoint(partial_folder(out_path), fingerprint(
+            scene, short_side=short_side, encoder=enc.name, use_depth=config.use_depth,
+            anchor_points=config.anchor_points,
+            triangulation=default_triangulation(len(scene), config.triangulation_keypoints)))
     if config.anchor_points == "keypoints":
         if enc.name != "xfeat":  # keys come from XFeat's sparse descriptors
             raise AcegError(f"--anchor-points keypoints needs an anchor regressor on the xfeat "
                             f"encoder; this one reads {enc.name!r} features")
-        return _map_keypoint_anchors(scene, out_path, config, reg, enc, short_side, gen,
-                                     progress, device, t0)
+        result = _map_keypoint_anchors(scene, out_path, config, reg, enc, short_side, gen,
+                                       progress, device, t0, checkpoint)
+        return _finish(result, checkpoint)
     plan = BufferPlan(passes=1, patches_per_pass=None, augment=None, use_depth=config.use_depth,
                       triangulate=not config.use_depth, keypoints=config.triangulation_keypoints,
                       targets_only=True)
     buffer, geometry = encode_mapping_images(
         scene, enc, short_side, plan, seed, progress,
         no_points_fix="the anchor model needs 3-D points: give depth maps (--depth) or map "
-                      "with --model transformer")
+                      "with --model transformer", checkpoint=checkpoint)
     t_buffer = time.perf_counter() - t0
 
     code, stats = anchor_code(reg.model.to(device), buffer, gen, config.max_anchors)
@@ -145,7 +157,16 @@ def map_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig | No
     data.regressor_config = replace(reg.model.config, max_anchors=stats["max_anchors"])
     result = MapResult(Path(out_path), "anchors", enc.name, None, len(scene), patches, 0, 0,
                        {"buffer": t_buffer, "train": t_build}, stats, reg.identity, reg.source)
-    return write_map(out_path, data, result, t0)
+    return _finish(write_map(out_path, data, result, t0), checkpoint)
+
+
+def _finish(result: MapResult, checkpoint: MappingCheckpoint | None) -> MapResult:
+    """``result`` of a written map, with the number of chunks an earlier run left that were
+    read back (``resumed_chunks``); the checkpoint folder is removed."""
+    if checkpoint is not None:
+        result.resumed_chunks = checkpoint.reused
+        checkpoint.remove()
+    return result
 
 
 def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Generator,
@@ -180,11 +201,12 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
 
 def _map_keypoint_anchors(scene: Scene, out_path: str | Path, config: AnchorMapConfig, reg, enc,
                           short_side: int, gen: torch.Generator, progress: bool,
-                          device: torch.device, t0: float) -> MapResult:
+                          device: torch.device, t0: float,
+                          checkpoint: MappingCheckpoint | None) -> MapResult:
     """:func:`map_anchors` with ``anchor_points="keypoints"`` (module docstring): the
     triangulation's keypoints are the anchors; the map records ``anchor_points``."""
     triangulation = default_triangulation(len(scene), config.triangulation_keypoints)
-    tri = triangulate_mapping_keypoints(scene, short_side, triangulation, progress)
+    tri = triangulate_mapping_keypoints(scene, short_side, triangulation, progress, checkpoint)
     t_points = time.perf_counter() - t0
     centre = scene_centre(scene)
     code, stats = keypoint_anchor_code(reg.model.to(device), tri, centre, gen, config.max_anchors)

@@ -28,6 +28,7 @@ import torch
 from aceg.data.camera import backproject
 from aceg.data.images import prepare_image
 from aceg.data.scene import Scene
+from aceg.mapping.checkpoint import chunks
 from aceg.mapping.losses import PatchBatch
 from aceg.model.encoder import Encoder
 
@@ -162,6 +163,7 @@ def build_buffer(
     centre: np.ndarray | None = None,
     depth_maps: Sequence[np.ndarray] | None = None,
     targets_only: bool = False,
+    checkpoint=None,
 ) -> TrainingBuffer:
     """Encode the posed frames of ``scene`` into a :class:`TrainingBuffer`.
 
@@ -178,6 +180,9 @@ def build_buffer(
         targets_only: keep only the patches with a target (a model built from them alone
             then holds a place's patches in a fraction of the memory); their count is
             :attr:`TrainingBuffer.dropped`.
+        checkpoint: a :class:`aceg.mapping.checkpoint.MappingCheckpoint` that keeps the
+            encoded patches chunk by chunk of images and gives back those an earlier run
+            left (one plain pass only: with random draws nothing is kept).
     """
     if depth_maps is not None and len(depth_maps) != len(scene.frames):
         raise ValueError(f"{len(depth_maps)} depth maps for {len(scene.frames)} frames")
@@ -190,40 +195,68 @@ def build_buffer(
     if augment is None:
         passes = 1
     feats, pix, frames, targets, tvalid = [], [], [], [], []
-    Ks, w2cs = [], []
-    size = (0, 0)
+    Ks, w2cs, sizes = [], [], []
     s = encoder.stride
-    for fi, frame in enumerate(scene.frames):
-        prep = prepare_image(frame.image_path, frame.intrinsics, short_side, multiple_of=s,
-                             depth_path=frame.depth_path if use_depth and depth_maps is None else None)
-        depth = depth_maps[fi] if depth_maps is not None else prep.depth
-        h, w = prep.rgb.shape[:2]
-        if fi == 0:
-            size = (w, h)
-        K = prep.intrinsics.K
-        c2w = frame.cam_to_world.copy()
-        c2w[:3, 3] -= centre
-        w2c = np.linalg.inv(c2w)
-        Ks.append(K)
-        w2cs.append(w2c)
-        for p in range(passes):
-            if p == 0:
-                img, A = prep.rgb, np.array([[1.0, 0, 0], [0, 1.0, 0]])
-            else:
-                img, A = _augment(prep.rgb, rng, augment)
-            features, src = _pass_patches(encoder, img, A, (w, h), rng, patches_per_pass)
+    # Resuming keeps chunks of whole images; with random draws (augmentation, patch
+    # subsets) a chunk read back would leave the random stream elsewhere: not kept.
+    keep_chunks = checkpoint is not None and passes == 1 and patches_per_pass is None
+    for number, indices in chunks(len(scene.frames)):
+        name = f"patches-{number:05d}"
+        stored = checkpoint.load(name) if keep_chunks else None
+        if stored is not None:
+            feats.append(torch.from_numpy(stored["features"]))
+            pix.append(stored["pixels"])
+            frames.append(stored["frame"])
             if with_targets:
-                t, v = _depth_targets(depth, src, K, c2w)
-                if targets_only:
-                    dropped += int((~v).sum())
-                    features, src, t, v = features[torch.from_numpy(v)], src[v], t[v], v[v]
-                targets.append(t)
-                tvalid.append(v)
-            feats.append(features)
-            pix.append(src.astype(np.float32))
-            frames.append(np.full(len(src), fi, dtype=np.int64))
-        if progress is not None:
-            progress(1)
+                targets.append(stored["target"])
+                tvalid.append(stored["target_valid"])
+            dropped += int(stored["dropped"])
+            Ks += list(stored["K"])
+            sizes += [tuple(int(x) for x in wh) for wh in stored["size"]]
+            for fi in indices:
+                w2cs.append(_centred_world_to_cam(scene.frames[fi].cam_to_world, centre))
+                if progress is not None:
+                    progress(1)
+            continue
+        first, first_dropped = len(feats), dropped
+        for fi in indices:
+            frame = scene.frames[fi]
+            prep = prepare_image(frame.image_path, frame.intrinsics, short_side, multiple_of=s,
+                                 depth_path=frame.depth_path if use_depth and depth_maps is None else None)
+            depth = depth_maps[fi] if depth_maps is not None else prep.depth
+            h, w = prep.rgb.shape[:2]
+            sizes.append((w, h))
+            K = prep.intrinsics.K
+            c2w = frame.cam_to_world.copy()
+            c2w[:3, 3] -= centre
+            Ks.append(K)
+            w2cs.append(_centred_world_to_cam(frame.cam_to_world, centre))
+            for p in range(passes):
+                if p == 0:
+                    img, A = prep.rgb, np.array([[1.0, 0, 0], [0, 1.0, 0]])
+                else:
+                    img, A = _augment(prep.rgb, rng, augment)
+                features, src = _pass_patches(encoder, img, A, (w, h), rng, patches_per_pass)
+                if with_targets:
+                    t, v = _depth_targets(depth, src, K, c2w)
+                    if targets_only:
+                        dropped += int((~v).sum())
+                        features, src, t, v = features[torch.from_numpy(v)], src[v], t[v], v[v]
+                    targets.append(t)
+                    tvalid.append(v)
+                feats.append(features)
+                pix.append(src.astype(np.float32))
+                frames.append(np.full(len(src), fi, dtype=np.int64))
+            if progress is not None:
+                progress(1)
+        if keep_chunks:
+            chunk = {"features": torch.cat(feats[first:]).numpy(), "pixels": np.concatenate(pix[first:]),
+                     "frame": np.concatenate(frames[first:]), "dropped": np.array(dropped - first_dropped),
+                     "K": np.stack(Ks[indices.start:]), "size": np.array(sizes[indices.start:])}
+            if with_targets:
+                chunk.update(target=np.concatenate(targets[first:]), target_valid=np.concatenate(tvalid[first:]))
+            checkpoint.save(name, chunk)
+    size = sizes[0] if sizes else (0, 0)
     return TrainingBuffer(
         features=torch.cat(feats) if feats else torch.zeros(0, encoder.feature_dim, dtype=torch.half),
         pixels=torch.from_numpy(np.concatenate(pix) if pix else np.zeros((0, 2), np.float32)),
@@ -236,6 +269,13 @@ def build_buffer(
         target_valid=torch.from_numpy(np.concatenate(tvalid)) if with_targets else None,
         dropped=dropped,
     )
+
+
+def _centred_world_to_cam(cam_to_world: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """4x4 world-to-camera of a camera-to-world pose in the frame centred on ``centre``."""
+    c2w = cam_to_world.copy()
+    c2w[:3, 3] -= centre
+    return np.linalg.inv(c2w)
 
 
 def _pass_patches(encoder: Encoder, img: np.ndarray, A: np.ndarray, size: tuple[int, int],

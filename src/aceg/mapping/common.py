@@ -44,6 +44,8 @@ class MapResult:
             share of patch cells with a depth, seconds).
         regressor: identity of the regressor (anchors, transformer); regressor_source:
             where it came from.
+        resumed_chunks: chunks of finished work an interrupted earlier run left that this
+            one read back instead of computing (:mod:`aceg.mapping.checkpoint`).
     """
 
     path: Path
@@ -58,6 +60,7 @@ class MapResult:
     stats: dict = field(default_factory=dict)
     regressor: str | None = None
     regressor_source: str | None = None
+    resumed_chunks: int = 0
 
 
 def check_mapping_scene(scene: Scene, use_depth: bool) -> None:
@@ -120,23 +123,25 @@ class BufferPlan:
 
 
 def encode_mapping_images(scene: Scene, enc: Encoder, short_side: int, plan: BufferPlan,
-                          seed: int, progress: bool, no_points_fix: str
+                          seed: int, progress: bool, no_points_fix: str, checkpoint=None
                           ) -> tuple[TrainingBuffer, dict | None]:
     """The training buffer of ``scene``'s mapping images at ``short_side`` and, when
     ``plan.triangulate``, the triangulation's statistics (else None). ``no_points_fix``
-    ends the error raised when nothing could be triangulated: what the user can do."""
+    ends the error raised when nothing could be triangulated: what the user can do.
+    ``checkpoint``: a :class:`aceg.mapping.checkpoint.MappingCheckpoint` keeping the
+    keypoints, matches and patches as they are made (None: nothing kept)."""
     depth_maps, geometry = None, None
     if plan.triangulate:
         config = default_triangulation(len(scene), plan.keypoints)
         depth_maps, geometry = triangulated_depth_maps(scene, short_side, enc.stride, config,
-                                                       progress=progress)
+                                                       progress=progress, checkpoint=checkpoint)
         if geometry["points"] == 0:
             raise AcegError(f"scene {scene.name!r}: no keypoint could be triangulated between the "
                             f"mapping images (too few, too little texture or parallax); {no_points_fix}")
     bar = tqdm(total=len(scene), desc="encoding", unit="img", disable=not progress, leave=False)
     buffer = build_buffer(scene, enc, short_side, plan.passes, plan.patches_per_pass, plan.augment,
                           plan.use_depth, seed, progress=bar.update, depth_maps=depth_maps,
-                          targets_only=plan.targets_only)
+                          targets_only=plan.targets_only, checkpoint=checkpoint)
     bar.close()
     if len(buffer) + buffer.dropped == 0:
         raise AcegError(f"scene {scene.name!r}: no usable patches (images too small?)")

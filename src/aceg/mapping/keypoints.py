@@ -105,14 +105,52 @@ class SceneKeypoints:
 
 
 def extract_scene_keypoints(scene: Scene, short_side: int, features: SparseFeatures,
-                            use_depth: bool = False, progress: bool = True) -> SceneKeypoints:
+                            use_depth: bool = False, progress: bool = True,
+                            checkpoint=None) -> SceneKeypoints:
     """Prepare every frame of ``scene`` at ``short_side`` (with its depth map when
-    ``use_depth``) and extract its keypoints."""
+    ``use_depth``) and extract its keypoints. With a ``checkpoint``
+    (:class:`aceg.mapping.checkpoint.MappingCheckpoint`; not with ``use_depth``) the
+    keypoints are kept chunk by chunk and read back when an earlier run left them."""
+    from aceg.mapping.checkpoint import chunks
+
     extracted, intrinsics, depths = [], [], []
-    for frame in tqdm(scene.frames, desc="keypoints", disable=not progress):
-        prepared = prepare_image(frame.image_path, frame.intrinsics, short_side,
-                                 depth_path=frame.depth_path if use_depth else None)
-        extracted.append(features.extract(prepared.rgb))
-        intrinsics.append(prepared.intrinsics)
-        depths.append(prepared.depth)
+    bar = tqdm(total=len(scene.frames), desc="keypoints", unit="img", disable=not progress)
+    for number, indices in chunks(len(scene.frames)):
+        name = f"keypoints-{number:05d}"
+        stored = None if checkpoint is None or use_depth else checkpoint.load(name)
+        if stored is not None:
+            extracted += _unpack_features(stored)
+            intrinsics += [Intrinsics.from_K(K) for K in stored["K"]]
+            depths += [None] * len(indices)
+            bar.update(len(indices))
+            continue
+        first = len(extracted)
+        for i in indices:
+            frame = scene.frames[i]
+            prepared = prepare_image(frame.image_path, frame.intrinsics, short_side,
+                                     depth_path=frame.depth_path if use_depth else None)
+            extracted.append(features.extract(prepared.rgb))
+            intrinsics.append(prepared.intrinsics)
+            depths.append(prepared.depth)
+            bar.update(1)
+        if checkpoint is not None and not use_depth:
+            checkpoint.save(name, {**_pack_features(extracted[first:]),
+                                   "K": np.stack([k.K for k in intrinsics[first:]])})
+    bar.close()
     return SceneKeypoints(extracted, intrinsics, depths)
+
+
+def _pack_features(features: list[ImageFeatures]) -> dict[str, np.ndarray]:
+    """The keypoints of several images as flat arrays (for a checkpoint chunk)."""
+    return {"keypoints": np.concatenate([f.keypoints for f in features]).astype(np.float32),
+            "descriptors": np.concatenate([f.descriptors for f in features]).astype(np.float32),
+            "counts": np.array([len(f.keypoints) for f in features], np.int64),
+            "sizes": np.array([[f.width, f.height] for f in features], np.int64)}
+
+
+def _unpack_features(arrays: dict[str, np.ndarray]) -> list[ImageFeatures]:
+    """The inverse of :func:`_pack_features`."""
+    bounds = np.cumsum(arrays["counts"])[:-1]
+    return [ImageFeatures(k, d, int(w), int(h)) for k, d, (w, h) in
+            zip(np.split(arrays["keypoints"], bounds), np.split(arrays["descriptors"], bounds),
+                arrays["sizes"], strict=True)]

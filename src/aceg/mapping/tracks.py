@@ -97,10 +97,13 @@ def _neighbour_cameras(centres: np.ndarray, axes: np.ndarray, k: int, step: int 
 
 
 def triangulate_scene(scene: Scene, keypoints: SceneKeypoints, features: SparseFeatures,
-                      config: TriangulationConfig, progress: bool = True) -> list[np.ndarray]:
+                      config: TriangulationConfig, progress: bool = True,
+                      checkpoint=None) -> list[np.ndarray]:
     """(N_i, 3) float64 world points (NaN where none) per frame's keypoints, by
     ``config.method``; ``keypoints`` of every frame of ``scene`` (posed), in frame order,
-    matched by ``features``."""
+    matched by ``features``. With a ``checkpoint``
+    (:class:`aceg.mapping.checkpoint.MappingCheckpoint`) the matches are kept chunk by chunk
+    of pairs and read back when an earlier run left them."""
     extracted, intrinsics = keypoints.features, keypoints.intrinsics
     centres = scene.camera_centres()
     axes = np.stack([f.cam_to_world[:3, 2] for f in scene.frames])
@@ -110,8 +113,7 @@ def triangulate_scene(scene: Scene, keypoints: SceneKeypoints, features: SparseF
     tracks = config.method == "tracks"
     edges: list[tuple[int, int, np.ndarray]] = []  # tracks: the consistent matches of each pair
     estimates: list[list[list[np.ndarray]]] = [] if tracks else [[[] for _ in f.keypoints] for f in extracted]
-    for i, j in tqdm(pairs, desc="triangulation", disable=not progress):
-        matches = features.match(extracted[i], extracted[j], config.match_min_confidence)
+    for i, j, matches in _pair_matches(pairs, extracted, features, config, progress, checkpoint):
         if len(matches) == 0:
             continue
         uv_i = extracted[i].keypoints[matches[:, 0]].astype(np.float64)
@@ -143,6 +145,34 @@ def triangulate_scene(scene: Scene, keypoints: SceneKeypoints, features: SparseF
                 world[k] = np.median(np.stack(xs), axis=0)
         points.append(world)
     return points
+
+
+def _pair_matches(pairs: list[tuple[int, int]], extracted, features: SparseFeatures,
+                  config: TriangulationConfig, progress: bool, checkpoint):
+    """Yield (i, j, (M, 2) matches) for each image pair, matched by ``features`` or read
+    from ``checkpoint`` chunks (:func:`triangulate_scene`)."""
+    from aceg.mapping.checkpoint import chunks
+
+    bar = tqdm(total=len(pairs), desc="triangulation", unit="pair", disable=not progress)
+    for number, indices in chunks(len(pairs)):
+        name = f"matches-{number:05d}"
+        stored = None if checkpoint is None else checkpoint.load(name)
+        if stored is not None:
+            found = np.split(stored["matches"], np.cumsum(stored["counts"])[:-1])
+        else:
+            found = []
+            for k in indices:
+                i, j = pairs[k]
+                found.append(features.match(extracted[i], extracted[j], config.match_min_confidence))
+                bar.update(1)
+            if checkpoint is not None:
+                checkpoint.save(name, {"matches": np.concatenate(found).reshape(-1, 2).astype(np.int64),
+                                       "counts": np.array([len(m) for m in found], np.int64)})
+        if stored is not None:
+            bar.update(len(indices))
+        for k, matches in zip(indices, found, strict=True):
+            yield (*pairs[k], matches.reshape(-1, 2))
+    bar.close()
 
 
 def _ray_angle_cos(X: np.ndarray, centre_a: np.ndarray, centre_b: np.ndarray) -> np.ndarray:

@@ -138,17 +138,19 @@ class CellDepthMaps(Sequence):
 
 def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
                             config: TriangulationConfig | None = None,
-                            progress: bool = True, refine: bool = True) -> tuple[CellDepthMaps, dict]:
+                            progress: bool = True, refine: bool = True,
+                            checkpoint=None) -> tuple[CellDepthMaps, dict]:
     """One sparse depth map per frame of ``scene`` (see module docstring) and statistics.
     ``config`` defaults to :func:`default_triangulation` of the scene's size.
     With ``refine`` each map is denoised by :func:`refine_cell_depth` (its defaults).
+    ``checkpoint``: see :func:`triangulate_mapping_keypoints`.
 
     ``short_side`` is the working short side the buffer prepares the images at; every frame
     needs a pose (:func:`aceg.mapping.common.check_mapping_scene`). Returns the maps, in
     frame order (a :class:`CellDepthMaps`), and ``{"points": triangulated keypoints, "cells": % of patch cells with a
     depth, "seconds": wall time}``.
     """
-    triangulated = triangulate_mapping_keypoints(scene, short_side, config, progress)
+    triangulated = triangulate_mapping_keypoints(scene, short_side, config, progress, checkpoint)
     maps, cells, total, points = CellDepthMaps(stride), 0, 0, 0
     for frame, feats, xyz in zip(scene.frames, triangulated.keypoints.features, triangulated.world,
                                  strict=True):
@@ -191,10 +193,12 @@ class TriangulatedKeypoints:
 
 def triangulate_mapping_keypoints(scene: Scene, short_side: int,
                                   config: TriangulationConfig | None = None,
-                                  progress: bool = True) -> TriangulatedKeypoints:
+                                  progress: bool = True, checkpoint=None) -> TriangulatedKeypoints:
     """Extract the keypoints of every frame of ``scene`` (posed) at the working short side
     ``short_side`` and triangulate them (:func:`aceg.mapping.tracks.triangulate_scene`);
-    ``config`` defaults to :func:`default_triangulation` of the scene's size."""
+    ``config`` defaults to :func:`default_triangulation` of the scene's size. With a
+    ``checkpoint`` (:class:`aceg.mapping.checkpoint.MappingCheckpoint`) the keypoints and
+    matches are kept as they are made, and read back when an earlier run left them."""
     if config is None:
         config = default_triangulation(len(scene.frames))
     if not scene.has_poses:
@@ -202,8 +206,8 @@ def triangulate_mapping_keypoints(scene: Scene, short_side: int,
     features = SparseFeatures(config.max_keypoints, depth_confidence=config.depth_confidence)
     start = time.perf_counter()
     keypoints = extract_scene_keypoints(scene, scene.working_short_side(short_side), features,
-                                        progress=progress)
-    world = triangulate_scene(scene, keypoints, features, config, progress)
+                                        progress=progress, checkpoint=checkpoint)
+    world = triangulate_scene(scene, keypoints, features, config, progress, checkpoint)
     return TriangulatedKeypoints(keypoints, world, config.max_keypoints, time.perf_counter() - start)
 
 

@@ -1,0 +1,102 @@
+"""Resumable mapping: an interrupted anchor mapping run picks up the finished chunks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import aceg.mapping.checkpoint as checkpoint
+from aceg.mapping.checkpoint import partial_folder
+from aceg.mapping.keypoints import SparseFeatures
+from aceg.mapping.mapper import map_scene
+from aceg.model.map_file import load_map
+from planar_scenes import corner_scene
+
+
+class Interrupted(Exception):
+    """Stands in for a killed run."""
+
+
+@pytest.mark.parametrize("anchor_points", ["cells", "keypoints"])
+def test_an_interrupted_mapping_resumes_and_gives_the_same_map(tmp_path, monkeypatch, anchor_points):
+    monkeypatch.setattr(checkpoint, "CHUNK", 2)  # several chunks of 6 images and their pairs
+    scene = corner_scene(tmp_path / "s", n=6)
+    settings = dict(model="anchors", short_side=120, progress=False, anchor_points=anchor_points)
+    clean = map_scene(scene, tmp_path / "clean.map", **settings)
+    assert clean.resumed_chunks == 0 and not partial_folder(tmp_path / "clean.map").exists()
+
+    match = SparseFeatures.match
+    calls = []
+
+    def dies_on_the_fourth_pair(self, *args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise Interrupted
+        return match(self, *args)
+
+    out = tmp_path / "resumed.map"
+    monkeypatch.setattr(SparseFeatures, "match", dies_on_the_fourth_pair)
+    with pytest.raises(Interrupted):
+        map_scene(scene, out, resume=True, **settings)
+    kept = sorted(p.name for p in partial_folder(out).glob("*.safetensors"))
+    assert kept == ["keypoints-00000.safetensors", "keypoints-00001.safetensors",
+                    "keypoints-00002.safetensors", "matches-00000.safetensors"]
+    assert not out.exists()
+
+    monkeypatch.setattr(SparseFeatures, "match", match)
+    calls.clear()
+    resumed = map_scene(scene, out, resume=True, **settings)
+    assert resumed.resumed_chunks == 4  # three chunks of keypoints, the first two pairs
+    assert not partial_folder(out).exists()
+    assert torch.equal(load_map(out).code, load_map(tmp_path / "clean.map").code)
+
+
+def test_other_inputs_start_afresh(tmp_path, monkeypatch):
+    """Chunks left by a run with other settings are not read back; a damaged chunk is
+    computed again."""
+    monkeypatch.setattr(checkpoint, "CHUNK", 2)
+    scene = corner_scene(tmp_path / "s", n=6)
+    out = tmp_path / "m.map"
+    folder = partial_folder(out)
+    digest = checkpoint.fingerprint(scene, short_side=120)
+    stale = checkpoint.MappingCheckpoint(folder, digest)
+    stale.save("keypoints-00000", {"x": torch.zeros(3).numpy()})
+    assert checkpoint.MappingCheckpoint(folder, digest).found == 1  # same inputs: kept
+    assert checkpoint.fingerprint(scene, short_side=96) != digest
+    again = checkpoint.MappingCheckpoint(folder, checkpoint.fingerprint(scene, short_side=96))
+    assert again.found == 0 and again.load("keypoints-00000") is None
+    (folder / "keypoints-00000.safetensors").write_bytes(b"not a safetensors file")
+    assert again.load("keypoints-00000") is None and again.reused == 0
+    result = map_scene(scene, out, model="anchors", short_side=120, progress=False, resume=True)
+    assert result.resumed_chunks == 0 and out.exists() and not folder.exists()
+
+
+def test_cli_map_resumes_by_default_and_restarts_on_request(tmp_path, monkeypatch, capsys):
+    from aceg.cli.main import main
+    from aceg.data.synthetic import generate_scene
+
+    monkeypatch.setattr(checkpoint, "CHUNK", 2)
+    generate_scene(tmp_path / "room", 7, frames_mapping=8, frames_query=0, height=96, width=128,
+                   splits=("mapping",), contact_sheet=False)
+    out = tmp_path / "m.map"
+    args = ["map", str(tmp_path / "room" / "mapping"), str(out)]
+    match = SparseFeatures.match
+    calls = []
+
+    def dies_on_the_third_pair(self, *a):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted
+        return match(self, *a)
+
+    monkeypatch.setattr(SparseFeatures, "match", dies_on_the_third_pair)
+    with pytest.raises(Interrupted):
+        main(args)
+    monkeypatch.setattr(SparseFeatures, "match", match)
+    assert main(args) == 0
+    # four chunks of two images' keypoints, the matches of the first two pairs
+    assert "resumed: 5 chunks of finished work" in capsys.readouterr().out
+    assert out.exists() and not partial_folder(out).exists()
+    assert main(args + ["--restart"]) == 0 and "resumed:" not in capsys.readouterr().out
+    assert main(args + ["--model", "ace", "--restart"]) != 0
+    assert "--restart does not apply to --model ace" in capsys.readouterr().err
