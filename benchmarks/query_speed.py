@@ -1,16 +1,17 @@
-"""Query time stage by stage on a real map, under several query settings, in one run.
+"""Query time stage by stage on real maps, under several query settings, in one run.
 
-Maps a scene with the default model (or reads a map already made), then localizes its query
-splits once per setting of ``--query-patches`` (patch cells read per query: "all", or the N
-the encoder rates likeliest to hold keypoints, :data:`aceg.localization.localizer.QUERY_PATCHES`)
-and prints, side by side, the median time of each stage (prepare, encode, anchor search,
-RANSAC, total), the accuracy (10 cm / 10 deg) per split and the ratio of total times to the
-first setting's. Settings alternate query by query, so a noisy machine slows them alike.
+Maps each data set with the default model (or reads the maps already made in ``--work``),
+then localizes its queries once per setting of ``--query-patches`` (patch cells read per
+query: "all", or the N the encoder rates likeliest to hold keypoints,
+:data:`aceg.localization.localizer.QUERY_PATCHES`) and prints, side by side, the median
+time of each stage (prepare, encode, anchor search, RANSAC, total), the accuracy
+(10 cm / 10 deg) per split and the ratio of total times to the first setting's. Settings
+alternate query by query, so a noisy machine slows them alike.
 
     aceg synth /work/data/room-200 --scenes 1 --seed 424242 --frames-mapping 200 \\
         --frames-query 30 --size 480x640 --splits mapping,query_same,query_view
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/query_speed.py \\
-        /work/data/room-200/scene_0000 --query-patches all 1024
+        --synthetic /work/data/room-200 --real ../shared/data --query-patches all 2048 1024
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from aceg.data.images import load_image
-from aceg.data.readers import read_scene
+from aceg.evaluation.benchmark import real_datasets, synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table, pose_errors
 from aceg.localization.localizer import Localizer
 from aceg.mapping.mapper import map_scene
@@ -32,48 +33,60 @@ STAGES = ("prepare", "encode", "regress", "ransac", "total")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scene", type=Path, help="an aceg synth scene folder (mapping/ and query splits)")
-    parser.add_argument("--map", type=Path, default=None, help="map file (made when missing; "
-                        "default: SCENE/query-speed.map)")
-    parser.add_argument("--splits", nargs="+", default=["query_same", "query_view"])
+    parser.add_argument("--synthetic", type=Path, help="folder of aceg synth scenes")
+    parser.add_argument("--synthetic-splits", nargs="+", default=["query_same", "query_view"])
+    parser.add_argument("--real", type=Path, help="the shared data folder (real sets)")
+    parser.add_argument("--real-splits", nargs="+", default=["every3", "sparse4"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/aceg-query-speed"),
+                        help="where the maps are made (and reused from)")
     parser.add_argument("--query-patches", nargs="+", default=["all", "1024"],
                         help="settings to compare: 'all' or a number of patch cells")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the queries (the first warms up)")
     args = parser.parse_args()
 
-    map_path = args.map or args.scene / "query-speed.map"
-    if not map_path.exists():
-        result = map_scene(read_scene(args.scene / "mapping"), map_path, model="anchors")
-        print(f"mapped {result.frames} images in {result.seconds['total']:.1f} s, "
-              f"map {result.file_size / 1e6:.2f} MB")
-    print(f"threads: {torch.get_num_threads()}")
+    sets = []
+    if args.synthetic:
+        sets += synthetic_datasets(args.synthetic, args.synthetic_splits)
+    if args.real:
+        sets += real_datasets(args.real, splits=args.real_splits)
     settings = {s: None if s == "all" else int(s) for s in args.query_patches}
-    localizers = {s: Localizer(map_path, query_patches=n) for s, n in settings.items()}
     times = {s: {k: [] for k in STAGES} for s in settings}
-    errors = {s: {split: [] for split in args.splits} for s in settings}
-    queries = [(split, f) for split in args.splits for f in read_scene(args.scene / split).frames]
-    for round_ in range(args.rounds):
-        for split, frame in queries:
-            rgb = load_image(frame.image_path)
-            for s, loc in localizers.items():
-                r = loc.localize(rgb, frame.intrinsics, frame.name)
-                if round_ == 0 and args.rounds > 1:
-                    continue
-                for k in STAGES:
-                    times[s][k].append(r.timings.get(k, 0.0))
-                if round_ == args.rounds - 1:
-                    errors[s][split].append(pose_errors(r.cam_to_world, frame.cam_to_world)
-                                            if r.cam_to_world is not None else (float("inf"),) * 2)
+    errors: dict[str, dict[str, list]] = {s: {} for s in settings}
+    print(f"threads: {torch.get_num_threads()}")
+    for data in sets:
+        map_path = args.work / f"{data.name}.map"
+        if not map_path.exists():
+            args.work.mkdir(parents=True, exist_ok=True)
+            result = map_scene(data.mapping, map_path, model="anchors", progress=False)
+            print(f"{data.name}: mapped {result.frames} images in {result.seconds['total']:.1f} s, "
+                  f"map {result.file_size / 1e6:.2f} MB", flush=True)
+        localizers = {s: Localizer(map_path, query_patches=n) for s, n in settings.items()}
+        queries = [(split, f) for split, scene in data.queries.items() for f in scene.frames]
+        for round_ in range(args.rounds):
+            for split, frame in queries:
+                rgb = load_image(frame.image_path)
+                transform = data.transforms.get(split)
+                if transform is not None:
+                    rgb = transform(rgb)
+                for s, loc in localizers.items():
+                    r = loc.localize(rgb, frame.intrinsics, frame.name)
+                    if round_ < args.rounds - 1:
+                        continue
+                    for k in STAGES:
+                        times[s][k].append(r.timings.get(k, 0.0))
+                    errors[s].setdefault(split, []).append(
+                        pose_errors(r.cam_to_world, frame.cam_to_world)
+                        if r.cam_to_world is not None else (float("inf"),) * 2)
     first = next(iter(settings))
-    print(f"{'stage (median ms)':<22}" + "".join(f"{s:>12}" for s in settings))
+    print(f"{'stage (median ms)':<26}" + "".join(f"{s:>12}" for s in settings))
     for k in STAGES:
-        print(f"{k:<22}" + "".join(f"{1000 * statistics.median(times[s][k]):12.1f}" for s in settings))
-    for split in args.splits:
-        line = f"{split + ' 10cm/10deg':<22}"
+        print(f"{k:<26}" + "".join(f"{1000 * statistics.median(times[s][k]):12.1f}" for s in settings))
+    for split in errors[first]:
+        line = f"{split + ' 10cm/10deg':<26}"
         for s in settings:
             e = errors[s][split]
             line += f"{accuracy_table([a for a, _ in e], [b for _, b in e]).within['10cm/10deg']:11.1f}%"
-        print(line)
+        print(line + f"  ({len(errors[first][split])} queries)")
     base = statistics.median(times[first]["total"])
     print("total / " + first + ": " + ", ".join(
         f"{s} {statistics.median(times[s]['total']) / base:.2f}" for s in settings))

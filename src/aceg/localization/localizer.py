@@ -65,7 +65,9 @@ from aceg.data.scene import Frame
 from aceg.errors import AcegError
 from aceg.localization.guided import DEFAULT_GUIDED, GuidedConfig, guided_correspondences, point_ids
 from aceg.localization.pnp import estimate_pose
+from aceg.localization.regions import CANDIDATES, PlaceRegions
 from aceg.localization.uncertainty import pose_spread
+from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import (
     check_regressor_matches,
@@ -145,7 +147,9 @@ class LocalizationResult:
         rotation_std_deg, centre_std_m: standard deviations of the pose's rotation
             (degrees) and camera centre (metres) predicted from its inliers
             (:mod:`aceg.localization.uncertainty`); infinite when not localized.
-        stage: which stage gave the pose: "first", or "guided" (keypoint maps).
+        stage: which stage gave the pose: "first", "region" (the read-out within a voted
+            region of a large map, :mod:`aceg.localization.regions`) or "guided" (keypoint
+            maps).
         timings: seconds per stage ("prepare", "encode", "regress", "ransac", "total").
         reason: why the image was not localized ("" when localized).
         bad_input: the image or its intrinsics could not be used (``reason`` says which
@@ -181,6 +185,9 @@ class Localizer:
             constants.
         image_limits: query image shapes accepted (:class:`aceg.data.images.ImageLimits`).
         pose_check: when a pose counts as localized (:class:`PoseCheck`).
+        query_patches: patch cells of a query read at most (:data:`QUERY_PATCHES`).
+        regions: with a cell map of the anchor model large enough to hold regions, also try
+            the read-out within the voted regions (:mod:`aceg.localization.regions`).
     """
 
     def __init__(self, map_path: str | Path, regressor=None, device: torch.device | str = "cpu",
@@ -190,7 +197,7 @@ class Localizer:
                  confident_centre_std_m: float = CONFIDENT_CENTRE_STD_M,
                  image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
                  pose_check: PoseCheck = DEFAULT_POSE_CHECK,
-                 query_patches: int | None = QUERY_PATCHES) -> None:
+                 query_patches: int | None = QUERY_PATCHES, regions: bool = True) -> None:
         self.map_path = Path(map_path)
         if query_patches is not None and query_patches < MIN_CORRESPONDENCES:
             raise AcegError(f"query_patches must be at least {MIN_CORRESPONDENCES}, got {query_patches}")
@@ -215,6 +222,8 @@ class Localizer:
         #: Whether the map's anchors are keypoints, read from the query's keypoints.
         self.keypoints = self.data.anchor_points == "keypoints"
         self._sparse = None  # the keypoint extractor, made on first use (sparse_features)
+        #: The anchors' regions of a large cell map (None: the plain read-out only).
+        self.regions: PlaceRegions | None = None
         if self.data.method == "aceg":
             reg = (regressor_for_map(self.data, map_path) if regressor is None
                    else resolve_regressor(regressor, None, self.data.encoder))
@@ -232,6 +241,11 @@ class Localizer:
                 self.sparse_features()  # made here, once: a service shares the localizer
             else:
                 self._predict = lambda f: model(f, code)
+                if regions and isinstance(model, AnchorRegressor):
+                    width = model.config.feature_dim
+                    self.regions = PlaceRegions.of_points(code[:, width:].float().cpu().numpy())
+                    self._model, self._code = model, code
+                    self._anchor_world = code[:, width:].double().cpu().numpy() + self.data.scene_centre
         else:
             head = self.data.build_head().to(self.device)
             self._predict = head
@@ -260,11 +274,12 @@ class Localizer:
 
     def correspondences(self, rgb: np.ndarray, timings: dict):
         """Pixels (M, 2) float64 of the prepared image ``rgb``, their world points (M, 3),
-        log-uncertainties (M,) or None, and the keypoints' descriptors (M, C) or None: the
-        patch cells' centres, or the keypoints for an anchor map of keypoints. Adds
-        "encode" and "regress" seconds to ``timings``."""
+        log-uncertainties (M,) or None, the keypoints' descriptors (M, C) or None, and
+        with :attr:`regions` each patch's best anchors ((M, K) similarities and indices,
+        else None): the patch cells' centres, or the keypoints for an anchor map of
+        keypoints. Adds "encode" and "regress" seconds to ``timings``."""
         t = time.perf_counter()
-        descriptors = None
+        descriptors, candidates = None, None
         if self.keypoints:
             sparse = self.sparse_features().extract(rgb)
             timings["encode"] = time.perf_counter() - t
@@ -286,9 +301,51 @@ class Localizer:
                 else:
                     pick = torch.linspace(0, flat.shape[0] - 1, limit).round().long()
                 flat, pixels = flat[pick], pixels[pick.numpy()]
-            world, log_unc = self.predict_flat(flat)
+            if self.regions is not None:
+                world, log_unc, candidates = self._read_with_candidates(flat, pixels)
+                pixels = candidates[2]
+                candidates = candidates[:2]
+            else:
+                world, log_unc = self.predict_flat(flat)
         timings["regress"] = time.perf_counter() - t
-        return pixels, world, log_unc, descriptors
+        return pixels, world, log_unc, descriptors, candidates
+
+    def _read_with_candidates(self, features: torch.Tensor, pixels: np.ndarray):
+        """:meth:`predict_flat` of (P, C) ``features`` that also keeps each patch's
+        :data:`aceg.localization.regions.CANDIDATES` best anchors: world (P', 3),
+        log-uncertainty (P',) and ((P', K) similarities, (P', K) indices, (P', 2) pixels),
+        P' at most the regressor's ``max_queries`` (an evenly spaced subset, as it reads)."""
+        limit = self._model.config.max_queries
+        if features.shape[0] > limit:
+            pick = torch.linspace(0, features.shape[0] - 1, limit).round().long()
+            features, pixels = features[pick], pixels[pick.numpy()]
+        with torch.inference_mode():
+            sims, index = self._model.search(features.to(self.device), self._code, CANDIDATES)
+            coords, log_unc = self._model.read_out(sims, index, self._code)
+        world = coords.double().cpu().numpy() + self.data.scene_centre
+        return (world, log_unc.float().cpu().numpy(),
+                (sims.float().cpu().numpy(), index.cpu().numpy(), pixels))
+
+    def region_pose(self, pixels: np.ndarray, candidates, intrinsics: Intrinsics, width: int,
+                    height: int, first: LocalizationResult, name: str) -> LocalizationResult:
+        """The pose with the most inliers among ``first`` and one RANSAC per voted region
+        (:mod:`aceg.localization.regions`), each patch reading its best anchor in that
+        region (the ``keep_quantile`` most similar of those)."""
+        sims, index = candidates
+        best = first
+        for region in self.regions.voted(sims, index):
+            anchor, similarity = self.regions.best_in(region, sims, index)
+            found = anchor >= 0
+            if found.sum() < MIN_CORRESPONDENCES:
+                continue
+            keep = found & (similarity >= np.quantile(similarity[found], 1.0 - self.keep_quantile))
+            result = self.solve_pnp(pixels[keep], self._anchor_world[anchor[keep]], intrinsics,
+                                    width, height, name)
+            if result.cam_to_world is not None and (best.cam_to_world is None
+                                                    or result.inliers > best.inliers):
+                result.stage = "region"
+                best = result
+        return best
 
     def guided_pose(self, descriptors: np.ndarray, pixels: np.ndarray, intrinsics: Intrinsics,
                     width: int, height: int, first: LocalizationResult, name: str) -> LocalizationResult:
@@ -331,13 +388,17 @@ class Localizer:
         prep = prepare_image(source, intrinsics, self.data.short_side, self.encoder.stride,
                              rgb=arr)
         timings["prepare"] = time.perf_counter() - t0
-        pixels, world, log_unc, descriptors = self.correspondences(prep.rgb, timings)
+        pixels, world, log_unc, descriptors, candidates = self.correspondences(prep.rgb, timings)
         t = time.perf_counter()
         keep = confident_mask(world, log_unc, self.keep_quantile)
         timings["regress"] += time.perf_counter() - t
         width, height = prep.rgb.shape[1], prep.rgb.shape[0]
         result = self.solve_pnp(pixels[keep], world[keep], prep.intrinsics, width, height, name)
         timings["ransac"] = result.timings["ransac"]
+        if candidates is not None:
+            t = time.perf_counter()
+            result = self.region_pose(pixels, candidates, prep.intrinsics, width, height, result, name)
+            timings["regions"] = time.perf_counter() - t
         if descriptors is not None and self.guided is not None and result.cam_to_world is not None:
             t = time.perf_counter()
             result = self.guided_pose(descriptors, pixels, prep.intrinsics, width, height, result, name)

@@ -285,14 +285,25 @@ class AnchorRegressor(nn.Module):
             log_unc = torch.full((P,), LOG_UNC_MAX, dtype=unc.dtype, device=unc.device)
             coords[pick], log_unc[pick] = some, unc
             return coords, log_unc
-        keys, points = code[:, : self.config.feature_dim], code[:, self.config.feature_dim:]
-        lists = self.anchor_lists(code)
+        k = max(self.config.top_k, MARGIN_DEPTH) if distinct_points else None
+        sims, index = self.search(features, code, k)
+        return self.read_out(sims, index, code, distinct_points)
+
+    def search(self, features: torch.Tensor, code: torch.Tensor,
+               k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Similarities (P, k) and indices (P, k) of the best anchors of ``code`` for each of
+        the (P, C) encoder ``features``, best first (:meth:`attend`, in the code's lists)."""
+        keys = code[:, : self.config.feature_dim]
+        return self.attend(self.embed(features), keys, k=k, lists=self.anchor_lists(code))
+
+    def read_out(self, sims: torch.Tensor, index: torch.Tensor, code: torch.Tensor,
+                 distinct_points: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coordinates (P, 3) and log-uncertainties (P,) from :meth:`search`'s (P, k) best
+        anchors (``distinct_points``: see :meth:`forward`)."""
+        points = code[:, self.config.feature_dim:]
         if distinct_points:
-            k = max(self.config.top_k, MARGIN_DEPTH)
-            sims, index = self.attend(self.embed(features), keys, k=k, lists=lists)
             margin = sims[:, 0] - runner_up_elsewhere(sims, index, points)
         else:
-            sims, index = self.attend(self.embed(features), keys, lists=lists)
             margin = sims[:, 0] - sims[:, 1] if sims.shape[1] > 1 else torch.ones_like(sims[:, 0])
         k = min(self.config.top_k, sims.shape[1])
         weights = torch.softmax(sims[:, :k] / self.log_temperature.exp(), dim=1)
