@@ -203,7 +203,8 @@ def test_anchor_code_skips_featureless_patches():
     features[5] = 0
     valid = torch.ones(40, dtype=torch.bool)
     valid[7] = False
-    buffer = SimpleNamespace(features=features, target=torch.randn(40, 3), target_valid=valid)
+    buffer = SimpleNamespace(features=features, target=torch.randn(40, 3), target_valid=valid,
+                             dropped=0)
     with pytest.warns(UserWarning, match="only 38 mapping patches"):
         code, stats = anchor_code(model, buffer, torch.Generator().manual_seed(0))
     assert stats["anchors"] == 38 and torch.equal(code[:, 16:], buffer.target[valid & (torch.arange(40) != 5)])

@@ -92,8 +92,10 @@ QUERY_KEYPOINTS = 2048
 #: Patch cells of a query read from an anchor map of cells at most: those the encoder
 #: rates likeliest to hold a repeatable keypoint (:meth:`aceg.model.encoder.Encoder.encode_scored`;
 #: an evenly spaced subset when it rates none). The anchor search and RANSAC cost grow with
-#: them; None reads them all (up to the regressor's own ``max_queries``).
-QUERY_PATCHES: int | None = None
+#: them; cells XFeat rates low are mostly wrong correspondences that RANSAC has to reject
+#: (the rated subset localizes more far views than the evenly spaced one the regressor's
+#: ``max_queries`` keeps; docs/experiments.md). None: every cell (up to ``max_queries``).
+QUERY_PATCHES: int | None = 2048
 
 
 @dataclass(frozen=True)

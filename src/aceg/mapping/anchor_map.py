@@ -195,7 +195,8 @@ def anchor_code(model: AnchorRegressor, buffer: TrainingBuffer, gen: torch.Gener
         valid = valid[torch.randperm(valid.numel(), generator=gen)[:budget]].sort().values
     code = model.make_code(buffer.features[valid], buffer.target[valid])
     stats = {"anchors": int(valid.numel()), "max_anchors": budget,
-             "cells": round(100.0 * float(buffer.target_valid.sum()) / (len(buffer) + buffer.dropped), 1)}
+             "cells": round(100.0 * float(buffer.target_valid.sum())
+                            / (buffer.target_valid.numel() + buffer.dropped), 1)}
     return code, stats
 
 
