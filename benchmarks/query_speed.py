@@ -21,9 +21,9 @@ import statistics
 from pathlib import Path
 
 import torch
+from _datasets import add_dataset_arguments, datasets
 
 from aceg.data.images import load_image
-from aceg.evaluation.benchmark import real_datasets, synthetic_datasets
 from aceg.evaluation.metrics import accuracy_table, pose_errors
 from aceg.localization.localizer import Localizer
 from aceg.mapping.mapper import map_scene
@@ -33,10 +33,7 @@ STAGES = ("prepare", "encode", "regress", "ransac", "total")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synthetic", type=Path, help="folder of aceg synth scenes")
-    parser.add_argument("--synthetic-splits", nargs="+", default=["query_same", "query_view"])
-    parser.add_argument("--real", type=Path, help="the shared data folder (real sets)")
-    parser.add_argument("--real-splits", nargs="+", default=["every3", "sparse4"])
+    add_dataset_arguments(parser, ("query_same", "query_view"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/aceg-query-speed"),
                         help="where the maps are made (and reused from)")
     parser.add_argument("--query-patches", nargs="+", default=["all", "1024"],
@@ -44,11 +41,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="passes over the queries (the first warms up)")
     args = parser.parse_args()
 
-    sets = []
-    if args.synthetic:
-        sets += synthetic_datasets(args.synthetic, args.synthetic_splits)
-    if args.real:
-        sets += real_datasets(args.real, splits=args.real_splits)
+    sets = datasets(args)
     settings = {s: None if s == "all" else int(s) for s in args.query_patches}
     times = {s: {k: [] for k in STAGES} for s in settings}
     errors: dict[str, dict[str, list]] = {s: {} for s in settings}

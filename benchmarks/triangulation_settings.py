@@ -20,8 +20,10 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from _datasets import add_dataset_arguments, datasets
+
 import aceg.mapping.triangulation as triangulation
-from aceg.evaluation.benchmark import real_datasets, run_method, synthetic_datasets
+from aceg.evaluation.benchmark import run_method
 from aceg.evaluation.metrics import accuracy_table
 
 
@@ -47,21 +49,14 @@ def settings(default, spec: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synthetic", type=Path, help="folder of aceg synth scenes")
-    parser.add_argument("--synthetic-splits", nargs="+", default=["query_same", "query_light", "query_view"])
-    parser.add_argument("--real", type=Path, help="the shared data folder (real sets)")
-    parser.add_argument("--real-splits", nargs="+", default=["every3", "sparse4"])
+    add_dataset_arguments(parser)
     parser.add_argument("--settings", nargs="+", default=["default"],
                         help="triangulation settings to compare: 'default', or TriangulationConfig "
                              "fields over it, e.g. depth_confidence=0.95,max_keypoints=512")
     parser.add_argument("--work", type=Path, default=None, help="where the maps go (default: a temporary folder)")
     args = parser.parse_args()
 
-    sets = []
-    if args.synthetic:
-        sets += synthetic_datasets(args.synthetic, args.synthetic_splits)
-    if args.real:
-        sets += real_datasets(args.real, splits=args.real_splits)
+    sets = datasets(args)
     default = triangulation.TRIANGULATION_CONFIG
     work = args.work or Path(tempfile.mkdtemp(prefix="settings-"))
     rows = []  # (set, split, setting, mapping s, % within, median cm)

@@ -17,6 +17,21 @@ class Interrupted(Exception):
     """Stands in for a killed run."""
 
 
+def matcher_dying_at(call: int):
+    """A stand-in for :meth:`SparseFeatures.match` that matches as usual but raises
+    :class:`Interrupted` on its ``call``-th call, and the real method."""
+    match = SparseFeatures.match
+    calls = []
+
+    def dies(self, *args):
+        calls.append(1)
+        if len(calls) == call:
+            raise Interrupted
+        return match(self, *args)
+
+    return dies, match
+
+
 @pytest.mark.parametrize("anchor_points", ["cells", "keypoints"])
 def test_an_interrupted_mapping_resumes_and_gives_the_same_map(tmp_path, monkeypatch, anchor_points):
     monkeypatch.setattr(checkpoint, "CHUNK", 2)  # several chunks of 6 images and their pairs
@@ -25,17 +40,9 @@ def test_an_interrupted_mapping_resumes_and_gives_the_same_map(tmp_path, monkeyp
     clean = map_scene(scene, tmp_path / "clean.map", **settings)
     assert clean.resumed_chunks == 0 and not partial_folder(tmp_path / "clean.map").exists()
 
-    match = SparseFeatures.match
-    calls = []
-
-    def dies_on_the_fourth_pair(self, *args):
-        calls.append(1)
-        if len(calls) == 4:
-            raise Interrupted
-        return match(self, *args)
-
+    dies, match = matcher_dying_at(4)
     out = tmp_path / "resumed.map"
-    monkeypatch.setattr(SparseFeatures, "match", dies_on_the_fourth_pair)
+    monkeypatch.setattr(SparseFeatures, "match", dies)
     with pytest.raises(Interrupted):
         map_scene(scene, out, resume=True, **settings)
     kept = sorted(p.name for p in partial_folder(out).glob("*.safetensors"))
@@ -44,7 +51,6 @@ def test_an_interrupted_mapping_resumes_and_gives_the_same_map(tmp_path, monkeyp
     assert not out.exists()
 
     monkeypatch.setattr(SparseFeatures, "match", match)
-    calls.clear()
     resumed = map_scene(scene, out, resume=True, **settings)
     assert resumed.resumed_chunks == 4  # three chunks of keypoints, the first two pairs
     assert not partial_folder(out).exists()
@@ -80,16 +86,8 @@ def test_cli_map_resumes_by_default_and_restarts_on_request(tmp_path, monkeypatc
                    splits=("mapping",), contact_sheet=False)
     out = tmp_path / "m.map"
     args = ["map", str(tmp_path / "room" / "mapping"), str(out)]
-    match = SparseFeatures.match
-    calls = []
-
-    def dies_on_the_third_pair(self, *a):
-        calls.append(1)
-        if len(calls) == 3:
-            raise Interrupted
-        return match(self, *a)
-
-    monkeypatch.setattr(SparseFeatures, "match", dies_on_the_third_pair)
+    dies, match = matcher_dying_at(3)
+    monkeypatch.setattr(SparseFeatures, "match", dies)
     with pytest.raises(Interrupted):
         main(args)
     monkeypatch.setattr(SparseFeatures, "match", match)

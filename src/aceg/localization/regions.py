@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Anchors per region (about a room of a large place's map at 64 anchors an image).
-ANCHORS_PER_REGION = 16384
+#: Anchors per region (about a room of a large place's map at 64 anchors an image); a map
+#: of fewer than twice as many (a room's, at the default budget) has no regions.
+ANCHORS_PER_REGION = 16000
 #: Best anchors searched per query patch, among which each region's best is read.
 CANDIDATES = 16
 #: Voted regions tried (each one more RANSAC).
@@ -42,9 +43,9 @@ class PlaceRegions:
     def of_points(cls, points: np.ndarray, anchors_per_region: int | None = None,
                   seed: int = 0) -> PlaceRegions | None:
         """Regions of anchors at (N, 3) ``points`` by k-means (faiss) into
-        round(N / ``anchors_per_region``) groups (default :data:`ANCHORS_PER_REGION`);
-        None when that is fewer than two."""
-        count = int(round(len(points) / (anchors_per_region or ANCHORS_PER_REGION)))
+        N // ``anchors_per_region`` groups (default :data:`ANCHORS_PER_REGION`); None when
+        that is fewer than two."""
+        count = len(points) // (anchors_per_region or ANCHORS_PER_REGION)
         if count < 2:
             return None
         import faiss
