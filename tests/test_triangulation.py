@@ -246,3 +246,31 @@ def test_cli_map_triangulate(tmp_path, capsys):
     assert "triangulation keypoints must be at least 16, got 3" in capsys.readouterr().err
     assert main(args + ["--depth"]) != 0
     assert "choose one source of depth" in capsys.readouterr().err
+
+
+def test_the_keypoint_pass_encodes_the_anchor_cells(tmp_path, monkeypatch):
+    """Images in multiples of 32 pixels: the anchor map takes its cells' features from the
+    triangulation's XFeat pass instead of encoding the images again, and is the same map."""
+    import aceg.mapping.common as common
+    from aceg.data.synthetic import generate_scene
+
+    generate_scene(tmp_path / "room", 3, frames_mapping=8, frames_query=0, height=96, width=128,
+                   splits=("mapping",), contact_sheet=False)
+    from aceg.data.readers import read_scene
+
+    scene = read_scene(tmp_path / "room" / "mapping")
+    assert common.keypoint_pass_encodes(scene, get_encoder("xfeat"), 96)
+    assert not common.keypoint_pass_encodes(scene, get_encoder("xfeat"), 72)  # 72 x 96: resized
+    encoded = []
+    monkeypatch.setattr(common, "build_buffer", lambda *a, **k: encoded.append(1) or build_buffer(*a, **k))
+    fast = map_scene(scene, tmp_path / "fast.map", model="anchors", progress=False)
+    assert not encoded  # no second pass over the images
+    monkeypatch.setattr(common, "keypoint_pass_encodes", lambda *a: False)
+    slow = map_scene(scene, tmp_path / "slow.map", model="anchors", progress=False)
+    assert encoded == [1]
+    assert fast.patches == slow.patches == 8 * 12 * 16  # every cell counted, kept or not
+    for key in ("anchors", "cells"):
+        assert fast.stats[key] == slow.stats[key]
+    assert fast.stats["triangulated"]["points"] == slow.stats["triangulated"]["points"] > 0
+    a, b = load_map(tmp_path / "fast.map"), load_map(tmp_path / "slow.map")
+    assert a.code.shape[0] > 50 and torch.equal(a.code, b.code)

@@ -30,7 +30,7 @@ from aceg.data.images import prepare_image
 from aceg.data.scene import Scene
 from aceg.mapping.checkpoint import chunks
 from aceg.mapping.losses import PatchBatch
-from aceg.model.encoder import Encoder
+from aceg.model.encoder import Encoder, patch_centres
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,44 @@ def build_buffer(
         target_valid=torch.from_numpy(np.concatenate(tvalid)) if with_targets else None,
         dropped=dropped,
     )
+
+
+def buffer_from_cells(scene: Scene, keypoints, depth_maps: Sequence[np.ndarray], stride: int,
+                      centre: np.ndarray | None = None) -> TrainingBuffer:
+    """The one-plain-pass buffer with ``targets_only`` (:func:`build_buffer`) of keypoints
+    that carry their cells' encoder features (``keypoints``: a
+    :class:`aceg.mapping.keypoints.SceneKeypoints` extracted with ``keep_cells``), without
+    encoding the images again. A cell gets a depth only from keypoints inside it, so the
+    cells holding keypoints are all the cells a target can come from; the buffer is the
+    same, patch for patch."""
+    centre = scene_centre(scene) if centre is None else np.asarray(centre, dtype=np.float64)
+    feats, pix, frames, targets, Ks, w2cs = [], [], [], [], [], []
+    dropped = 0
+    for fi, (frame, image, intrinsics) in enumerate(zip(scene.frames, keypoints.features,
+                                                        keypoints.intrinsics, strict=True)):
+        if image.cells is None:
+            raise ValueError(f"frame {frame.name}: keypoints extracted without their cells")
+        rows, cols = image.height // stride, image.width // stride
+        centres = patch_centres(rows, cols, stride)[image.cells].astype(np.float64)
+        c2w = frame.cam_to_world.copy()
+        c2w[:3, 3] -= centre
+        K = intrinsics.K
+        target, valid = _depth_targets(depth_maps[fi], centres, K, c2w)
+        dropped += rows * cols - int(valid.sum())
+        feats.append(torch.from_numpy(image.cell_features[valid]))
+        pix.append(centres[valid].astype(np.float32))
+        frames.append(np.full(int(valid.sum()), fi, dtype=np.int64))
+        targets.append(target[valid])
+        Ks.append(K)
+        w2cs.append(_centred_world_to_cam(frame.cam_to_world, centre))
+    first = keypoints.features[0]
+    return TrainingBuffer(
+        features=torch.cat(feats), pixels=torch.from_numpy(np.concatenate(pix)),
+        frame=torch.from_numpy(np.concatenate(frames)),
+        K=torch.from_numpy(np.stack(Ks)).float(), world_to_cam=torch.from_numpy(np.stack(w2cs)).float(),
+        centre=centre, image_size=(first.width, first.height),
+        target=torch.from_numpy(np.concatenate(targets)),
+        target_valid=torch.ones(sum(len(t) for t in targets), dtype=torch.bool), dropped=dropped)
 
 
 def _centred_world_to_cam(cam_to_world: np.ndarray, centre: np.ndarray) -> np.ndarray:

@@ -15,10 +15,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from aceg.data.images import working_size
 from aceg.data.scene import Scene
 from aceg.errors import AcegError
-from aceg.mapping.buffer import AugmentConfig, TrainingBuffer, build_buffer
-from aceg.mapping.triangulation import default_triangulation, triangulated_depth_maps
+from aceg.mapping.buffer import AugmentConfig, TrainingBuffer, buffer_from_cells, build_buffer
+from aceg.mapping.keypoints import XFEAT_SIZE_MULTIPLE, XFEAT_STRIDE
+from aceg.mapping.triangulation import (
+    default_triangulation,
+    depth_maps_of,
+    triangulate_mapping_keypoints,
+)
 from aceg.model.encoder import Encoder, get_encoder
 from aceg.model.map_file import LoadedRegressor, MapData, save_map
 
@@ -133,11 +139,16 @@ def encode_mapping_images(scene: Scene, enc: Encoder, short_side: int, plan: Buf
     depth_maps, geometry = None, None
     if plan.triangulate:
         config = default_triangulation(len(scene), plan.keypoints)
-        depth_maps, geometry = triangulated_depth_maps(scene, short_side, enc.stride, config,
-                                                       progress=progress, checkpoint=checkpoint)
+        reuse = plan.targets_only and plan.passes == 1 and keypoint_pass_encodes(scene, enc, short_side)
+        triangulated = triangulate_mapping_keypoints(scene, short_side, config, progress, checkpoint,
+                                                     keep_cells=reuse)
+        depth_maps, geometry = depth_maps_of(scene, triangulated, enc.stride)
         if geometry["points"] == 0:
             raise AcegError(f"scene {scene.name!r}: no keypoint could be triangulated between the "
                             f"mapping images (too few, too little texture or parallax); {no_points_fix}")
+        if reuse:  # the keypoint pass already encoded every cell a point can fall in
+            buffer = buffer_from_cells(scene, triangulated.keypoints, depth_maps, enc.stride)
+            return buffer, geometry
     bar = tqdm(total=len(scene), desc="encoding", unit="img", disable=not progress, leave=False)
     buffer = build_buffer(scene, enc, short_side, plan.passes, plan.patches_per_pass, plan.augment,
                           plan.use_depth, seed, progress=bar.update, depth_maps=depth_maps,
@@ -146,6 +157,18 @@ def encode_mapping_images(scene: Scene, enc: Encoder, short_side: int, plan: Buf
     if len(buffer) + buffer.dropped == 0:
         raise AcegError(f"scene {scene.name!r}: no usable patches (images too small?)")
     return buffer, geometry
+
+
+def keypoint_pass_encodes(scene: Scene, enc: Encoder, short_side: int) -> bool:
+    """Whether the triangulation's XFeat pass over each mapping image gives the features
+    ``enc`` would (:meth:`aceg.mapping.keypoints.SparseFeatures.extract` ``keep_cells``):
+    the XFeat encoder at its own stride, and every image at ``short_side`` a multiple of
+    the size XFeat runs on unresized."""
+    if enc.name != "xfeat" or enc.stride != XFEAT_STRIDE:
+        return False
+    short = scene.working_short_side(short_side)
+    return all(side % XFEAT_SIZE_MULTIPLE == 0 for f in scene.frames
+               for side in working_size(f.width, f.height, short))
 
 
 def map_data(scene: Scene, buffer: TrainingBuffer, enc: Encoder, short_side: int, method: str,

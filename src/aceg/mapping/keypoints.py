@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from aceg.data.camera import Intrinsics
@@ -24,14 +25,35 @@ from aceg.data.scene import Scene
 LIGHTERGLUE_WIDTH_CONFIDENCE = 0.95
 
 
+#: Pixels per cell of XFeat's dense map, and the image size multiple at which
+#: ``detectAndCompute`` runs the network on the image as it is (it resizes others).
+XFEAT_STRIDE = 8
+XFEAT_SIZE_MULTIPLE = 32
+
+
 @dataclass
 class ImageFeatures:
-    """Sparse features of one prepared image: keypoints (N, 2) px, descriptors (N, 64)."""
+    """Sparse features of one prepared image: keypoints (N, 2) px, descriptors (N, 64);
+    with ``keep_cells``, also the dense encoder features of the 8x8 cells that hold a
+    keypoint (``cells``: (K,) int64 raster indices row * columns + column, ascending;
+    ``cell_features``: (K, 64) float16, exactly the features
+    :class:`aceg.model.encoder.XFeatEncoder` gives those cells), else None."""
 
     keypoints: np.ndarray
     descriptors: np.ndarray
     width: int
     height: int
+    cells: np.ndarray | None = None
+    cell_features: np.ndarray | None = None
+
+
+def keypoint_cells(keypoints: np.ndarray, rows: int, cols: int, stride: int) -> np.ndarray:
+    """(K,) ascending raster indices (row * cols + column) of the ``stride`` cells of a
+    rows x cols grid holding the (N, 2) pixel ``keypoints``, binned as
+    :func:`aceg.mapping.triangulation.keypoint_depth_map` bins them."""
+    col = np.clip((keypoints[:, 0] + 0.5) // stride, 0, cols - 1).astype(np.int64)
+    row = np.clip((keypoints[:, 1] + 0.5) // stride, 0, rows - 1).astype(np.int64)
+    return np.unique(row * cols + col)
 
 
 class SparseFeatures:
@@ -67,14 +89,36 @@ class SparseFeatures:
         return self._matcher
 
     @torch.inference_mode()
-    def extract(self, rgb: np.ndarray) -> ImageFeatures:
-        """Keypoints (float32 px) and descriptors (float32) of an RGB uint8 (H, W, 3) image."""
-        out = self.xfeat.detectAndCompute(rgb, top_k=self.max_keypoints)[0]
-        return ImageFeatures(
-            out["keypoints"].cpu().numpy().astype(np.float32),
-            out["descriptors"].cpu().numpy().astype(np.float32),
-            rgb.shape[1], rgb.shape[0],
-        )
+    def extract(self, rgb: np.ndarray, keep_cells: bool = False) -> ImageFeatures:
+        """Keypoints (float32 px) and descriptors (float32) of an RGB uint8 (H, W, 3) image.
+
+        ``keep_cells`` (height and width multiples of :data:`XFEAT_SIZE_MULTIPLE`, where
+        XFeat runs on the image unresized) also keeps, from the same network pass, the
+        dense features of the cells holding keypoints (:class:`ImageFeatures`): the
+        mapping then needs no second pass of the encoder over the image.
+        """
+        h, w = rgb.shape[:2]
+        if keep_cells and (h % XFEAT_SIZE_MULTIPLE or w % XFEAT_SIZE_MULTIPLE):
+            raise ValueError(f"keep_cells needs an image size in multiples of {XFEAT_SIZE_MULTIPLE}, "
+                             f"got {w}x{h}")
+        dense = []
+        hook = (self.xfeat.net.register_forward_hook(lambda _m, _i, out: dense.append(out[0]))
+                if keep_cells else None)
+        try:
+            out = self.xfeat.detectAndCompute(rgb, top_k=self.max_keypoints)[0]
+        finally:
+            if hook is not None:
+                hook.remove()
+        features = ImageFeatures(out["keypoints"].cpu().numpy().astype(np.float32),
+                                 out["descriptors"].cpu().numpy().astype(np.float32), w, h)
+        if keep_cells:
+            # the encoder's normalisation (XFeatEncoder), on the same map
+            channels, rows, cols = dense[0].shape[1:]
+            fmap = F.normalize(dense[0], dim=1)[0] * channels ** 0.5
+            features.cells = keypoint_cells(features.keypoints, rows, cols, XFEAT_STRIDE)
+            flat = fmap.reshape(channels, -1).T
+            features.cell_features = flat[torch.from_numpy(features.cells)].half().cpu().numpy()
+        return features
 
     @torch.inference_mode()
     def match(self, a: ImageFeatures, b: ImageFeatures, min_confidence: float) -> np.ndarray:
@@ -106,9 +150,10 @@ class SceneKeypoints:
 
 def extract_scene_keypoints(scene: Scene, short_side: int, features: SparseFeatures,
                             use_depth: bool = False, progress: bool = True,
-                            checkpoint=None) -> SceneKeypoints:
+                            checkpoint=None, keep_cells: bool = False) -> SceneKeypoints:
     """Prepare every frame of ``scene`` at ``short_side`` (with its depth map when
-    ``use_depth``) and extract its keypoints. With a ``checkpoint``
+    ``use_depth``) and extract its keypoints (with ``keep_cells``, also their cells'
+    dense features: :meth:`SparseFeatures.extract`). With a ``checkpoint``
     (:class:`aceg.mapping.checkpoint.MappingCheckpoint`; not with ``use_depth``) the
     keypoints are kept chunk by chunk and read back when an earlier run left them."""
     from aceg.mapping.checkpoint import chunks
@@ -129,7 +174,7 @@ def extract_scene_keypoints(scene: Scene, short_side: int, features: SparseFeatu
             frame = scene.frames[i]
             prepared = prepare_image(frame.image_path, frame.intrinsics, short_side,
                                      depth_path=frame.depth_path if use_depth else None)
-            extracted.append(features.extract(prepared.rgb))
+            extracted.append(features.extract(prepared.rgb, keep_cells))
             intrinsics.append(prepared.intrinsics)
             depths.append(prepared.depth)
             bar.update(1)
@@ -142,15 +187,26 @@ def extract_scene_keypoints(scene: Scene, short_side: int, features: SparseFeatu
 
 def _pack_features(features: list[ImageFeatures]) -> dict[str, np.ndarray]:
     """The keypoints of several images as flat arrays (for a checkpoint chunk)."""
-    return {"keypoints": np.concatenate([f.keypoints for f in features]).astype(np.float32),
-            "descriptors": np.concatenate([f.descriptors for f in features]).astype(np.float32),
-            "counts": np.array([len(f.keypoints) for f in features], np.int64),
-            "sizes": np.array([[f.width, f.height] for f in features], np.int64)}
+    packed = {"keypoints": np.concatenate([f.keypoints for f in features]).astype(np.float32),
+              "descriptors": np.concatenate([f.descriptors for f in features]).astype(np.float32),
+              "counts": np.array([len(f.keypoints) for f in features], np.int64),
+              "sizes": np.array([[f.width, f.height] for f in features], np.int64)}
+    if all(f.cells is not None for f in features):
+        packed.update(cells=np.concatenate([f.cells for f in features]),
+                      cell_features=np.concatenate([f.cell_features for f in features]),
+                      cell_counts=np.array([len(f.cells) for f in features], np.int64))
+    return packed
 
 
 def _unpack_features(arrays: dict[str, np.ndarray]) -> list[ImageFeatures]:
     """The inverse of :func:`_pack_features`."""
     bounds = np.cumsum(arrays["counts"])[:-1]
-    return [ImageFeatures(k, d, int(w), int(h)) for k, d, (w, h) in
-            zip(np.split(arrays["keypoints"], bounds), np.split(arrays["descriptors"], bounds),
-                arrays["sizes"], strict=True)]
+    out = [ImageFeatures(k, d, int(w), int(h)) for k, d, (w, h) in
+           zip(np.split(arrays["keypoints"], bounds), np.split(arrays["descriptors"], bounds),
+               arrays["sizes"], strict=True)]
+    if "cells" in arrays:
+        bounds = np.cumsum(arrays["cell_counts"])[:-1]
+        for f, c, feats in zip(out, np.split(arrays["cells"], bounds),
+                               np.split(arrays["cell_features"], bounds), strict=True):
+            f.cells, f.cell_features = c, feats
+    return out

@@ -147,10 +147,16 @@ def triangulated_depth_maps(scene: Scene, short_side: int, stride: int,
 
     ``short_side`` is the working short side the buffer prepares the images at; every frame
     needs a pose (:func:`aceg.mapping.common.check_mapping_scene`). Returns the maps, in
-    frame order (a :class:`CellDepthMaps`), and ``{"points": triangulated keypoints, "cells": % of patch cells with a
-    depth, "seconds": wall time}``.
+    frame order (a :class:`CellDepthMaps`), and ``{"points": triangulated keypoints,
+    "cells": % of patch cells with a depth, "seconds": wall time}``.
     """
     triangulated = triangulate_mapping_keypoints(scene, short_side, config, progress, checkpoint)
+    return depth_maps_of(scene, triangulated, stride, refine)
+
+
+def depth_maps_of(scene: Scene, triangulated: TriangulatedKeypoints, stride: int,
+                  refine: bool = True) -> tuple[CellDepthMaps, dict]:
+    """:func:`triangulated_depth_maps` of keypoints already triangulated."""
     maps, cells, total, points = CellDepthMaps(stride), 0, 0, 0
     for frame, feats, xyz in zip(scene.frames, triangulated.keypoints.features, triangulated.world,
                                  strict=True):
@@ -193,12 +199,15 @@ class TriangulatedKeypoints:
 
 def triangulate_mapping_keypoints(scene: Scene, short_side: int,
                                   config: TriangulationConfig | None = None,
-                                  progress: bool = True, checkpoint=None) -> TriangulatedKeypoints:
+                                  progress: bool = True, checkpoint=None,
+                                  keep_cells: bool = False) -> TriangulatedKeypoints:
     """Extract the keypoints of every frame of ``scene`` (posed) at the working short side
     ``short_side`` and triangulate them (:func:`aceg.mapping.tracks.triangulate_scene`);
     ``config`` defaults to :func:`default_triangulation` of the scene's size. With a
     ``checkpoint`` (:class:`aceg.mapping.checkpoint.MappingCheckpoint`) the keypoints and
-    matches are kept as they are made, and read back when an earlier run left them."""
+    matches are kept as they are made, and read back when an earlier run left them. With
+    ``keep_cells`` the keypoints also carry their cells' encoder features
+    (:meth:`aceg.mapping.keypoints.SparseFeatures.extract`)."""
     if config is None:
         config = default_triangulation(len(scene.frames))
     if not scene.has_poses:
@@ -206,7 +215,8 @@ def triangulate_mapping_keypoints(scene: Scene, short_side: int,
     features = SparseFeatures(config.max_keypoints, depth_confidence=config.depth_confidence)
     start = time.perf_counter()
     keypoints = extract_scene_keypoints(scene, scene.working_short_side(short_side), features,
-                                        progress=progress, checkpoint=checkpoint)
+                                        progress=progress, checkpoint=checkpoint,
+                                        keep_cells=keep_cells)
     world = triangulate_scene(scene, keypoints, features, config, progress, checkpoint)
     return TriangulatedKeypoints(keypoints, world, config.max_keypoints, time.perf_counter() - start)
 
