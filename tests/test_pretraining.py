@@ -329,7 +329,9 @@ def test_pool_codes_fit_triangulated_depth(textured_scene: Path, tmp_path: Path,
     assert torch.equal(torch.nan_to_num(again.scenes[0].splits[MAPPING_SPLIT].triangulated),
                        torch.nan_to_num(tri))
     # ... unless the triangulation has changed since: then it triangulates again
-    monkeypatch.setattr("aceg.mapping.triangulation.TRIANGULATION_VERSION", 4)
+    from aceg.mapping.triangulation import TRIANGULATION_VERSION
+
+    monkeypatch.setattr("aceg.mapping.triangulation.TRIANGULATION_VERSION", TRIANGULATION_VERSION + 1)
     with pytest.raises(AssertionError, match="triangulated again"):
         Pretrainer([textured_scene], tmp_path / "run", cfg, progress=False)
     monkeypatch.undo()
