@@ -63,3 +63,5 @@ def test_look_alike_rooms_split_the_plain_read_out_but_not_a_region(tmp_path, mo
     assert voted.stage == "region" and voted.inliers > 1.5 * plain.inliers
     offset = voted.cam_to_world[:3, 3] - frame.cam_to_world[:3, 3]
     assert min(np.linalg.norm(offset), np.linalg.norm(offset - [20.0, 0, 0])) < 0.1  # one room
+    # the other room explains the image as well: a pose, but not a confident one
+    assert not voted.confident

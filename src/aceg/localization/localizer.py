@@ -81,6 +81,11 @@ CONFIDENT_INLIERS = 200
 #: Largest standard deviation of the camera centre (metres) of a pose flagged confident:
 #: half the 10 cm bound that relocalization benchmarks count as right.
 CONFIDENT_CENTRE_STD_M = 0.05
+#: A large map's pose is not confident when a pose of another voted region, at least this
+#: far away (metres), has at least 1 / this ratio of its inliers
+#: (:meth:`Localizer.region_pose`).
+AMBIGUOUS_DISTANCE_M = 0.5
+AMBIGUOUS_INLIER_RATIO = 1.5
 #: Fewer usable 2D-3D correspondences than this: "not localized".
 MIN_CORRESPONDENCES = 12
 #: RANSAC inlier threshold, pixels of the prepared image (ACE uses 10 px at short side 480).
@@ -332,9 +337,12 @@ class Localizer:
                     height: int, first: LocalizationResult, name: str) -> LocalizationResult:
         """The pose with the most inliers among ``first`` and one RANSAC per voted region
         (:mod:`aceg.localization.regions`), each patch reading its best anchor in that
-        region (the ``keep_quantile`` most similar of those)."""
+        region (the ``keep_quantile`` most similar of those). It is not flagged confident
+        when another of these poses, elsewhere (:data:`AMBIGUOUS_DISTANCE_M` away), has
+        nearly as many inliers (:data:`AMBIGUOUS_INLIER_RATIO`): two look-alike rooms
+        explain the image about equally well."""
         sims, index = candidates
-        best = first
+        poses = [first] if first.cam_to_world is not None else []
         for region in self.regions.voted(sims, index):
             anchor, similarity = self.regions.best_in(region, sims, index)
             found = anchor >= 0
@@ -343,10 +351,16 @@ class Localizer:
             keep = found & (similarity >= np.quantile(similarity[found], 1.0 - self.keep_quantile))
             result = self.solve_pnp(pixels[keep], self._anchor_world[anchor[keep]], intrinsics,
                                     width, height, name)
-            if result.cam_to_world is not None and (best.cam_to_world is None
-                                                    or result.inliers > best.inliers):
+            if result.cam_to_world is not None:
                 result.stage = "region"
-                best = result
+                poses.append(result)
+        if not poses:
+            return first
+        best = max(poses, key=lambda r: r.inliers)  # the first of equals: the plain read-out
+        rivals = [r.inliers for r in poses
+                  if np.linalg.norm(r.cam_to_world[:3, 3] - best.cam_to_world[:3, 3]) > AMBIGUOUS_DISTANCE_M]
+        if rivals and best.inliers < AMBIGUOUS_INLIER_RATIO * max(rivals):
+            best.confident = False
         return best
 
     def guided_pose(self, descriptors: np.ndarray, pixels: np.ndarray, intrinsics: Intrinsics,
