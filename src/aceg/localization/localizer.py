@@ -309,19 +309,18 @@ class Localizer:
                     pick = torch.linspace(0, flat.shape[0] - 1, limit).round().long()
                 flat, pixels = flat[pick], pixels[pick.numpy()]
             if self.regions is not None:
-                world, log_unc, candidates = self._read_with_candidates(flat, pixels)
-                pixels = candidates[2]
-                candidates = candidates[:2]
+                world, log_unc, pixels, candidates = self._read_with_candidates(flat, pixels)
             else:
                 world, log_unc = self.predict_flat(flat)
         timings["regress"] = time.perf_counter() - t
         return pixels, world, log_unc, descriptors, candidates
 
     def _read_with_candidates(self, features: torch.Tensor, pixels: np.ndarray):
-        """:meth:`predict_flat` of (P, C) ``features`` that also keeps each patch's
-        :data:`aceg.localization.regions.CANDIDATES` best anchors: world (P', 3),
-        log-uncertainty (P',) and ((P', K) similarities, (P', K) indices, (P', 2) pixels),
-        P' at most the regressor's ``max_queries`` (an evenly spaced subset, as it reads)."""
+        """:meth:`predict_flat` of (P, C) ``features`` at (P, 2) ``pixels`` that also keeps
+        each patch's :data:`aceg.localization.regions.CANDIDATES` best anchors: world
+        (P', 3), log-uncertainty (P',), pixels (P', 2) and ((P', K) similarities, (P', K)
+        indices), P' at most the regressor's ``max_queries`` (an evenly spaced subset, as
+        it reads)."""
         limit = self._model.config.max_queries
         if features.shape[0] > limit:
             pick = torch.linspace(0, features.shape[0] - 1, limit).round().long()
@@ -330,8 +329,8 @@ class Localizer:
             sims, index = self._model.search(features.to(self.device), self._code, CANDIDATES)
             coords, log_unc = self._model.read_out(sims, index, self._code)
         world = coords.double().cpu().numpy() + self.data.scene_centre
-        return (world, log_unc.float().cpu().numpy(),
-                (sims.float().cpu().numpy(), index.cpu().numpy(), pixels))
+        return (world, log_unc.float().cpu().numpy(), pixels,
+                (sims.float().cpu().numpy(), index.cpu().numpy()))
 
     def region_pose(self, pixels: np.ndarray, candidates, intrinsics: Intrinsics, width: int,
                     height: int, first: LocalizationResult, name: str) -> LocalizationResult:
