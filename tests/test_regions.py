@@ -65,3 +65,26 @@ def test_look_alike_rooms_split_the_plain_read_out_but_not_a_region(tmp_path, mo
     assert min(np.linalg.norm(offset), np.linalg.norm(offset - [20.0, 0, 0])) < 0.1  # one room
     # the other room explains the image as well: a pose, but not a confident one
     assert not voted.confident
+
+
+def test_queries_read_the_cells_xfeat_rates_highest(tmp_path):
+    """The encoder's cell ratings come from the same pass as its features, and a query
+    reads the ``query_patches`` best-rated cells (all of them when there are fewer)."""
+    from aceg.data.images import load_image, prepare_image
+    from aceg.model.encoder import get_encoder
+
+    scene = corner_scene(tmp_path / "s", n=6)
+    path = tmp_path / "m.map"
+    map_scene(scene.subset([0, 2, 4]), path, model="anchors", short_side=120, progress=False)
+    frame = scene.frames[3]
+    enc = get_encoder("xfeat")
+    rgb = prepare_image(frame.image_path, frame.intrinsics, 120, enc.stride, rgb=load_image(frame.image_path)).rgb
+    feats, scores = enc.encode_scored(rgb)
+    assert torch.equal(feats, enc.encode(rgb)) and scores.shape == (1, 15, 20)
+    assert 0.0 <= float(scores.min()) and float(scores.max()) <= 1.0 and float(scores.std()) > 0
+    top = set(torch.topk(scores.reshape(-1), 60).indices.tolist())
+    centres = enc.centres(15, 20)
+    pixels = Localizer(path, query_patches=60).correspondences(rgb, {})[0]
+    assert len(pixels) == 60
+    assert {int(np.flatnonzero((centres == p).all(1))[0]) for p in pixels.astype(np.float32)} == top
+    assert len(Localizer(path, query_patches=2048).correspondences(rgb, {})[0]) == 300  # all cells
