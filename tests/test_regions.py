@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+import aceg.localization.localizer as localizer_module
 import aceg.localization.regions as regions_module
 from aceg.localization.localizer import Localizer
 from aceg.localization.regions import PlaceRegions
@@ -55,16 +56,19 @@ def test_look_alike_rooms_split_the_plain_read_out_but_not_a_region(tmp_path, mo
     assert Localizer(path).regions is None  # a small map has no regions
     monkeypatch.setattr(regions_module, "ANCHORS_PER_REGION", len(points))  # two regions
     frame = query.frames[0]
-    plain = Localizer(path, regions=False).localize_frame(frame)
-    loc = Localizer(path)
+    plain = Localizer(path, regions=False, confident_inliers=50).localize_frame(frame)
+    loc = Localizer(path, confident_inliers=50)
     assert loc.regions is not None and loc.regions.count == 2
     assert len(np.unique(loc.regions.labels[: len(points)])) == 1  # one region a room
     voted = loc.localize_frame(frame)
     assert voted.stage == "region" and voted.inliers > 1.5 * plain.inliers
     offset = voted.cam_to_world[:3, 3] - frame.cam_to_world[:3, 3]
     assert min(np.linalg.norm(offset), np.linalg.norm(offset - [20.0, 0, 0])) < 0.1  # one room
-    # the other room explains the image as well: a pose, but not a confident one
+    # the other room explains the image as well: a pose, but not a confident one (it would
+    # be without that rule)
     assert not voted.confident
+    monkeypatch.setattr(localizer_module, "AMBIGUOUS_INLIER_RATIO", 0.0)
+    assert loc.localize_frame(frame).confident
 
 
 def test_queries_read_the_cells_xfeat_rates_highest(tmp_path):

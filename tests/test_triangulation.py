@@ -12,7 +12,7 @@ import torch
 from aceg.cli.main import main
 from aceg.errors import AcegError
 from aceg.mapping.anchor_map import anchor_code
-from aceg.mapping.buffer import build_buffer
+from aceg.mapping.buffer import buffer_from_cells, build_buffer
 from aceg.mapping.mapper import map_scene
 from aceg.mapping.tracks import track_labels, triangulate_tracks
 from aceg.mapping.triangulation import (
@@ -24,8 +24,10 @@ from aceg.mapping.triangulation import (
     CellDepthMaps,
     default_keypoints,
     default_triangulation,
+    depth_maps_of,
     keypoint_depth_map,
     refine_cell_depth,
+    triangulate_mapping_keypoints,
     triangulated_depth_maps,
 )
 from aceg.model.ace_head import AceHeadConfig
@@ -274,3 +276,12 @@ def test_the_keypoint_pass_encodes_the_anchor_cells(tmp_path, monkeypatch):
     assert fast.stats["triangulated"]["points"] == slow.stats["triangulated"]["points"] > 0
     a, b = load_map(tmp_path / "fast.map"), load_map(tmp_path / "slow.map")
     assert a.code.shape[0] > 50 and torch.equal(a.code, b.code)
+    # and the buffers themselves, patch for patch
+    tri = triangulate_mapping_keypoints(scene, 96, progress=False, keep_cells=True)
+    maps, _ = depth_maps_of(scene, tri, 8)
+    cells = buffer_from_cells(scene, tri.keypoints, maps, 8)
+    encoded = build_buffer(scene, get_encoder("xfeat"), 96, passes=1, augment=None, depth_maps=maps,
+                           targets_only=True)
+    for name in ("features", "pixels", "frame", "target", "K", "world_to_cam"):
+        assert torch.equal(getattr(cells, name), getattr(encoded, name)), name
+    assert cells.dropped == encoded.dropped > 0 and len(cells) > 50

@@ -174,7 +174,7 @@ def mapping_settings(args) -> dict:
     apply to the model and were given, and the working short side)."""
     settings = {"short_side": args.short_side}
     if args.model == "anchors":
-        settings["resume"] = not args.restart
+        settings["resume"] = True
     for dest in ("preset", "iterations", "batch_size", "code_init", "max_anchors", "map_size",
                  "encoder", "depth", "triangulate", "keypoints", "anchor_points"):
         value = getattr(args, dest)
@@ -228,6 +228,10 @@ def run(args) -> int:
     # Held from here to the write: a second `aceg map` to OUT is refused, not raced.
     with output_lock(args.out, "aceg map"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if args.restart:
+            from aceg.mapping.checkpoint import discard_partial
+
+            discard_partial(args.out)
         result = map_scene(scene, args.out, model=args.model, regressor=args.regressor,
                            seed=args.seed, **mapping_settings(args))
     for w in caught:

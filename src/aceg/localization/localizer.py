@@ -94,7 +94,8 @@ RANSAC_PX = 10.0
 KEEP_QUANTILE = 0.75
 #: Keypoints extracted per query image for an anchor map of keypoints.
 QUERY_KEYPOINTS = 2048
-#: Patch cells of a query read from an anchor map of cells at most: those the encoder
+#: Patch cells of a query read from an anchor map of cells at most (the anchor model;
+#: other models read every cell): those the encoder
 #: rates likeliest to hold a repeatable keypoint (:meth:`aceg.model.encoder.Encoder.encode_scored`;
 #: an evenly spaced subset when it rates none). The anchor search and RANSAC cost grow with
 #: them; cells XFeat rates low are mostly wrong correspondences that RANSAC has to reject
@@ -231,6 +232,8 @@ class Localizer:
         self._sparse = None  # the keypoint extractor, made on first use (sparse_features)
         #: The anchors' regions of a large cell map (None: the plain read-out only).
         self.regions: PlaceRegions | None = None
+        #: Whether queries read at most ``query_patches`` rated cells (anchor maps of cells).
+        self._reads_rated_cells = False
         if self.data.method == "aceg":
             reg = (regressor_for_map(self.data, map_path) if regressor is None
                    else resolve_regressor(regressor, None, self.data.encoder))
@@ -248,6 +251,7 @@ class Localizer:
                 self.sparse_features()  # made here, once: a service shares the localizer
             else:
                 self._predict = lambda f: model(f, code)
+                self._reads_rated_cells = isinstance(model, AnchorRegressor)
                 if regions and isinstance(model, AnchorRegressor):
                     width = model.config.feature_dim
                     self.regions = PlaceRegions.of_points(code[:, width:].float().cpu().numpy())
@@ -302,12 +306,12 @@ class Localizer:
             flat = feats[0].reshape(C, -1).T
             pixels = self.encoder.centres(rows, cols).astype(np.float64)
             limit = self.query_patches
-            if self.data.method == "aceg" and limit is not None and flat.shape[0] > limit:
+            if self._reads_rated_cells and limit is not None and flat.shape[0] > limit:
                 if scores is not None:
-                    pick = torch.topk(scores[0].reshape(-1), limit).indices.sort().values
+                    pick = torch.topk(scores[0].reshape(-1), limit).indices.sort().values.cpu()
                 else:
                     pick = torch.linspace(0, flat.shape[0] - 1, limit).round().long()
-                flat, pixels = flat[pick], pixels[pick.numpy()]
+                flat, pixels = flat[pick.to(flat.device)], pixels[pick.numpy()]
             if self.regions is not None:
                 world, log_unc, pixels, candidates = self._read_with_candidates(flat, pixels)
             else:

@@ -202,7 +202,7 @@ def build_buffer(
     keep_chunks = checkpoint is not None and passes == 1 and patches_per_pass is None
     for number, indices in chunks(len(scene.frames)):
         name = f"patches-{number:05d}"
-        stored = checkpoint.load(name) if keep_chunks else None
+        stored = checkpoint.load(name, len(indices), "K") if keep_chunks else None
         if stored is not None:
             feats.append(torch.from_numpy(stored["features"]))
             pix.append(stored["pixels"])
@@ -210,7 +210,7 @@ def build_buffer(
             if with_targets:
                 targets.append(stored["target"])
                 tvalid.append(stored["target_valid"])
-            dropped += int(stored["dropped"])
+            dropped += int(stored["dropped"][0])
             Ks += list(stored["K"])
             sizes += [tuple(int(x) for x in wh) for wh in stored["size"]]
             for fi in indices:
@@ -251,7 +251,7 @@ def build_buffer(
                 progress(1)
         if keep_chunks:
             chunk = {"features": torch.cat(feats[first:]).numpy(), "pixels": np.concatenate(pix[first:]),
-                     "frame": np.concatenate(frames[first:]), "dropped": np.array(dropped - first_dropped),
+                     "frame": np.concatenate(frames[first:]), "dropped": np.array([dropped - first_dropped]),
                      "K": np.stack(Ks[indices.start:]), "size": np.array(sizes[indices.start:])}
             if with_targets:
                 chunk.update(target=np.concatenate(targets[first:]), target_valid=np.concatenate(tvalid[first:]))
@@ -287,6 +287,10 @@ def buffer_from_cells(scene: Scene, keypoints, depth_maps: Sequence[np.ndarray],
         if image.cells is None:
             raise ValueError(f"frame {frame.name}: keypoints extracted without their cells")
         rows, cols = image.height // stride, image.width // stride
+        grid = np.asarray(depth_maps[fi])[stride // 2:: stride, stride // 2:: stride][:rows, :cols]
+        if not np.isin(np.flatnonzero(grid.ravel() > 0), image.cells).all():
+            raise ValueError(f"frame {frame.name}: a cell without keypoints has a depth (filled "
+                             "depth maps need the encoder's own pass: build_buffer)")
         centres = patch_centres(rows, cols, stride)[image.cells].astype(np.float64)
         c2w = frame.cam_to_world.copy()
         c2w[:3, 3] -= centre

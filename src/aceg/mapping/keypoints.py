@@ -162,7 +162,7 @@ def extract_scene_keypoints(scene: Scene, short_side: int, features: SparseFeatu
     bar = tqdm(total=len(scene.frames), desc="keypoints", unit="img", disable=not progress)
     for number, indices in chunks(len(scene.frames)):
         name = f"keypoints-{number:05d}"
-        stored = None if checkpoint is None or use_depth else checkpoint.load(name)
+        stored = None if checkpoint is None or use_depth else checkpoint.load(name, len(indices), "counts")
         if stored is not None:
             extracted += _unpack_features(stored)
             intrinsics += [Intrinsics.from_K(K) for K in stored["K"]]

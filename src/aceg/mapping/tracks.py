@@ -156,7 +156,7 @@ def _pair_matches(pairs: list[tuple[int, int]], extracted, features: SparseFeatu
     bar = tqdm(total=len(pairs), desc="triangulation", unit="pair", disable=not progress)
     for number, indices in chunks(len(pairs)):
         name = f"matches-{number:05d}"
-        stored = None if checkpoint is None else checkpoint.load(name)
+        stored = None if checkpoint is None else checkpoint.load(name, len(indices), "counts")
         if stored is not None:
             found = np.split(stored["matches"], np.cumsum(stored["counts"])[:-1])
         else:
