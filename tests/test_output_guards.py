@@ -274,7 +274,8 @@ def test_an_anchor_map_with_few_anchors_warns():
     for valid_count, warns in ((FEW_ANCHORS - 1, True), (FEW_ANCHORS, False)):
         valid = torch.zeros(n, dtype=torch.bool)
         valid[:valid_count] = True
-        buffer = SimpleNamespace(features=features, target=torch.randn(n, 3), target_valid=valid)
+        buffer = SimpleNamespace(features=features, target=torch.randn(n, 3), target_valid=valid,
+                                 dropped=0)
         with pytest.warns(UserWarning, match="anchors") if warns else _no_warning():
             code, stats = anchor_code(model, buffer, torch.Generator().manual_seed(0))
         assert stats["anchors"] == valid_count == len(code)
