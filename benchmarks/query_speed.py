@@ -1,22 +1,28 @@
 """Query time stage by stage on real maps, under several query settings, in one run.
 
 Maps each data set with the default model (or reads the maps already made in ``--work``),
-then localizes its queries once per setting of ``--query-patches`` (patch cells read per
-query: "all", or the N the encoder rates likeliest to hold keypoints,
-:data:`aceg.localization.localizer.QUERY_PATCHES`) and prints, side by side, the median
+then localizes its queries once per setting of ``--settings`` and prints, side by side, the median
 time of each stage (prepare, encode, anchor search, RANSAC, total), the accuracy
 (10 cm / 10 deg) per split and the ratio of total times to the first setting's. Settings
 alternate query by query, so a noisy machine slows them alike.
 
+A setting is words joined by "/": the patch cells read per query ("all", or the N the
+encoder rates likeliest to hold keypoints, :data:`aceg.localization.localizer.QUERY_PATCHES`),
+then optionally the encoder's runtime ("torch", "auto" or "onnxruntime",
+:data:`aceg.localization.localizer.ENCODER_RUNTIME`) and "pN", the anchor lists each cell
+searches (``AnchorConfig.lists_probed``). "2048/torch/p16" is the default before ONNX
+Runtime.
+
     aceg synth /work/data/room-200 --scenes 1 --seed 424242 --frames-mapping 200 \\
         --frames-query 30 --size 480x640 --splits mapping,query_same,query_view
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/query_speed.py \\
-        --synthetic /work/data/room-200 --real ../shared/data --query-patches all 2048 1024
+        --synthetic /work/data/room-200 --real ../shared/data --settings 2048/torch 2048/auto
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 from pathlib import Path
 
@@ -31,18 +37,42 @@ from aceg.mapping.mapper import map_scene
 STAGES = ("prepare", "encode", "regress", "ransac", "total")
 
 
+def parse_setting(text: str) -> dict:
+    """Keyword arguments of :func:`localizer` for a setting (module docstring)."""
+    words = text.split("/")
+    setting = {"query_patches": None if words[0] == "all" else int(words[0])}
+    for word in words[1:]:
+        if word in ("torch", "auto", "onnxruntime"):
+            setting["encoder_runtime"] = word
+        elif word.startswith("p") and word[1:].isdigit():
+            setting["lists_probed"] = int(word[1:])
+        else:
+            raise SystemExit(f"unknown word {word!r} in setting {text!r}")
+    return setting
+
+
+def localizer(map_path: Path, lists_probed: int | None = None, **kwargs) -> Localizer:
+    """A localizer of ``map_path`` with ``kwargs``, its regressor searching ``lists_probed``
+    lists when given."""
+    loc = Localizer(map_path, **kwargs)
+    if lists_probed is not None:
+        model = loc.regressor.model
+        model.config = dataclasses.replace(model.config, lists_probed=lists_probed)
+    return loc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(parser, ("query_same", "query_view"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/aceg-query-speed"),
                         help="where the maps are made (and reused from)")
-    parser.add_argument("--query-patches", nargs="+", default=["all", "1024"],
-                        help="settings to compare: 'all' or a number of patch cells")
+    parser.add_argument("--settings", nargs="+", default=["2048/torch", "2048/auto"],
+                        help="settings to compare (module docstring): e.g. all, 2048/torch, 1024/auto/p8")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the queries (the first warms up)")
     args = parser.parse_args()
 
     sets = datasets(args)
-    settings = {s: None if s == "all" else int(s) for s in args.query_patches}
+    settings = {s: parse_setting(s) for s in args.settings}
     times = {s: {k: [] for k in STAGES} for s in settings}
     errors: dict[str, dict[str, list]] = {s: {} for s in settings}
     print(f"threads: {torch.get_num_threads()}")
@@ -53,7 +83,7 @@ def main() -> None:
             result = map_scene(data.mapping, map_path, model="anchors", progress=False)
             print(f"{data.name}: mapped {result.frames} images in {result.seconds['total']:.1f} s, "
                   f"map {result.file_size / 1e6:.2f} MB", flush=True)
-        localizers = {s: Localizer(map_path, query_patches=n) for s, n in settings.items()}
+        localizers = {s: localizer(map_path, **kw) for s, kw in settings.items()}
         queries = [(split, f) for split, scene in data.queries.items() for f in scene.frames]
         for round_ in range(args.rounds):
             for split, frame in queries:

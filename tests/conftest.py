@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real data folder missing: {SHARED_DATA} (CI clones with ../shared beside it)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _encoder_cache(tmp_path_factory):
+    """A fresh cache folder for the session's exported encoder (aceg.model.onnx_network), also
+    seen by the CLI in subprocesses: the tests do not depend on, or write to, the user's."""
+    previous = os.environ.get("ACEG_CACHE")
+    os.environ["ACEG_CACHE"] = str(tmp_path_factory.mktemp("aceg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ACEG_CACHE", None)
+    else:
+        os.environ["ACEG_CACHE"] = previous
 
 
 @pytest.fixture(autouse=True)

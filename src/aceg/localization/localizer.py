@@ -94,6 +94,10 @@ RANSAC_PX = 10.0
 KEEP_QUANTILE = 0.75
 #: Keypoints extracted per query image for an anchor map of keypoints.
 QUERY_KEYPOINTS = 2048
+#: What runs the query encoder's network (:data:`aceg.model.onnx_network.RUNTIMES`): "auto"
+#: is ONNX Runtime on the CPU when installed, PyTorch otherwise; the same features up to
+#: float rounding.
+ENCODER_RUNTIME = "auto"
 #: Patch cells of a query read from an anchor map of cells at most (the anchor model;
 #: other models read every cell): those the encoder
 #: rates likeliest to hold a repeatable keypoint (:meth:`aceg.model.encoder.Encoder.encode_scored`;
@@ -196,6 +200,7 @@ class Localizer:
         query_patches: patch cells of a query read at most (:data:`QUERY_PATCHES`).
         regions: with a cell map of the anchor model large enough to hold regions, also try
             the read-out within the voted regions (:mod:`aceg.localization.regions`).
+        encoder_runtime: what runs the encoder's network (:data:`ENCODER_RUNTIME`).
     """
 
     def __init__(self, map_path: str | Path, regressor=None, device: torch.device | str = "cpu",
@@ -205,7 +210,8 @@ class Localizer:
                  confident_centre_std_m: float = CONFIDENT_CENTRE_STD_M,
                  image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
                  pose_check: PoseCheck = DEFAULT_POSE_CHECK,
-                 query_patches: int | None = QUERY_PATCHES, regions: bool = True) -> None:
+                 query_patches: int | None = QUERY_PATCHES, regions: bool = True,
+                 encoder_runtime: str = ENCODER_RUNTIME) -> None:
         self.map_path = Path(map_path)
         if query_patches is not None and query_patches < MIN_CORRESPONDENCES:
             raise AcegError(f"query_patches must be at least {MIN_CORRESPONDENCES}, got {query_patches}")
@@ -217,7 +223,7 @@ class Localizer:
         self.guided = guided
         self.data = load_map(map_path)
         self.device = torch.device(device)
-        self.encoder = get_encoder(self.data.encoder, self.device)
+        self.encoder = get_encoder(self.data.encoder, self.device, encoder_runtime)
         if self.encoder.stride != self.data.stride:
             raise AcegError(f"{map_path}: map stride {self.data.stride} does not match encoder "
                             f"{self.data.encoder!r} (stride {self.encoder.stride})")

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from aceg.errors import AcegError
+from aceg.model.onnx_network import RUNTIMES, fallback, onnx_network
 
 
 def patch_centres(rows: int, cols: int, stride: int) -> np.ndarray:
@@ -84,6 +85,17 @@ class Encoder:
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
+
+    #: What runs the network: "torch", or "onnxruntime" (see :meth:`use_runtime`).
+    runtime: str = "torch"
+
+    def use_runtime(self, runtime: str) -> None:
+        """Run the network on ``runtime`` (:data:`aceg.model.onnx_network.RUNTIMES`) where
+        this encoder supports it; PyTorch otherwise. Sets :attr:`runtime`."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime == "onnxruntime":
+            raise RuntimeError(f"encoder {self.name!r} cannot run on ONNX Runtime")
 
     def encode(self, images) -> torch.Tensor:
         """Dense features (B, C, H/s, W/s) float32 of uint8 RGB images with H, W multiples of s."""
@@ -161,6 +173,30 @@ class XFeatEncoder(Encoder):
         self.net = net.eval().to(self.device)
         for p in self.net.parameters():
             p.requires_grad_(False)
+        self._onnx = None  # the network on ONNX Runtime (use_runtime)
+
+    def use_runtime(self, runtime: str) -> None:
+        """ONNX Runtime for "auto" and "onnxruntime" on the CPU (:mod:`aceg.model.onnx_network`);
+        PyTorch for "torch", on CUDA, and for "auto" where ONNX Runtime is unavailable."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self._onnx, self._asked = None, runtime
+        if runtime != "torch" and self.device.type == "cpu":
+            self._onnx = onnx_network(self.net, "xfeat", (1, 3, 32, 32), runtime)
+        elif runtime == "onnxruntime":
+            raise RuntimeError(f"{self.name}: ONNX Runtime runs the encoder on the CPU only")
+        self.runtime = "torch" if self._onnx is None else "onnxruntime"
+
+    def _network(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network's outputs for a padded batch, on :attr:`runtime` (PyTorch from then
+        on, with a warning, if ONNX Runtime fails on a new size under "auto")."""
+        if self._onnx is not None:
+            try:
+                return self._onnx(batch)
+            except Exception as exc:  # an optional accelerator falls back to torch
+                fallback(self.name, exc, self._asked)
+                self._onnx, self.runtime = None, "torch"
+        return self.net(batch)
 
     def encode_scored(self, images) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features and XFeat's own rating of each cell from the same pass: its reliability
@@ -187,7 +223,7 @@ class XFeatEncoder(Encoder):
         ph, pw = (-h) % 32, (-w) % 32
         if ph or pw:
             batch = F.pad(batch, (0, pw, 0, ph), mode="replicate")
-        feats, keypoints, reliability = self.net(batch)
+        feats, keypoints, reliability = self._network(batch)
         cells = (slice(None), slice(None), slice(0, h // 8), slice(0, w // 8))
         feats = F.normalize(feats[cells], dim=1) * (self.feature_dim**0.5)
         return feats, keypoints[cells], reliability[cells]
@@ -241,7 +277,7 @@ _REGISTRY: dict[str, Callable[..., Encoder]] = {
 #: Encoder used when none is named.
 DEFAULT_ENCODER = "xfeat"
 
-_CACHE: dict[tuple[str, str], Encoder] = {}
+_CACHE: dict[tuple[str, str, str], Encoder] = {}
 
 
 def register_encoder(name: str, factory: Callable[..., Encoder]) -> None:
@@ -253,11 +289,16 @@ def encoder_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_encoder(name: str = DEFAULT_ENCODER, device: torch.device | str = "cpu") -> Encoder:
-    """The encoder registered as ``name`` (built once per device, then shared)."""
+def get_encoder(name: str = DEFAULT_ENCODER, device: torch.device | str = "cpu",
+                runtime: str = "torch") -> Encoder:
+    """The encoder registered as ``name``, its network on ``runtime`` where it can
+    (:meth:`Encoder.use_runtime`); built once per device and runtime, then shared."""
     if name not in _REGISTRY:
         raise AcegError(f"unknown encoder {name!r}; known: {', '.join(encoder_names())}")
-    key = (name, str(torch.device(device)))
+    key = (name, str(torch.device(device)), runtime)
     if key not in _CACHE:
-        _CACHE[key] = _REGISTRY[name](device=device)
+        encoder = _REGISTRY[name](device=device)
+        if runtime != "torch":
+            encoder.use_runtime(runtime)
+        _CACHE[key] = encoder
     return _CACHE[key]

