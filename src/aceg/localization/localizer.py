@@ -305,14 +305,17 @@ class Localizer:
             world, log_unc = self.predict_flat(torch.from_numpy(descriptors))
             pixels = sparse.keypoints.astype(np.float64)
         else:
-            feats, scores = self.encoder.encode_scored(rgb)
+            limit = self.query_patches
+            cells = (rgb.shape[0] // self.encoder.stride) * (rgb.shape[1] // self.encoder.stride)
+            selects = self._reads_rated_cells and limit is not None and cells > limit
+            feats, scores = (self.encoder.encode_scored(rgb) if selects
+                             else (self.encoder.encode(rgb), None))
             timings["encode"] = time.perf_counter() - t
             t = time.perf_counter()
             C, rows, cols = feats.shape[1:]
             flat = feats[0].reshape(C, -1).T
             pixels = self.encoder.centres(rows, cols).astype(np.float64)
-            limit = self.query_patches
-            if self._reads_rated_cells and limit is not None and flat.shape[0] > limit:
+            if selects:
                 if scores is not None:
                     pick = torch.topk(scores[0].reshape(-1), limit).indices.sort().values.cpu()
                 else:
