@@ -6,7 +6,8 @@ time of each stage (prepare, encode, anchor search, RANSAC, total), the accuracy
 (10 cm / 10 deg) per split and the ratio of total times to the first setting's. Settings
 alternate query by query, so a noisy machine slows them alike.
 
-A setting is words joined by "/": the patch cells read per query ("all", or the N the
+A setting is a named speed (:data:`aceg.localization.localizer.SPEEDS`: "accurate",
+"fast") or words joined by "/": the patch cells read per query ("all", or the N the
 encoder rates likeliest to hold keypoints, :data:`aceg.localization.localizer.QUERY_PATCHES`),
 then optionally the encoder's runtime ("torch", "auto" or "onnxruntime",
 :data:`aceg.localization.localizer.ENCODER_RUNTIME`) and "pN", the anchor lists each cell
@@ -16,13 +17,12 @@ Runtime.
     aceg synth /work/data/room-200 --scenes 1 --seed 424242 --frames-mapping 200 \\
         --frames-query 30 --size 480x640 --splits mapping,query_same,query_view
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/query_speed.py \\
-        --synthetic /work/data/room-200 --real ../shared/data --settings 2048/torch 2048/auto
+        --synthetic /work/data/room-200 --real ../shared/data --settings 2048/torch/p16 accurate fast
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from _datasets import add_dataset_arguments, datasets
 
 from aceg.data.images import load_image
 from aceg.evaluation.metrics import accuracy_table, pose_errors
-from aceg.localization.localizer import Localizer
+from aceg.localization.localizer import SPEEDS, Localizer, speed_settings
 from aceg.mapping.mapper import map_scene
 
 STAGES = ("prepare", "encode", "regress", "ransac", "total")
@@ -39,6 +39,8 @@ STAGES = ("prepare", "encode", "regress", "ransac", "total")
 
 def parse_setting(text: str) -> dict:
     """Keyword arguments of :func:`localizer` for a setting (module docstring)."""
+    if text in SPEEDS:
+        return speed_settings(text)
     words = text.split("/")
     setting = {"query_patches": None if words[0] == "all" else int(words[0])}
     for word in words[1:]:
@@ -51,22 +53,12 @@ def parse_setting(text: str) -> dict:
     return setting
 
 
-def localizer(map_path: Path, lists_probed: int | None = None, **kwargs) -> Localizer:
-    """A localizer of ``map_path`` with ``kwargs``, its regressor searching ``lists_probed``
-    lists when given."""
-    loc = Localizer(map_path, **kwargs)
-    if lists_probed is not None:
-        model = loc.regressor.model
-        model.config = dataclasses.replace(model.config, lists_probed=lists_probed)
-    return loc
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(parser, ("query_same", "query_view"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/aceg-query-speed"),
                         help="where the maps are made (and reused from)")
-    parser.add_argument("--settings", nargs="+", default=["2048/torch", "2048/auto"],
+    parser.add_argument("--settings", nargs="+", default=["accurate", "fast"],
                         help="settings to compare (module docstring): e.g. all, 2048/torch, 1024/auto/p8")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the queries (the first warms up)")
     args = parser.parse_args()
@@ -83,7 +75,7 @@ def main() -> None:
             result = map_scene(data.mapping, map_path, model="anchors", progress=False)
             print(f"{data.name}: mapped {result.frames} images in {result.seconds['total']:.1f} s, "
                   f"map {result.file_size / 1e6:.2f} MB", flush=True)
-        localizers = {s: localizer(map_path, **kw) for s, kw in settings.items()}
+        localizers = {s: Localizer(map_path, **kw) for s, kw in settings.items()}
         queries = [(split, f) for split, scene in data.queries.items() for f in scene.frames]
         for round_ in range(args.rounds):
             for split, frame in queries:

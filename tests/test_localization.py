@@ -174,3 +174,33 @@ def test_cli_map_notes_unused_depth(tmp_path, capsys):
     assert "--depth was not given" in capsys.readouterr().out
     assert main(args + ["--depth"]) == 0
     assert "--depth was not given" not in capsys.readouterr().out
+
+
+def test_speeds_set_the_cells_read_and_the_lists_searched(tmp_path, monkeypatch, capsys):
+    from aceg.localization.localizer import SPEEDS, speed_settings
+    from aceg.model.anchors import AnchorLists
+
+    assert speed_settings("fast") == {"query_patches": SPEEDS["fast"][0], "lists_probed": 8}
+    with pytest.raises(AcegError, match="unknown speed"):
+        speed_settings("ludicrous")
+    scene = corner_scene(tmp_path / "raw", n=8, size=(320, 240))
+    _write_ace_scene(scene, tmp_path / "ace")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        map_scene(scene.subset(range(0, 8, 2)), tmp_path / "m.map", short_side=240, progress=False)
+    probed = []
+    search = AnchorLists.search
+    monkeypatch.setattr(AnchorLists, "search",
+                        lambda self, q, k, p: probed.append((q.shape[0], p)) or search(self, q, k, p))
+    plain = Localizer(tmp_path / "m.map")
+    fast = Localizer(tmp_path / "m.map", **speed_settings("fast"))
+    assert plain.localize_frame(scene[1]).localized and fast.localize_frame(scene[1]).localized
+    default_probed = plain.regressor.model.config.lists_probed
+    assert probed == [(1200, default_probed), (1024, 8)]  # 30 x 40 cells, all read by default
+    with pytest.raises(AcegError, match="lists_probed"):
+        Localizer(tmp_path / "m.map", lists_probed=0)
+    poses = tmp_path / "poses.txt"
+    assert main(["localize", str(tmp_path / "m.map"), str(tmp_path / "ace"), "--out", str(poses),
+                 "--split", "2:1", "--speed", "fast"]) == 0
+    assert "of 4 images localized" in capsys.readouterr().out
+    assert probed[2:] == [(1024, 8)] * 4

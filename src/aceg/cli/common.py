@@ -19,3 +19,17 @@ def add_format_argument(parser: argparse.ArgumentParser, flag: str = "--format")
 
 def read_scene_arg(path: str, fmt: str | None) -> Scene:
     return read_scene(path, fmt)
+
+
+def add_speed_argument(parser: argparse.ArgumentParser) -> None:
+    """``--speed``: a named trade-off of query time against accuracy
+    (:data:`aceg.localization.localizer.SPEEDS`)."""
+    from aceg.localization.localizer import DEFAULT_SPEED, SPEEDS
+
+    lines = [f"{name}: {patches} query cells, "
+             + ("the map's own lists probed" if probed is None else f"{probed} anchor lists probed")
+             for name, (patches, probed) in SPEEDS.items()]
+    parser.add_argument("--speed", choices=tuple(SPEEDS), default=DEFAULT_SPEED,
+                        help=f"query time against accuracy, for maps of the default anchor model "
+                             f"({'; '.join(lines)}; default {DEFAULT_SPEED}). 'fast' is for a "
+                             "live camera; BENCHMARKS.md has what each costs and gives")

@@ -6,6 +6,7 @@ import ipaddress
 import os
 from pathlib import Path
 
+from aceg.cli.common import add_speed_argument
 from aceg.data.images import ImageLimits
 from aceg.errors import AcegError
 
@@ -85,6 +86,7 @@ def add_arguments(parser) -> None:
                         help="seconds a request has to send its body (default 60)")
     parser.add_argument("--max-client-connections", type=int, default=64,
                         help="open connections per client address (default 64)")
+    add_speed_argument(parser)
     parser.add_argument("--preload", action="store_true",
                         help="load every map at start-up instead of on its first request")
     parser.add_argument("--log-level", default="info",
@@ -149,7 +151,8 @@ def run(args) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
         connections=ConnectionLimits(header_timeout=args.header_timeout,
                                      body_timeout=args.body_timeout,
-                                     max_client_connections=args.max_client_connections))
+                                     max_client_connections=args.max_client_connections),
+        speed=args.speed)
     registry = MapRegistry(config.maps_dir, localizer_factory=localizer_factory(config))
     if args.preload:
         registry.preload()  # a map whose localizer cannot be built becomes unavailable

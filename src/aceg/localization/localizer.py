@@ -45,9 +45,10 @@ array of the wrong shape).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,22 @@ ENCODER_RUNTIME = "auto"
 #: (the rated subset localizes more far views than the evenly spaced one the regressor's
 #: ``max_queries`` keeps; docs/experiments.md). None: every cell (up to ``max_queries``).
 QUERY_PATCHES: int | None = 2048
+#: Named trade-offs of a query's cost against its accuracy, for anchor maps of cells:
+#: (patch cells read, anchor lists each cell searches; None: the regressor's
+#: ``AnchorConfig.lists_probed``). "fast" halves both, for a live camera
+#: (BENCHMARKS.md, query stages, has what each costs and gives).
+SPEEDS = {"accurate": (QUERY_PATCHES, None), "fast": (QUERY_PATCHES // 2, 8)}
+#: The speed used when none is named.
+DEFAULT_SPEED = "accurate"
+
+
+def speed_settings(speed: str) -> dict:
+    """:class:`Localizer` keyword arguments of a named speed (:data:`SPEEDS`)."""
+    if speed not in SPEEDS:
+        raise AcegError(f"unknown speed {speed!r}; known: {', '.join(SPEEDS)}")
+    patches, probed = SPEEDS[speed]
+    return {"query_patches": patches, "lists_probed": probed}
+
 
 
 @dataclass(frozen=True)
@@ -201,6 +218,8 @@ class Localizer:
         regions: with a cell map of the anchor model large enough to hold regions, also try
             the read-out within the voted regions (:mod:`aceg.localization.regions`).
         encoder_runtime: what runs the encoder's network (:data:`ENCODER_RUNTIME`).
+        lists_probed: anchor lists each query cell searches (None: the regressor's own,
+            ``AnchorConfig.lists_probed``); anchor maps only. See :data:`SPEEDS`.
     """
 
     def __init__(self, map_path: str | Path, regressor=None, device: torch.device | str = "cpu",
@@ -211,7 +230,7 @@ class Localizer:
                  image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
                  pose_check: PoseCheck = DEFAULT_POSE_CHECK,
                  query_patches: int | None = QUERY_PATCHES, regions: bool = True,
-                 encoder_runtime: str = ENCODER_RUNTIME) -> None:
+                 encoder_runtime: str = ENCODER_RUNTIME, lists_probed: int | None = None) -> None:
         self.map_path = Path(map_path)
         if query_patches is not None and query_patches < MIN_CORRESPONDENCES:
             raise AcegError(f"query_patches must be at least {MIN_CORRESPONDENCES}, got {query_patches}")
@@ -246,6 +265,11 @@ class Localizer:
             check_regressor_matches(self.data, reg, map_path)
             self.regressor = reg
             model = reg.model.to(self.device)
+            if lists_probed is not None and isinstance(model, AnchorRegressor):
+                if lists_probed < 1:
+                    raise AcegError(f"lists_probed must be at least 1, got {lists_probed}")
+                model = copy.copy(model)  # the caller's regressor keeps its setting
+                model.config = replace(model.config, lists_probed=lists_probed)
             code = self.data.code.to(self.device)
             if self.keypoints:
                 self._predict = lambda f: model(f, code, distinct_points=True)

@@ -99,6 +99,8 @@ class ServiceConfig:
         connections: header and body deadlines and connection limits
             (:class:`aceg.service.protocol.ConnectionLimits`).
         preload: build every map's localizer at start-up instead of on first use.
+        speed: the localizers' trade-off of time against accuracy
+            (:data:`aceg.localization.localizer.SPEEDS`).
     """
 
     maps_dir: FsPath
@@ -112,13 +114,15 @@ class ServiceConfig:
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     preload: bool = False
+    speed: str = "accurate"
 
 
 def localizer_factory(config: ServiceConfig):
-    """``path -> Localizer`` with the service's image limits (for :class:`MapRegistry`)."""
-    from aceg.localization.localizer import Localizer
+    """``path -> Localizer`` with the service's image limits and speed (for
+    :class:`MapRegistry`)."""
+    from aceg.localization.localizer import Localizer, speed_settings
 
-    return partial(Localizer, image_limits=config.image_limits)
+    return partial(Localizer, image_limits=config.image_limits, **speed_settings(config.speed))
 
 
 # Documents the header in OpenAPI (the "Authorize" button of /docs); the check itself is
