@@ -93,14 +93,15 @@ def main() -> None:
                         pose_errors(r.cam_to_world, frame.cam_to_world)
                         if r.cam_to_world is not None else (float("inf"),) * 2)
     first = next(iter(settings))
-    print(f"{'stage (median ms)':<26}" + "".join(f"{s:>12}" for s in settings))
+    w = max(12, *(len(s) + 2 for s in settings))  # column width
+    print(f"{'stage (median ms)':<26}" + "".join(f"{s:>{w}}" for s in settings))
     for k in STAGES:
-        print(f"{k:<26}" + "".join(f"{1000 * statistics.median(times[s][k]):12.1f}" for s in settings))
+        print(f"{k:<26}" + "".join(f"{1000 * statistics.median(times[s][k]):{w}.1f}" for s in settings))
     for split in errors[first]:
         line = f"{split + ' 10cm/10deg':<26}"
         for s in settings:
             e = errors[s][split]
-            line += f"{accuracy_table([a for a, _ in e], [b for _, b in e]).within['10cm/10deg']:11.1f}%"
+            line += f"{accuracy_table([a for a, _ in e], [b for _, b in e]).within['10cm/10deg']:{w - 1}.1f}%"
         print(line + f"  ({len(errors[first][split])} queries)")
     base = statistics.median(times[first]["total"])
     print("total / " + first + ": " + ", ".join(
