@@ -19,9 +19,7 @@ def encoders():
     """The same XFeat on PyTorch and on ONNX Runtime (exported into the session's cache)."""
     on_torch = XFeatEncoder()
     on_onnx = XFeatEncoder()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AcegWarning)  # "preparing ... once for this machine"
-        on_onnx.use_runtime("onnxruntime")
+    on_onnx.use_runtime("onnxruntime")
     return on_torch, on_onnx
 
 
