@@ -28,7 +28,7 @@ import torch
 from aceg.data.camera import backproject
 from aceg.data.images import prepare_image
 from aceg.data.scene import Scene
-from aceg.mapping.checkpoint import chunks
+from aceg.mapping.checkpoint import kept_chunks
 from aceg.mapping.losses import PatchBatch
 from aceg.model.encoder import Encoder, patch_centres
 
@@ -200,37 +200,21 @@ def build_buffer(
     # Resuming keeps chunks of whole images; with random draws (augmentation, patch
     # subsets) a chunk read back would leave the random stream elsewhere: not kept.
     keep_chunks = checkpoint is not None and passes == 1 and patches_per_pass is None
-    for number, indices in chunks(len(scene.frames)):
-        name = f"patches-{number:05d}"
-        stored = checkpoint.load(name, len(indices), "K") if keep_chunks else None
-        if stored is not None:
-            feats.append(torch.from_numpy(stored["features"]))
-            pix.append(stored["pixels"])
-            frames.append(stored["frame"])
-            if with_targets:
-                targets.append(stored["target"])
-                tvalid.append(stored["target_valid"])
-            dropped += int(stored["dropped"][0])
-            Ks += list(stored["K"])
-            sizes += [tuple(int(x) for x in wh) for wh in stored["size"]]
-            for fi in indices:
-                w2cs.append(_centred_world_to_cam(scene.frames[fi].cam_to_world, centre))
-                if progress is not None:
-                    progress(1)
-            continue
-        first, first_dropped = len(feats), dropped
+
+    def encode(indices: range) -> dict[str, np.ndarray]:
+        """The arrays of a chunk of images, encoded (``passes`` passes each)."""
+        c_feats, c_pix, c_frames, c_targets, c_valid, c_K, c_size = [], [], [], [], [], [], []
+        c_dropped = 0
         for fi in indices:
             frame = scene.frames[fi]
             prep = prepare_image(frame.image_path, frame.intrinsics, short_side, multiple_of=s,
                                  depth_path=frame.depth_path if use_depth and depth_maps is None else None)
             depth = depth_maps[fi] if depth_maps is not None else prep.depth
             h, w = prep.rgb.shape[:2]
-            sizes.append((w, h))
+            c_size.append((w, h))
             K = prep.intrinsics.K
-            c2w = frame.cam_to_world.copy()
-            c2w[:3, 3] -= centre
-            Ks.append(K)
-            w2cs.append(_centred_world_to_cam(frame.cam_to_world, centre))
+            c2w = _centred_cam_to_world(frame.cam_to_world, centre)
+            c_K.append(K)
             for p in range(passes):
                 if p == 0:
                     img, A = prep.rgb, np.array([[1.0, 0, 0], [0, 1.0, 0]])
@@ -240,22 +224,37 @@ def build_buffer(
                 if with_targets:
                     t, v = _depth_targets(depth, src, K, c2w)
                     if targets_only:
-                        dropped += int((~v).sum())
+                        c_dropped += int((~v).sum())
                         features, src, t, v = features[torch.from_numpy(v)], src[v], t[v], v[v]
-                    targets.append(t)
-                    tvalid.append(v)
-                feats.append(features)
-                pix.append(src.astype(np.float32))
-                frames.append(np.full(len(src), fi, dtype=np.int64))
+                    c_targets.append(t)
+                    c_valid.append(v)
+                c_feats.append(features)
+                c_pix.append(src.astype(np.float32))
+                c_frames.append(np.full(len(src), fi, dtype=np.int64))
             if progress is not None:
                 progress(1)
-        if keep_chunks:
-            chunk = {"features": torch.cat(feats[first:]).numpy(), "pixels": np.concatenate(pix[first:]),
-                     "frame": np.concatenate(frames[first:]), "dropped": np.array([dropped - first_dropped]),
-                     "K": np.stack(Ks[indices.start:]), "size": np.array(sizes[indices.start:])}
-            if with_targets:
-                chunk.update(target=np.concatenate(targets[first:]), target_valid=np.concatenate(tvalid[first:]))
-            checkpoint.save(name, chunk)
+        chunk = {"features": torch.cat(c_feats).numpy(), "pixels": np.concatenate(c_pix),
+                 "frame": np.concatenate(c_frames), "dropped": np.array([c_dropped]),
+                 "K": np.stack(c_K), "size": np.array(c_size)}
+        if with_targets:
+            chunk.update(target=np.concatenate(c_targets), target_valid=np.concatenate(c_valid))
+        return chunk
+
+    for indices, arrays, read_back in kept_chunks(checkpoint if keep_chunks else None, "patches",
+                                                  len(scene.frames), "K", encode):
+        feats.append(torch.from_numpy(arrays["features"]))
+        pix.append(arrays["pixels"])
+        frames.append(arrays["frame"])
+        if with_targets:
+            targets.append(arrays["target"])
+            tvalid.append(arrays["target_valid"])
+        dropped += int(arrays["dropped"][0])
+        Ks += list(arrays["K"])
+        sizes += [tuple(int(x) for x in wh) for wh in arrays["size"]]
+        for fi in indices:
+            w2cs.append(_centred_world_to_cam(scene.frames[fi].cam_to_world, centre))
+            if read_back and progress is not None:
+                progress(1)
     size = sizes[0] if sizes else (0, 0)
     return TrainingBuffer(
         features=torch.cat(feats) if feats else torch.zeros(0, encoder.feature_dim, dtype=torch.half),
@@ -313,11 +312,16 @@ def buffer_from_cells(scene: Scene, keypoints, depth_maps: Sequence[np.ndarray],
         target_valid=torch.ones(sum(len(t) for t in targets), dtype=torch.bool), dropped=dropped)
 
 
-def _centred_world_to_cam(cam_to_world: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """4x4 world-to-camera of a camera-to-world pose in the frame centred on ``centre``."""
+def _centred_cam_to_world(cam_to_world: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """4x4 camera-to-world pose in the frame centred on ``centre`` (a copy)."""
     c2w = cam_to_world.copy()
     c2w[:3, 3] -= centre
-    return np.linalg.inv(c2w)
+    return c2w
+
+
+def _centred_world_to_cam(cam_to_world: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """4x4 world-to-camera of a camera-to-world pose in the frame centred on ``centre``."""
+    return np.linalg.inv(_centred_cam_to_world(cam_to_world, centre))
 
 
 def _pass_patches(encoder: Encoder, img: np.ndarray, A: np.ndarray, size: tuple[int, int],

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -127,3 +128,23 @@ def chunks(count: int) -> list[tuple[int, range]]:
     """(chunk number, the indices of that chunk) covering ``range(count)`` by :data:`CHUNK`."""
     return [(c, range(start, min(start + CHUNK, count)))
             for c, start in enumerate(range(0, count, CHUNK))]
+
+
+def kept_chunks(checkpoint: MappingCheckpoint | None, prefix: str, count: int, count_key: str,
+                compute: Callable[[range], dict[str, np.ndarray]],
+                ) -> Iterator[tuple[range, dict[str, np.ndarray], bool]]:
+    """(indices, arrays, read back) for each chunk of ``range(count)`` (:func:`chunks`): the
+    arrays ``checkpoint`` kept as chunk ``prefix-NNNNN`` (their ``count_key`` array holding
+    one row per index), else those of ``compute(indices)``, which are then kept. Without a
+    checkpoint every chunk is computed. Callers read both kinds the same way, so the path
+    of a resumed run is the path of every run."""
+    for number, indices in chunks(count):
+        name = f"{prefix}-{number:05d}"
+        stored = None if checkpoint is None else checkpoint.load(name, len(indices), count_key)
+        if stored is not None:
+            yield indices, stored, True
+            continue
+        arrays = compute(indices)
+        if checkpoint is not None:
+            checkpoint.save(name, arrays)
+        yield indices, arrays, False

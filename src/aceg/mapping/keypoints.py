@@ -156,31 +156,30 @@ def extract_scene_keypoints(scene: Scene, short_side: int, features: SparseFeatu
     dense features: :meth:`SparseFeatures.extract`). With a ``checkpoint``
     (:class:`aceg.mapping.checkpoint.MappingCheckpoint`; not with ``use_depth``) the
     keypoints are kept chunk by chunk and read back when an earlier run left them."""
-    from aceg.mapping.checkpoint import chunks
+    from aceg.mapping.checkpoint import kept_chunks
 
     extracted, intrinsics, depths = [], [], []
     bar = tqdm(total=len(scene.frames), desc="keypoints", unit="img", disable=not progress)
-    for number, indices in chunks(len(scene.frames)):
-        name = f"keypoints-{number:05d}"
-        stored = None if checkpoint is None or use_depth else checkpoint.load(name, len(indices), "counts")
-        if stored is not None:
-            extracted += _unpack_features(stored)
-            intrinsics += [Intrinsics.from_K(K) for K in stored["K"]]
-            depths += [None] * len(indices)
-            bar.update(len(indices))
-            continue
-        first = len(extracted)
+
+    def extract(indices: range) -> dict[str, np.ndarray]:
+        found, Ks = [], []
         for i in indices:
             frame = scene.frames[i]
             prepared = prepare_image(frame.image_path, frame.intrinsics, short_side,
                                      depth_path=frame.depth_path if use_depth else None)
-            extracted.append(features.extract(prepared.rgb, keep_cells))
-            intrinsics.append(prepared.intrinsics)
-            depths.append(prepared.depth)
+            found.append(features.extract(prepared.rgb, keep_cells))
+            Ks.append(prepared.intrinsics.K)
+            depths.append(prepared.depth)  # depth maps are not kept: no checkpoint with them
             bar.update(1)
-        if checkpoint is not None and not use_depth:
-            checkpoint.save(name, {**_pack_features(extracted[first:]),
-                                   "K": np.stack([k.K for k in intrinsics[first:]])})
+        return {**_pack_features(found), "K": np.stack(Ks)}
+
+    kept = None if use_depth else checkpoint
+    for indices, arrays, read_back in kept_chunks(kept, "keypoints", len(scene.frames), "counts", extract):
+        extracted += _unpack_features(arrays)
+        intrinsics += [Intrinsics.from_K(K) for K in arrays["K"]]
+        if read_back:
+            depths += [None] * len(indices)
+            bar.update(len(indices))
     bar.close()
     return SceneKeypoints(extracted, intrinsics, depths)
 

@@ -151,25 +151,23 @@ def _pair_matches(pairs: list[tuple[int, int]], extracted, features: SparseFeatu
                   config: TriangulationConfig, progress: bool, checkpoint):
     """Yield (i, j, (M, 2) matches) for each image pair, matched by ``features`` or read
     from ``checkpoint`` chunks (:func:`triangulate_scene`)."""
-    from aceg.mapping.checkpoint import chunks
+    from aceg.mapping.checkpoint import kept_chunks
 
     bar = tqdm(total=len(pairs), desc="triangulation", unit="pair", disable=not progress)
-    for number, indices in chunks(len(pairs)):
-        name = f"matches-{number:05d}"
-        stored = None if checkpoint is None else checkpoint.load(name, len(indices), "counts")
-        if stored is not None:
-            found = np.split(stored["matches"], np.cumsum(stored["counts"])[:-1])
-        else:
-            found = []
-            for k in indices:
-                i, j = pairs[k]
-                found.append(features.match(extracted[i], extracted[j], config.match_min_confidence))
-                bar.update(1)
-            if checkpoint is not None:
-                checkpoint.save(name, {"matches": np.concatenate(found).reshape(-1, 2).astype(np.int64),
-                                       "counts": np.array([len(m) for m in found], np.int64)})
-        if stored is not None:
+
+    def match(indices: range) -> dict[str, np.ndarray]:
+        found = []
+        for k in indices:
+            i, j = pairs[k]
+            found.append(features.match(extracted[i], extracted[j], config.match_min_confidence))
+            bar.update(1)
+        return {"matches": np.concatenate(found).reshape(-1, 2).astype(np.int64),
+                "counts": np.array([len(m) for m in found], np.int64)}
+
+    for indices, arrays, read_back in kept_chunks(checkpoint, "matches", len(pairs), "counts", match):
+        if read_back:
             bar.update(len(indices))
+        found = np.split(arrays["matches"], np.cumsum(arrays["counts"])[:-1])
         for k, matches in zip(indices, found, strict=True):
             yield (*pairs[k], matches.reshape(-1, 2))
     bar.close()
