@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from aceg.data.images import load_image
 from aceg.evaluation.metrics import accuracy_table, pose_errors
 from aceg.localization.localizer import SPEEDS, Localizer, speed_settings
 from aceg.mapping.mapper import map_scene
+from aceg.model.onnx_network import RUNTIMES
 
 STAGES = ("prepare", "encode", "regress", "ransac", "total")
 
@@ -44,7 +46,7 @@ def parse_setting(text: str) -> dict:
     words = text.split("/")
     setting = {"query_patches": None if words[0] == "all" else int(words[0])}
     for word in words[1:]:
-        if word in ("torch", "auto", "onnxruntime"):
+        if word in RUNTIMES:
             setting["encoder_runtime"] = word
         elif word.startswith("p") and word[1:].isdigit():
             setting["lists_probed"] = int(word[1:])
@@ -67,6 +69,7 @@ def main() -> None:
     settings = {s: parse_setting(s) for s in args.settings}
     times = {s: {k: [] for k in STAGES} for s in settings}
     errors: dict[str, dict[str, list]] = {s: {} for s in settings}
+    print("command: " + " ".join(sys.argv))
     print(f"threads: {torch.get_num_threads()}")
     for data in sets:
         map_path = args.work / f"{data.name}.map"

@@ -179,6 +179,8 @@ def test_cli_map_notes_unused_depth(tmp_path, capsys):
 def test_speeds_set_the_cells_read_and_the_lists_searched(tmp_path, monkeypatch, capsys):
     from aceg.localization.localizer import SPEEDS, speed_settings
     from aceg.model.anchors import AnchorLists
+    from aceg.model.encoder import XFeatEncoder
+    from aceg.service.app import ServiceConfig, localizer_factory
 
     assert speed_settings("fast") == {"query_patches": SPEEDS["fast"][0], "lists_probed": 8}
     with pytest.raises(AcegError, match="unknown speed"):
@@ -192,15 +194,26 @@ def test_speeds_set_the_cells_read_and_the_lists_searched(tmp_path, monkeypatch,
     search = AnchorLists.search
     monkeypatch.setattr(AnchorLists, "search",
                         lambda self, q, k, p: probed.append((q.shape[0], p)) or search(self, q, k, p))
+    rated = []
+    encode_scored = XFeatEncoder.encode_scored
+    monkeypatch.setattr(XFeatEncoder, "encode_scored",
+                        lambda self, images: rated.append(1) or encode_scored(self, images))
     plain = Localizer(tmp_path / "m.map")
-    fast = Localizer(tmp_path / "m.map", **speed_settings("fast"))
-    assert plain.localize_frame(scene[1]).localized and fast.localize_frame(scene[1]).localized
+    fast = localizer_factory(ServiceConfig(tmp_path, speed="fast"))(tmp_path / "m.map")  # as served
+    assert fast.query_patches == SPEEDS["fast"][0]
+    assert plain.localize_frame(scene[1]).localized
+    assert not rated  # 1,200 cells, all read: no cell is rated
+    assert fast.localize_frame(scene[1]).localized and rated == [1]
     default_probed = plain.regressor.model.config.lists_probed
     assert probed == [(1200, default_probed), (1024, 8)]  # 30 x 40 cells, all read by default
     with pytest.raises(AcegError, match="lists_probed"):
         Localizer(tmp_path / "m.map", lists_probed=0)
+    with pytest.raises(AcegError, match="encoder runtime"):
+        Localizer(tmp_path / "m.map", encoder_runtime="tensorrt")
     poses = tmp_path / "poses.txt"
     assert main(["localize", str(tmp_path / "m.map"), str(tmp_path / "ace"), "--out", str(poses),
                  "--split", "2:1", "--speed", "fast"]) == 0
     assert "of 4 images localized" in capsys.readouterr().out
     assert probed[2:] == [(1024, 8)] * 4
+    assert main(["localize", str(tmp_path / "m.map"), str(tmp_path / "ace"), "--out", str(poses),
+                 "--split", "2:1", "--encoder-runtime", "torch"]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from aceg.cli.common import add_format_argument, add_speed_argument, read_scene_arg
+from aceg.cli.common import add_format_argument, add_query_arguments, query_settings, read_scene_arg
 from aceg.cli.map import parse_split
 from aceg.errors import AcegError
 from aceg.io import check_output_path, output_lock
@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="FILE", help="poses file to write")
     parser.add_argument("--gt", metavar="SCENE", default=None,
                         help="ground-truth scene: print the accuracy table")
-    add_speed_argument(parser)
+    add_query_arguments(parser)
     parser.add_argument("--regressor", metavar="PATH", default=None,
                         help="ACE-G regressor the map was made with (default: shipped weights)")
     parser.add_argument("--split", metavar="K:R", default=None,
@@ -82,9 +82,9 @@ def _same_file_content(a, b) -> bool:
 
 
 def run(args) -> int:
-    from aceg.localization.localizer import Localizer, speed_settings
+    from aceg.localization.localizer import Localizer
 
-    localizer = Localizer(args.map, regressor=args.regressor, **speed_settings(args.speed))
+    localizer = Localizer(args.map, regressor=args.regressor, **query_settings(args))
     queries = read_scene_arg(args.queries, args.format)
     check_output_path(args.out, inputs=[args.map, *queries.files(), *filter(None, [args.regressor])],
                       what="poses file")

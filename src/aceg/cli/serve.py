@@ -6,7 +6,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from aceg.cli.common import add_speed_argument
+from aceg.cli.common import add_query_arguments
 from aceg.data.images import ImageLimits
 from aceg.errors import AcegError
 
@@ -86,7 +86,7 @@ def add_arguments(parser) -> None:
                         help="seconds a request has to send its body (default 60)")
     parser.add_argument("--max-client-connections", type=int, default=64,
                         help="open connections per client address (default 64)")
-    add_speed_argument(parser)
+    add_query_arguments(parser)
     parser.add_argument("--preload", action="store_true",
                         help="load every map at start-up instead of on its first request")
     parser.add_argument("--log-level", default="info",
@@ -152,7 +152,7 @@ def run(args) -> int:
         connections=ConnectionLimits(header_timeout=args.header_timeout,
                                      body_timeout=args.body_timeout,
                                      max_client_connections=args.max_client_connections),
-        speed=args.speed)
+        speed=args.speed, encoder_runtime=args.encoder_runtime)
     registry = MapRegistry(config.maps_dir, localizer_factory=localizer_factory(config))
     if args.preload:
         registry.preload()  # a map whose localizer cannot be built becomes unavailable

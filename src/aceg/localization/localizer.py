@@ -12,13 +12,15 @@ Steps (:meth:`Localizer.localize`):
    ``fx, fy, cx, cy`` of the prepared image; threshold ``ransac_px`` pixels), followed by
    poselib's non-linear refinement on the inliers;
 5. the pose is *localized* when RANSAC found one that passes the sanity check of
-   :class:`PoseCheck` (enough inliers, spread over the image: a pose from noise or from an
-   image of another place gathers its few inliers in a corner), and *confident* when it
-   has at least :data:`CONFIDENT_INLIERS` inliers (a small share of the 4,800 patches of a
-   480x640 query; ACE's practice of judging a pose by its inlier count) and its inliers
-   determine the camera centre to :data:`CONFIDENT_CENTRE_STD_M` (one standard deviation
-   of the fit, :mod:`aceg.localization.uncertainty`; the result reports it with the
-   rotation's, so a client can apply its own bound).
+   :class:`aceg.localization.poses.PoseCheck` (enough inliers, spread over the image: a
+   pose from noise or from an image of another place gathers its few inliers in a
+   corner), and *confident* when it has at least
+   :data:`~aceg.localization.poses.CONFIDENT_INLIERS` inliers (a small share of the 4,800
+   patches of a 480x640 query; ACE's practice of judging a pose by its inlier count) and
+   its inliers determine the camera centre to
+   :data:`~aceg.localization.poses.CONFIDENT_CENTRE_STD_M` (one standard deviation of the
+   fit, :mod:`aceg.localization.uncertainty`; the result reports it with the rotation's,
+   so a client can apply its own bound).
 
 Before step 1 the image's size is checked against :class:`aceg.data.images.ImageLimits`
 (read from the file header for a path, before decoding): the work of step 2 grows with
@@ -37,8 +39,8 @@ among the anchors its first pose projects near it and solves the pose again; its
 confident flag needs the first stage's inlier count (its correspondences were found
 without the pose) and the second stage's centre deviation (the pose it returns).
 
-Fewer than :data:`MIN_CORRESPONDENCES` usable correspondences, or an image that cannot be
-read, give a "not localized" :class:`LocalizationResult` with a reason (never an exception
+Fewer than :data:`~aceg.localization.poses.MIN_CORRESPONDENCES` usable correspondences, or an image that cannot be
+read, give a "not localized" :class:`~aceg.localization.poses.LocalizationResult` with a reason (never an exception
 from :meth:`Localizer.localize_frame`; :meth:`Localizer.localize` raises only for an image
 array of the wrong shape).
 """
@@ -46,9 +48,8 @@ array of the wrong shape).
 from __future__ import annotations
 
 import copy
-import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,18 @@ from aceg.data.images import (
 from aceg.data.scene import Frame
 from aceg.errors import AcegError
 from aceg.localization.guided import DEFAULT_GUIDED, GuidedConfig, guided_correspondences, point_ids
-from aceg.localization.pnp import estimate_pose
+from aceg.localization.poses import (
+    CONFIDENT_CENTRE_STD_M,
+    CONFIDENT_INLIERS,
+    DEFAULT_POSE_CHECK,
+    MIN_CORRESPONDENCES,
+    RANSAC_PX,
+    LocalizationResult,
+    PoseCheck,
+    confident_mask,
+    solve_pnp,
+)
 from aceg.localization.regions import CANDIDATES, PlaceRegions
-from aceg.localization.uncertainty import pose_spread
 from aceg.model.anchors import AnchorRegressor
 from aceg.model.encoder import get_encoder
 from aceg.model.map_file import (
@@ -76,21 +86,13 @@ from aceg.model.map_file import (
     regressor_for_map,
     resolve_regressor,
 )
+from aceg.model.onnx_network import RUNTIMES
 
-#: Inlier count from which a pose is flagged confident.
-CONFIDENT_INLIERS = 200
-#: Largest standard deviation of the camera centre (metres) of a pose flagged confident:
-#: half the 10 cm bound that relocalization benchmarks count as right.
-CONFIDENT_CENTRE_STD_M = 0.05
 #: A large map's pose is not confident when a pose of another voted region, at least this
 #: far away (metres), has at least 1 / this ratio of its inliers
 #: (:meth:`Localizer.region_pose`).
 AMBIGUOUS_DISTANCE_M = 0.5
 AMBIGUOUS_INLIER_RATIO = 1.5
-#: Fewer usable 2D-3D correspondences than this: "not localized".
-MIN_CORRESPONDENCES = 12
-#: RANSAC inlier threshold, pixels of the prepared image (ACE uses 10 px at short side 480).
-RANSAC_PX = 10.0
 #: Fraction of patches kept by the uncertainty filter (ACE-G maps).
 KEEP_QUANTILE = 0.75
 #: Keypoints extracted per query image for an anchor map of keypoints.
@@ -124,82 +126,7 @@ def speed_settings(speed: str) -> dict:
     return {"query_patches": patches, "lists_probed": probed}
 
 
-
-@dataclass(frozen=True)
-class PoseCheck:
-    """When a RANSAC pose counts as localized: at least ``min_inliers`` inliers, and at
-    least ``min_cells`` cells of a ``grid`` x ``grid`` grid over the prepared image holding
-    ``min_cell_inliers`` inliers or more each. Poses of random noise, flat images and
-    images of other scenes gather their inliers (RANSAC's best of many random hypotheses)
-    in a few cells; a true pose has them wherever the image shows mapped structure.
-    """
-
-    min_inliers: int = 50
-    grid: int = 8
-    min_cell_inliers: int = 4
-    min_cells: int = 10
-
-
-def pose_check_failure(inlier_pixels: np.ndarray, width: int, height: int,
-                       check: PoseCheck) -> str:
-    """Why a pose with inliers at (N, 2) pixels ``inlier_pixels`` (u, v) of a ``width`` x
-    ``height`` image fails ``check``, or "" when it passes."""
-    n = len(inlier_pixels)
-    if n < check.min_inliers:
-        return f"pose failed the sanity check: {n} inliers < {check.min_inliers}"
-    g = check.grid
-    cols = np.clip((inlier_pixels[:, 0] + 0.5) * g // width, 0, g - 1).astype(np.int64)
-    rows = np.clip((inlier_pixels[:, 1] + 0.5) * g // height, 0, g - 1).astype(np.int64)
-    cells = int((np.bincount(rows * g + cols, minlength=g * g) >= check.min_cell_inliers).sum())
-    if cells < check.min_cells:
-        return (f"pose failed the sanity check: inliers cover {cells} of {g}x{g} image cells "
-                f"(at least {check.min_cells} needed)")
-    return ""
-
-
-DEFAULT_POSE_CHECK = PoseCheck()
 DEFAULT_IMAGE_LIMITS = ImageLimits()
-
-
-@dataclass
-class LocalizationResult:
-    """Pose of one query image.
-
-    Attributes:
-        name: image name (file name, or "array").
-        cam_to_world: 4x4 float64 camera-to-world pose (OpenCV axes, metres) or None when
-            not localized.
-        inliers: RANSAC inliers after refinement.
-        correspondences: 2D-3D correspondences given to RANSAC.
-        confident: ``inliers >= CONFIDENT_INLIERS`` of the first stage (global search)
-            and ``centre_std_m <= CONFIDENT_CENTRE_STD_M`` of the pose returned.
-        rotation_std_deg, centre_std_m: standard deviations of the pose's rotation
-            (degrees) and camera centre (metres) predicted from its inliers
-            (:mod:`aceg.localization.uncertainty`); infinite when not localized.
-        stage: which stage gave the pose: "first", "region" (the read-out within a voted
-            region of a large map, :mod:`aceg.localization.regions`) or "guided" (keypoint
-            maps).
-        timings: seconds per stage ("prepare", "encode", "regress", "ransac", "total").
-        reason: why the image was not localized ("" when localized).
-        bad_input: the image or its intrinsics could not be used (``reason`` says which
-            file and why), as opposed to too few correspondences for a pose.
-    """
-
-    name: str
-    cam_to_world: np.ndarray | None
-    inliers: int = 0
-    correspondences: int = 0
-    confident: bool = False
-    timings: dict = field(default_factory=dict)
-    reason: str = ""
-    bad_input: bool = False
-    stage: str = "first"
-    rotation_std_deg: float = math.inf
-    centre_std_m: float = math.inf
-
-    @property
-    def localized(self) -> bool:
-        return self.cam_to_world is not None
 
 
 class Localizer:
@@ -219,7 +146,7 @@ class Localizer:
             the read-out within the voted regions (:mod:`aceg.localization.regions`).
         encoder_runtime: what runs the encoder's network (:data:`ENCODER_RUNTIME`).
         lists_probed: anchor lists each query cell searches (None: the regressor's own,
-            ``AnchorConfig.lists_probed``); anchor maps only. See :data:`SPEEDS`.
+            ``AnchorConfig.lists_probed``); anchor maps of cells only. See :data:`SPEEDS`.
     """
 
     def __init__(self, map_path: str | Path, regressor=None, device: torch.device | str = "cpu",
@@ -242,8 +169,16 @@ class Localizer:
         self.guided = guided
         self.data = load_map(map_path)
         self.device = torch.device(device)
+        if encoder_runtime not in RUNTIMES:
+            raise AcegError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got "
+                            f"{encoder_runtime!r}")
+        if lists_probed is not None and lists_probed < 1:
+            raise AcegError(f"lists_probed must be at least 1, got {lists_probed}")
         self.encoder_runtime = encoder_runtime
-        self.encoder = get_encoder(self.data.encoder, self.device, encoder_runtime)
+        try:
+            self.encoder = get_encoder(self.data.encoder, self.device, encoder_runtime)
+        except RuntimeError as exc:  # "onnxruntime" insisted on, and it cannot run
+            raise AcegError(str(exc)) from None
         if self.encoder.stride != self.data.stride:
             raise AcegError(f"{map_path}: map stride {self.data.stride} does not match encoder "
                             f"{self.data.encoder!r} (stride {self.encoder.stride})")
@@ -266,9 +201,7 @@ class Localizer:
             check_regressor_matches(self.data, reg, map_path)
             self.regressor = reg
             model = reg.model.to(self.device)
-            if lists_probed is not None and isinstance(model, AnchorRegressor):
-                if lists_probed < 1:
-                    raise AcegError(f"lists_probed must be at least 1, got {lists_probed}")
+            if lists_probed is not None and isinstance(model, AnchorRegressor) and not self.keypoints:
                 model = copy.copy(model)  # the caller's regressor keeps its setting
                 model.config = replace(model.config, lists_probed=lists_probed)
             code = self.data.code.to(self.device)
@@ -311,7 +244,10 @@ class Localizer:
         if self._sparse is None:
             from aceg.mapping.keypoints import SparseFeatures
 
-            self._sparse = SparseFeatures(QUERY_KEYPOINTS, self.device, runtime=self.encoder_runtime)
+            try:
+                self._sparse = SparseFeatures(QUERY_KEYPOINTS, self.device, runtime=self.encoder_runtime)
+            except RuntimeError as exc:  # "onnxruntime" insisted on, and it cannot run
+                raise AcegError(str(exc)) from None
         return self._sparse
 
     def correspondences(self, rgb: np.ndarray, timings: dict):
@@ -482,55 +418,3 @@ class Localizer:
             return self.localize(frame.image_path, frame.intrinsics, frame.name)
         except AcegError as exc:
             return LocalizationResult(frame.name, None, reason=str(exc), bad_input=True)
-
-
-def confident_mask(world: np.ndarray, log_unc: np.ndarray | None, keep_quantile: float) -> np.ndarray:
-    """(P,) bool: the finite ones of (P, 3) ``world`` points and, with an uncertainty
-    (ACE-G) and ``keep_quantile`` < 1, only the ``keep_quantile`` fraction of those with the
-    smallest (P,) ``log_unc``."""
-    keep = np.all(np.isfinite(world), axis=1)
-    if log_unc is not None and keep_quantile < 1.0 and keep.any():
-        keep &= log_unc <= np.quantile(log_unc[keep], keep_quantile)
-    return keep
-
-
-def solve_pnp(pixels: np.ndarray, world: np.ndarray, intrinsics: Intrinsics, width: int,
-              height: int, name: str = "", ransac_px: float = RANSAC_PX,
-              confident_inliers: int = CONFIDENT_INLIERS,
-              max_iterations: int = 10000,
-              pose_check: PoseCheck | None = None,
-              confident_centre_std_m: float = CONFIDENT_CENTRE_STD_M) -> LocalizationResult:
-    """Camera-to-world pose from 2D-3D correspondences: poselib RANSAC + refinement through
-    the shared :func:`aceg.localization.pnp.estimate_pose`, wrapped as a result.
-
-    Args:
-        pixels: (M, 2) image points (u, v), pixel centres at integer coordinates.
-        world: (M, 3) world points, metres.
-        intrinsics: pinhole intrinsics of the image (distortion ignored: prepared images
-            are undistorted).
-        width, height: size of the image, pixels (the grid of ``pose_check``).
-        pose_check: a pose failing it is "not localized" (None: :data:`DEFAULT_POSE_CHECK`).
-        confident_inliers, confident_centre_std_m: the confident flag (module docstring).
-    """
-    t = time.perf_counter()
-    finite = np.isfinite(pixels).all(1) & np.isfinite(world).all(1)
-    n = int(finite.sum())
-    if n < MIN_CORRESPONDENCES:
-        return LocalizationResult(
-            name, None, 0, n, timings={"ransac": time.perf_counter() - t},
-            reason=f"too few correspondences ({n} < {MIN_CORRESPONDENCES})")
-    res = estimate_pose(pixels[finite], world[finite], intrinsics, ransac_px, max_iterations)
-    elapsed = time.perf_counter() - t
-    if res.cam_to_world is None:
-        return LocalizationResult(name, None, res.inliers, n, timings={"ransac": elapsed},
-                                  reason=res.reason or "RANSAC found no pose")
-    inlier_pixels = pixels[finite][res.inlier_mask]
-    failure = pose_check_failure(inlier_pixels, width, height, pose_check or DEFAULT_POSE_CHECK)
-    if failure:
-        return LocalizationResult(name, None, res.inliers, n, timings={"ransac": elapsed},
-                                  reason=failure)
-    spread = pose_spread(res.cam_to_world, inlier_pixels, world[finite][res.inlier_mask], intrinsics.K)
-    confident = res.inliers >= confident_inliers and spread.centre_m <= confident_centre_std_m
-    return LocalizationResult(name, res.cam_to_world, res.inliers, n, confident,
-                              timings={"ransac": time.perf_counter() - t},
-                              rotation_std_deg=spread.rotation_deg, centre_std_m=spread.centre_m)

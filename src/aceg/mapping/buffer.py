@@ -233,7 +233,7 @@ def build_buffer(
                 c_frames.append(np.full(len(src), fi, dtype=np.int64))
             if progress is not None:
                 progress(1)
-        chunk = {"features": torch.cat(c_feats).numpy(), "pixels": np.concatenate(c_pix),
+        chunk = {"features": torch.cat(c_feats).cpu().numpy(), "pixels": np.concatenate(c_pix),
                  "frame": np.concatenate(c_frames), "dropped": np.array([c_dropped]),
                  "K": np.stack(c_K), "size": np.array(c_size)}
         if with_targets:
@@ -291,10 +291,9 @@ def buffer_from_cells(scene: Scene, keypoints, depth_maps: Sequence[np.ndarray],
             raise ValueError(f"frame {frame.name}: a cell without keypoints has a depth (filled "
                              "depth maps need the encoder's own pass: build_buffer)")
         centres = patch_centres(rows, cols, stride)[image.cells].astype(np.float64)
-        c2w = frame.cam_to_world.copy()
-        c2w[:3, 3] -= centre
         K = intrinsics.K
-        target, valid = _depth_targets(depth_maps[fi], centres, K, c2w)
+        target, valid = _depth_targets(depth_maps[fi], centres, K,
+                                       _centred_cam_to_world(frame.cam_to_world, centre))
         dropped += rows * cols - int(valid.sum())
         feats.append(torch.from_numpy(image.cell_features[valid]))
         pix.append(centres[valid].astype(np.float32))

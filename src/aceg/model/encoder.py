@@ -17,6 +17,7 @@ record the encoder name; nothing here downloads anything.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from aceg.errors import AcegError
-from aceg.model.onnx_network import RUNTIMES, RuntimeNetwork
+from aceg.model.onnx_network import RuntimeNetwork, check_runtime
 
 
 def patch_centres(rows: int, cols: int, stride: int) -> np.ndarray:
@@ -92,8 +93,7 @@ class Encoder:
     def use_runtime(self, runtime: str) -> None:
         """Run the network on ``runtime`` (:data:`aceg.model.onnx_network.RUNTIMES`) where
         this encoder supports it; PyTorch otherwise. Sets :attr:`runtime`."""
-        if runtime not in RUNTIMES:
-            raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        check_runtime(runtime)
         if runtime == "onnxruntime":
             raise RuntimeError(f"encoder {self.name!r} cannot run on ONNX Runtime")
 
@@ -265,6 +265,7 @@ _REGISTRY: dict[str, Callable[..., Encoder]] = {
 DEFAULT_ENCODER = "xfeat"
 
 _CACHE: dict[tuple[str, str, str], Encoder] = {}
+_CACHE_LOCK = threading.Lock()  # the service's worker threads may ask at once
 
 
 def register_encoder(name: str, factory: Callable[..., Encoder]) -> None:
@@ -283,9 +284,10 @@ def get_encoder(name: str = DEFAULT_ENCODER, device: torch.device | str = "cpu",
     if name not in _REGISTRY:
         raise AcegError(f"unknown encoder {name!r}; known: {', '.join(encoder_names())}")
     key = (name, str(torch.device(device)), runtime)
-    if key not in _CACHE:
-        encoder = _REGISTRY[name](device=device)
-        if runtime != "torch":
-            encoder.use_runtime(runtime)
-        _CACHE[key] = encoder
-    return _CACHE[key]
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            encoder = _REGISTRY[name](device=device)
+            if runtime != "torch":
+                encoder.use_runtime(runtime)
+            _CACHE[key] = encoder
+        return _CACHE[key]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -30,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from aceg.errors import AcegWarning
+from aceg.errors import AcegError, AcegWarning
+from aceg.io import atomic_path
 
 #: Runtimes an encoder's network can run on: "auto" takes ONNX Runtime on the CPU when it
 #: works and PyTorch otherwise; "torch" always PyTorch; "onnxruntime" insists.
@@ -39,6 +39,17 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 SESSIONS = 8
 #: ONNX operator set of the exports.
 OPSET = 17
+#: Largest difference to the PyTorch network's outputs at which an export is used.
+TOLERANCE = 1e-3
+
+# torch.onnx's exporter keeps process-wide state: one export at a time in a process.
+_EXPORT_LOCK = threading.Lock()
+
+
+def check_runtime(runtime: str) -> None:
+    """ValueError unless ``runtime`` is one of :data:`RUNTIMES`."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
 
 
 def cache_folder() -> Path:
@@ -51,9 +62,9 @@ def cache_folder() -> Path:
 
 
 def weights_digest(net: nn.Module) -> str:
-    """Hex digest of ``net``'s weights and the torch version (another exporter version may
-    write another graph)."""
-    h = hashlib.sha256(torch.__version__.encode())
+    """Hex digest of what an export of ``net`` depends on: its layers and weights, the
+    torch version (another exporter may write another graph) and the export settings."""
+    h = hashlib.sha256(f"{torch.__version__}|{OPSET}|{net!r}".encode())
     for key, value in sorted(net.state_dict().items()):
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
@@ -63,30 +74,36 @@ def weights_digest(net: nn.Module) -> str:
 def export_network(net: nn.Module, shape: tuple[int, int, int, int]) -> bytes:
     """ONNX bytes of ``net`` (eval mode) for float32 input of ``shape`` (B, C, H, W)."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and train-mode notes
+    with _EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
+        # the exporter's own notes (deprecation, tracing, train-mode instance norm), not others'
+        warnings.filterwarnings("ignore", module=r"torch\.(onnx|jit)")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export")
         torch.onnx.export(net.eval(), (torch.zeros(shape),), buffer, dynamo=False,
                           opset_version=OPSET, input_names=["image"], do_constant_folding=True)
     return buffer.getvalue()
 
 
-def cached_export(net: nn.Module, name: str, shape: tuple[int, int, int, int]) -> bytes:
-    """The ONNX bytes of ``net`` for input ``shape`` from the cache folder; exported and
-    written there (atomic rename) when missing, kept in memory only when the folder is not
-    writable."""
+def export_path(net: nn.Module, name: str, shape: tuple[int, int, int, int]) -> Path:
+    """The cache file of ``net``'s export for input ``shape``."""
     size = "x".join(str(s) for s in shape)
-    path = cache_folder() / f"{name}-{weights_digest(net)}-{size}.onnx"
-    if path.is_file():
+    return cache_folder() / f"{name}-{weights_digest(net)}-{size}.onnx"
+
+
+def cached_export(net: nn.Module, name: str, shape: tuple[int, int, int, int],
+                  fresh: bool = False) -> bytes:
+    """The ONNX bytes of ``net`` for input ``shape`` from the cache folder; exported and
+    written there (atomically) when missing or ``fresh``, kept in memory only when the
+    folder is not writable."""
+    path = export_path(net, name, shape)
+    if path.is_file() and not fresh:
         return path.read_bytes()
     data = export_network(net, shape)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except (OSError, AcegError) as exc:
         warnings.warn(f"{path}: cannot keep the exported encoder ({exc}); it is exported "
                       "again by the next process (set ACEG_CACHE to a writable folder)",
                       AcegWarning, stacklevel=2)
@@ -123,8 +140,12 @@ class OnnxNetwork:
             options.inter_op_num_threads = 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.log_severity_level = 3
-            session = ort.InferenceSession(cached_export(self.net, self.name, shape), options,
-                                           providers=["CPUExecutionProvider"])
+            try:
+                session = ort.InferenceSession(cached_export(self.net, self.name, shape), options,
+                                               providers=["CPUExecutionProvider"])
+            except Exception:  # a damaged cache file: export again, once
+                session = ort.InferenceSession(cached_export(self.net, self.name, shape, fresh=True),
+                                               options, providers=["CPUExecutionProvider"])
             self._sessions[shape] = session
             while len(self._sessions) > SESSIONS:
                 self._sessions.popitem(last=False)
@@ -140,15 +161,21 @@ def onnx_network(net: nn.Module, name: str, trial_shape: tuple[int, int, int, in
                  runtime: str = "auto") -> OnnxNetwork | None:
     """``net`` on ONNX Runtime for ``runtime`` "auto" or "onnxruntime" (see
     :data:`RUNTIMES`), None for "torch"; tried once on input ``trial_shape``. With "auto",
-    None (and one warning) when onnxruntime or the exporter is missing or fails; with
-    "onnxruntime" that raises RuntimeError instead."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    None (and one warning) when onnxruntime or the exporter is missing or fails, or the
+    trial's outputs are not the network's; with "onnxruntime" that raises RuntimeError
+    instead."""
+    check_runtime(runtime)
     if runtime == "torch":
         return None
     try:
         network = OnnxNetwork(net, name)
-        network(torch.zeros(trial_shape))
+        trial = torch.rand(trial_shape, generator=torch.Generator().manual_seed(0)) * 255.0
+        with torch.no_grad():
+            expected = net(trial)
+        for got, want in zip(network(trial), expected, strict=True):
+            if not torch.allclose(got, want.float().cpu(), atol=TOLERANCE):
+                raise RuntimeError(f"the export's outputs differ from the network's by "
+                                   f"{float((got - want.float().cpu()).abs().max()):.2g}")
         return network
     except Exception as exc:  # any failure of an optional accelerator falls back to torch
         return fallback(name, exc, runtime)
@@ -165,8 +192,7 @@ class RuntimeNetwork(nn.Module):
                  device: torch.device | str = "cpu",
                  trial_shape: tuple[int, int, int, int] = (1, 3, 32, 32)) -> None:
         super().__init__()
-        if runtime not in RUNTIMES:
-            raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        check_runtime(runtime)
         if runtime == "onnxruntime" and torch.device(device).type != "cpu":
             raise RuntimeError(f"{name}: ONNX Runtime runs the encoder on the CPU only")
         self.net, self.name, self.asked = net, name, runtime
@@ -179,9 +205,10 @@ class RuntimeNetwork(nn.Module):
         return "torch" if self.onnx is None else "onnxruntime"
 
     def forward(self, batch: torch.Tensor):
-        if self.onnx is not None:
+        onnx = self.onnx  # another thread may fall back meanwhile
+        if onnx is not None:
             try:
-                return self.onnx(batch)
+                return onnx(batch)
             except Exception as exc:  # an optional accelerator falls back to torch
                 fallback(self.name, exc, self.asked)
                 self.onnx = None

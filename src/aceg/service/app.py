@@ -101,6 +101,8 @@ class ServiceConfig:
         preload: build every map's localizer at start-up instead of on first use.
         speed: the localizers' trade-off of time against accuracy
             (:data:`aceg.localization.localizer.SPEEDS`).
+        encoder_runtime: what runs the encoders' network
+            (:data:`aceg.localization.localizer.ENCODER_RUNTIME`).
     """
 
     maps_dir: FsPath
@@ -115,14 +117,16 @@ class ServiceConfig:
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     preload: bool = False
     speed: str = "accurate"
+    encoder_runtime: str = "auto"
 
 
 def localizer_factory(config: ServiceConfig):
-    """``path -> Localizer`` with the service's image limits and speed (for
-    :class:`MapRegistry`)."""
+    """``path -> Localizer`` with the service's image limits, speed and encoder runtime
+    (for :class:`MapRegistry`)."""
     from aceg.localization.localizer import Localizer, speed_settings
 
-    return partial(Localizer, image_limits=config.image_limits, **speed_settings(config.speed))
+    return partial(Localizer, image_limits=config.image_limits, encoder_runtime=config.encoder_runtime,
+                   **speed_settings(config.speed))
 
 
 # Documents the header in OpenAPI (the "Authorize" button of /docs); the check itself is

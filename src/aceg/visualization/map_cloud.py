@@ -28,7 +28,7 @@ import numpy as np
 from aceg.data.camera import invert_pose
 from aceg.data.images import prepare_image
 from aceg.data.scene import Scene
-from aceg.localization.localizer import confident_mask
+from aceg.localization.poses import confident_mask
 from aceg.visualization.pointcloud import frustum_points
 
 #: Default reprojection-error bound (pixels of the prepared image), as RANSAC's threshold.

@@ -383,7 +383,7 @@ def build_view(map_path: str | Path, *, mapping: Scene | None = None,
     mapping_cams = _cameras_of(mapping.frames) if mapping is not None else []
     estimated, unsure, failed_at_gt, gt_cams, links = [], [], [], [], []
     if queries is not None:
-        from aceg.localization.localizer import CONFIDENT_INLIERS
+        from aceg.localization.poses import CONFIDENT_INLIERS
 
         gt_of: dict[str, Frame] = {}
         if gt is not None:
