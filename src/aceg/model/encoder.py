@@ -92,7 +92,8 @@ class Encoder:
 
     def use_runtime(self, runtime: str) -> None:
         """Run the network on ``runtime`` (:data:`aceg.model.onnx_network.RUNTIMES`) where
-        this encoder supports it; PyTorch otherwise. Sets :attr:`runtime`."""
+        this encoder supports it (:attr:`runtime` says what runs it). This base runs
+        PyTorch only: "auto" keeps it, "onnxruntime" raises RuntimeError."""
         check_runtime(runtime)
         if runtime == "onnxruntime":
             raise RuntimeError(f"encoder {self.name!r} cannot run on ONNX Runtime")
