@@ -53,7 +53,9 @@ FORMAT_VERSION = 1
 class FeatureMatchingConfig:
     """Settings of the baseline, stored in its map files (flat, as written since the first
     format version). ``short_side``: working short side (px); ``retrieval_k``: mapping
-    images a query is matched with; ``ransac_max_error_px``: PnP inlier threshold; the
+    images a query is matched with; ``ransac_max_error_px``: PnP inlier threshold (tight:
+    LighterGlue's matches are at keypoint precision, and the fit that ends RANSAC weighs
+    every match within the threshold; docs/experiments.md); the
     others: keypoints, matching and triangulation (:meth:`triangulation_config`)."""
 
     short_side: int = 480
@@ -69,7 +71,7 @@ class FeatureMatchingConfig:
     triangulation: str = "pairs"
     triangulation_max_error_px: float = 3.0
     min_triangulation_angle_deg: float = 1.0
-    ransac_max_error_px: float = 8.0
+    ransac_max_error_px: float = 2.0
 
     def triangulation_config(self) -> TriangulationConfig:
         """The keypoint, matching and triangulation settings of these, for

@@ -33,7 +33,10 @@ class GuidedConfig:
             point's anchors would always be kept).
         min_margin: cosine margin a keypoint's best anchor needs over the best anchor of
             another point within the radius.
-        ransac_px: RANSAC inlier threshold of the second pose, pixels.
+        ransac_px: RANSAC inlier threshold of the second pose, pixels. Tight, because the
+            fit that ends RANSAC weighs every correspondence within it: keypoints read
+            within ``radius_px`` of a rough pose include near misses a loose threshold
+            lets pull the pose (docs/experiments.md).
         max_candidates: anchors a keypoint compares at most, the nearest in the image
             within the radius (bounds the work where many anchors project close together).
     """
@@ -41,7 +44,7 @@ class GuidedConfig:
     radius_px: float = 8.0
     min_similarity: float = 0.5
     min_margin: float = 0.02
-    ransac_px: float = 4.0
+    ransac_px: float = 2.0
     max_candidates: int = 32
 
 
